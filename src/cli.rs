@@ -1,0 +1,107 @@
+//! Command-line flags (SPEC.md "Command line and files"), each defined once, and their
+//! merge over the config file: flags win.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::RawConfig;
+
+/// s3vol: an S3 API over POSIX network volumes.
+#[derive(Debug, Parser)]
+#[command(name = "s3vol", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the S3 API. With no config, volume or credentials given, runs the embedded
+    /// default: volume `demo` at ./demo-volume and a generated development key.
+    Serve(ServeArgs),
+    /// Validate the configuration and credentials, print `config ok` and exit 0, or print
+    /// what is wrong and exit 2.
+    CheckConfig(ServeArgs),
+}
+
+/// Flags shared by `serve` and `check-config`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// TOML config file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Listen address, ip:port (default 127.0.0.1:9000; port 0 picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// A volume, NAME=PATH; repeat for more. Replaces the config file's [[volume]] list.
+    #[arg(long = "volume", value_name = "NAME=PATH")]
+    pub volumes: Vec<String>,
+    /// A directory whose subdirectories are volumes.
+    #[arg(long, value_name = "DIR")]
+    pub volumes_root: Option<PathBuf>,
+    /// Credentials file (TOML; must be readable by the service only).
+    #[arg(long, value_name = "FILE")]
+    pub credentials: Option<PathBuf>,
+    /// Region reported to clients.
+    #[arg(long, value_name = "NAME")]
+    pub region: Option<String>,
+    /// PEM certificate chain for HTTPS.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Admin listener address (health and metrics).
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<String>,
+}
+
+impl ServeArgs {
+    /// Reads the config file (if any) and lays the flags over it.
+    ///
+    /// Errors: an unreadable or invalid config file, or a `--volume` without `=`.
+    pub fn merged(&self) -> Result<RawConfig, String> {
+        let mut raw = match &self.config {
+            Some(path) => RawConfig::load(path)?,
+            None => RawConfig::default(),
+        };
+        if let Some(v) = &self.listen {
+            raw.listen = Some(v.clone());
+        }
+        if !self.volumes.is_empty() {
+            raw.volume = self
+                .volumes
+                .iter()
+                .map(|spec| {
+                    let (name, path) =
+                        spec.split_once('=').ok_or_else(|| format!("--volume {spec:?}: expected NAME=PATH"))?;
+                    Ok(crate::config::RawVolume {
+                        name: name.to_owned(),
+                        path: PathBuf::from(path),
+                        ..Default::default()
+                    })
+                })
+                .collect::<Result<_, String>>()?;
+        }
+        if let Some(v) = &self.volumes_root {
+            raw.volumes_root = Some(v.clone());
+        }
+        if let Some(v) = &self.credentials {
+            raw.credentials = Some(v.clone());
+        }
+        if let Some(v) = &self.region {
+            raw.region = Some(v.clone());
+        }
+        if let Some(v) = &self.tls_cert {
+            raw.tls_cert = Some(v.clone());
+        }
+        if let Some(v) = &self.tls_key {
+            raw.tls_key = Some(v.clone());
+        }
+        if let Some(v) = &self.admin_listen {
+            raw.admin_listen = Some(v.clone());
+        }
+        Ok(raw)
+    }
+}

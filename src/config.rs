@@ -1,0 +1,307 @@
+//! Configuration: the TOML file and command-line flags, merged (flags win) and checked in
+//! one step, [`RawConfig::validate`], into [`Settings`]. `s3vol check-config` runs exactly
+//! that. The file format is SPEC.md "Command line and files".
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::store::VolumeSettings;
+
+/// Default listen address (SPEC.md): loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
+/// Region answered by GetBucketLocation when none is configured.
+pub const DEFAULT_REGION: &str = "us-east-1";
+
+/// The config file as written. Every field is optional; unknown fields are errors.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Address of the S3 listener, `ip:port` (default `127.0.0.1:9000`; port 0 picks one).
+    pub listen: Option<String>,
+    /// Address of the admin listener (health, metrics): reserved for the operations work.
+    pub admin_listen: Option<String>,
+    /// Region returned by GetBucketLocation (default `us-east-1`).
+    pub region: Option<String>,
+    /// Reject requests signed for another region than `region` (default false: any region).
+    pub strict_region: Option<bool>,
+    /// Path of the credentials file (TOML, `[[key]]` tables; must not be group/other readable).
+    pub credentials: Option<PathBuf>,
+    /// PEM certificate chain for HTTPS (with `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS (with `tls_cert`).
+    pub tls_key: Option<PathBuf>,
+    /// A directory whose immediate subdirectories are volumes (bucket = directory name).
+    pub volumes_root: Option<PathBuf>,
+    /// Name of the per-volume internal directory (default `.s3vol`).
+    pub internal_dir: Option<String>,
+    /// Age after which idle multipart uploads are swept, e.g. `7d` (default 7 days).
+    pub multipart_max_age: Option<String>,
+    /// `uid:gid` for new files and directories.
+    pub owner: Option<String>,
+    /// Octal mode of new files (default `0644`).
+    pub file_mode: Option<String>,
+    /// Octal mode of new directories (default `0755`).
+    pub dir_mode: Option<String>,
+    /// Explicit volumes.
+    #[serde(default)]
+    pub volume: Vec<RawVolume>,
+    /// Settings for every volume discovered under `volumes_root`.
+    pub volume_defaults: Option<RawVolumeSettings>,
+}
+
+/// One `[[volume]]` table.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVolume {
+    /// Bucket name (S3 rules: 3–63 chars of `a-z 0-9 - .`).
+    pub name: String,
+    /// The mounted directory.
+    pub path: PathBuf,
+    #[serde(flatten)]
+    pub settings: RawVolumeSettings,
+}
+
+/// Per-volume settings (in `[[volume]]` or `[volume_defaults]`).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVolumeSettings {
+    /// fsync data and directories before acknowledging a write (default true).
+    pub fsync: Option<bool>,
+    /// Refuse to serve unless the path is a mount point (default false).
+    pub require_mount: Option<bool>,
+    /// Anonymous GET/HEAD/list (access-control work; default false).
+    pub public: Option<bool>,
+    /// Capacity limit, e.g. `500GiB` (quota work).
+    pub quota: Option<String>,
+    /// Largest object accepted, e.g. `4TiB` (quota work).
+    pub max_object_size: Option<String>,
+    /// Content types accepted on PUT; empty = any (quota work).
+    pub allowed_content_types: Option<Vec<String>>,
+    /// CORS rules (access-control work).
+    pub cors: Option<Vec<toml::Value>>,
+}
+
+/// Checked settings the daemon runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub region: String,
+    pub strict_region: bool,
+    /// The credentials file; `None` only for the embedded default (dev key generated).
+    pub credentials: Option<PathBuf>,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Explicit volumes: name, path, settings.
+    pub volumes: Vec<(String, PathBuf, VolumeSettings)>,
+    pub volumes_root: Option<(PathBuf, VolumeSettings)>,
+}
+
+/// S3 bucket naming rules: 3–63 characters of lower-case letters, digits, `-` and `.`,
+/// starting and ending with a letter or digit, no `..`, not an IPv4 address.
+pub fn valid_bucket_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    (3..=63).contains(&b.len())
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'.')
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && !name.contains("..")
+        && name.parse::<std::net::Ipv4Addr>().is_err()
+}
+
+impl RawConfig {
+    /// Reads and parses a config file. Errors name the file and the TOML problem.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))
+    }
+
+    /// True when nothing names a volume or credentials: the embedded default applies.
+    pub fn is_empty_of_volumes(&self) -> bool {
+        self.volume.is_empty() && self.volumes_root.is_none() && self.credentials.is_none()
+    }
+
+    /// Turns raw settings into checked [`Settings`]; every problem is listed, one per line.
+    pub fn validate(&self) -> Result<Settings, String> {
+        let mut errs = Vec::new();
+        let listen = self.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+        let listen = listen
+            .parse::<SocketAddr>()
+            .map_err(|_| errs.push(format!("listen: {listen:?} is not an ip:port address")))
+            .ok();
+        if let Some(a) = &self.admin_listen
+            && a.parse::<SocketAddr>().is_err()
+        {
+            errs.push(format!("admin_listen: {a:?} is not an ip:port address"));
+        }
+        let internal_dir = self.internal_dir.clone().unwrap_or_else(|| ".s3vol".into());
+        if internal_dir.is_empty() || internal_dir.contains('/') || internal_dir == "." || internal_dir == ".." {
+            errs.push(format!("internal_dir: {internal_dir:?} must be a single directory name"));
+        }
+        if let Some(age) = &self.multipart_max_age
+            && parse_duration_secs(age).is_none()
+        {
+            errs.push(format!("multipart_max_age: {age:?} is not a duration like 7d, 12h, 30m or 3600s"));
+        }
+        let owner = self.owner.as_deref().and_then(|o| {
+            let parsed = o.split_once(':').and_then(|(u, g)| Some((u.parse::<u32>().ok()?, g.parse::<u32>().ok()?)));
+            if parsed.is_none() {
+                errs.push(format!("owner: {o:?} must be uid:gid (numbers)"));
+            }
+            parsed
+        });
+        let mut mode = |field: &str, v: &Option<String>, default: u32| match v {
+            None => default,
+            Some(s) => match u32::from_str_radix(s.trim_start_matches("0o"), 8) {
+                Ok(m) if m <= 0o7777 => m,
+                _ => {
+                    errs.push(format!("{field}: {s:?} must be an octal mode like 0644"));
+                    default
+                }
+            },
+        };
+        let file_mode = mode("file_mode", &self.file_mode, 0o644);
+        let dir_mode = mode("dir_mode", &self.dir_mode, 0o755);
+        let base = VolumeSettings { internal_dir, fsync: true, owner, file_mode, dir_mode, require_mount: false };
+        let apply = |raw: &RawVolumeSettings, errs: &mut Vec<String>, what: &str| {
+            for (field, v) in [("quota", &raw.quota), ("max_object_size", &raw.max_object_size)] {
+                if let Some(v) = v
+                    && parse_size(v).is_none()
+                {
+                    errs.push(format!("{what}: {field} {v:?} is not a size like 500GiB"));
+                }
+            }
+            VolumeSettings {
+                fsync: raw.fsync.unwrap_or(true),
+                require_mount: raw.require_mount.unwrap_or(false),
+                ..base.clone()
+            }
+        };
+        let mut volumes = Vec::new();
+        let mut names = std::collections::HashSet::new();
+        for v in &self.volume {
+            let what = format!("volume {:?}", v.name);
+            if !valid_bucket_name(&v.name) {
+                errs.push(format!("{what}: not a valid bucket name (3-63 chars of a-z, 0-9, '-', '.')"));
+            }
+            if !names.insert(v.name.clone()) {
+                errs.push(format!("{what}: defined twice"));
+            }
+            if !v.path.is_absolute() && !v.path.starts_with(".") && v.path.components().count() == 0 {
+                errs.push(format!("{what}: path is empty"));
+            }
+            let s = apply(&v.settings, &mut errs, &what);
+            volumes.push((v.name.clone(), v.path.clone(), s));
+        }
+        let volumes_root = self.volumes_root.as_ref().map(|root| {
+            let d = self.volume_defaults.clone().unwrap_or_default();
+            (root.clone(), apply(&d, &mut errs, "volume_defaults"))
+        });
+        if volumes.is_empty() && volumes_root.is_none() {
+            errs.push("no volumes: give [[volume]] entries, --volume NAME=PATH, or volumes_root".into());
+        }
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+            (None, None) => None,
+            _ => {
+                errs.push("tls_cert and tls_key go together".into());
+                None
+            }
+        };
+        if self.credentials.is_none() {
+            errs.push("credentials: no credentials file given".into());
+        }
+        let region = self.region.clone().unwrap_or_else(|| DEFAULT_REGION.into());
+        if region.is_empty() || !region.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            errs.push(format!("region: {region:?} is not a region name"));
+        }
+        if !errs.is_empty() {
+            return Err(errs.join("\n"));
+        }
+        Ok(Settings {
+            listen: listen.expect("checked above"),
+            region,
+            strict_region: self.strict_region.unwrap_or(false),
+            credentials: self.credentials.clone(),
+            tls,
+            volumes,
+            volumes_root,
+        })
+    }
+}
+
+/// Parses a size: bytes, or a number with B/KiB/MiB/GiB/TiB (also KB/MB/GB/TB as powers of 1024).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "KB" | "K" => 1 << 10,
+        "MiB" | "MB" | "M" => 1 << 20,
+        "GiB" | "GB" | "G" => 1 << 30,
+        "TiB" | "TB" | "T" => 1 << 40,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+/// Parses a duration: `<n>s`, `<n>m`, `<n>h` or `<n>d`; returns seconds.
+pub fn parse_duration_secs(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.len().checked_sub(1)?);
+    let n: u64 = num.parse().ok()?;
+    n.checked_mul(match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_names() {
+        for ok in ["abc", "vol-123", "a.b.c", "x".repeat(63).as_str()] {
+            assert!(valid_bucket_name(ok), "{ok}");
+        }
+        for bad in ["ab", "Abc", "a_b", "-ab", "ab-", "a..b", "192.168.1.1", "x".repeat(64).as_str(), "a/b"] {
+            assert!(!valid_bucket_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("500GiB"), Some(500 << 30));
+        assert_eq!(parse_size("1024"), Some(1024));
+        assert_eq!(parse_size("4TiB"), Some(4 << 40));
+        assert_eq!(parse_size("lots"), None);
+        assert_eq!(parse_duration_secs("7d"), Some(7 * 86400));
+        assert_eq!(parse_duration_secs("90s"), Some(90));
+        assert_eq!(parse_duration_secs("7w"), None);
+    }
+
+    #[test]
+    fn validate_reports_every_problem() {
+        let raw: RawConfig = toml::from_str(
+            r#"
+            listen = "nowhere"
+            owner = "me"
+            [[volume]]
+            name = "Bad_Name"
+            path = "/tmp"
+            "#,
+        )
+        .unwrap();
+        let err = raw.validate().unwrap_err();
+        for needle in ["listen", "owner", "Bad_Name", "credentials"] {
+            assert!(err.contains(needle), "{err}");
+        }
+        assert!(toml::from_str::<RawConfig>("bogus = 1").unwrap_err().to_string().contains("bogus"));
+    }
+}

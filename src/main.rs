@@ -1,0 +1,53 @@
+//! The `s3vol` binary: parse flags, load config, start tracing, run, map the result to an
+//! exit code (0 ok, 2 configuration error, 1 anything else).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use s3vol::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    s3vol::telemetry::init();
+    match cli.command {
+        Command::CheckConfig(args) => match args.merged().and_then(|raw| s3vol::app::check(&raw)) {
+            Ok(_) => {
+                println!("config ok");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("config error:\n{e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Serve(args) => {
+            let prepared = args.merged().and_then(|mut raw| {
+                if args.config.is_none() && raw.is_empty_of_volumes() {
+                    s3vol::app::embedded_default(&mut raw)?;
+                }
+                s3vol::app::check(&raw)
+            });
+            let (settings, keys) = match prepared {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("config error:\n{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(s3vol::app::serve(settings, keys)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

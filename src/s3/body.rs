@@ -1,0 +1,217 @@
+//! Request and response bodies: streaming into a store writer on a blocking thread while
+//! the async side keeps receiving, streaming reads out, and the additional checksums
+//! (`x-amz-checksum-*`, in headers or aws-chunked trailers) verified before any commit.
+
+use bytes::Bytes;
+use futures::StreamExt;
+use s3s::checksum::ChecksumHasher;
+use s3s::dto::{Checksum, ChecksumAlgorithm, StreamingBlob};
+use s3s::{S3Error, S3Result, s3_error};
+use tokio::sync::mpsc;
+
+use super::error::{body_error, to_s3};
+use crate::store::read::ObjectReader;
+use crate::store::write::Writer;
+
+/// Chunks queued between the network and the writer thread (bounds memory per upload).
+const QUEUE: usize = 16;
+/// Response block size for streamed GETs.
+pub const READ_BLOCK: usize = 512 * 1024;
+
+/// Runs a blocking store operation on the blocking pool, in the current tracing span.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> crate::store::Result<T> + Send + 'static) -> S3Result<T> {
+    let span = tracing::Span::current();
+    match tokio::task::spawn_blocking(move || span.in_scope(f)).await {
+        Ok(r) => r.map_err(to_s3),
+        Err(e) => Err(S3Error::internal_error(e)),
+    }
+}
+
+/// Streams `body` into `writer`, hashing the requested checksums on the writer's thread.
+///
+/// Errors: the body's own error (hash or signature mismatch, cut off) with the writer
+/// dropped, so its temp file is gone; a store error (no space, ...) after draining the
+/// rest of the body so that the client reads the error instead of a broken pipe.
+pub async fn receive(body: StreamingBlob, writer: Writer, mut hasher: ChecksumHasher) -> S3Result<(Writer, Checksum)> {
+    let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUE);
+    let span = tracing::Span::current();
+    let task = tokio::task::spawn_blocking(move || {
+        let _g = span.enter();
+        let mut writer = writer;
+        while let Some(chunk) = rx.blocking_recv() {
+            hasher.update(&chunk);
+            writer.write(&chunk)?;
+        }
+        Ok::<_, crate::store::Error>((writer, hasher))
+    });
+    let mut body = body;
+    let mut failure = None;
+    while let Some(item) = body.next().await {
+        match item {
+            Ok(chunk) => {
+                if tx.send(chunk).await.is_err() {
+                    break; // the writer stopped on an error: it is reported below
+                }
+            }
+            Err(e) => {
+                failure = Some(body_error(e.as_ref()));
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let result = task.await.map_err(S3Error::internal_error)?;
+    if let Some(e) = failure {
+        return Err(e); // `result` (and its temp file) is dropped here
+    }
+    match result {
+        Ok((w, h)) => Ok((w, h.finalize())),
+        Err(e) => {
+            // Drain what the client still sends (bounded by its declared length).
+            while let Some(Ok(_)) = body.next().await {}
+            Err(to_s3(e))
+        }
+    }
+}
+
+/// A response body that reads `reader` in large blocks on a blocking thread.
+pub fn stream_out(mut reader: ObjectReader) -> StreamingBlob {
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(2);
+    tokio::task::spawn_blocking(move || {
+        loop {
+            match reader.next_block(READ_BLOCK) {
+                Ok(Some(b)) => {
+                    if tx.blocking_send(Ok(b)).is_err() {
+                        return; // the client went away
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                    return;
+                }
+            }
+        }
+    });
+    StreamingBlob::wrap(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }))
+}
+
+/// The checksum algorithms a PUT or UploadPart asks to verify or compute: those with a
+/// value in a header, the one named by `x-amz-sdk-checksum-algorithm`, and the one a
+/// trailer will carry (`x-amz-trailer`).
+pub fn hasher_for(
+    given: &Checksum,
+    algorithm: Option<&ChecksumAlgorithm>,
+    headers: &http::HeaderMap,
+) -> S3Result<ChecksumHasher> {
+    let mut h = ChecksumHasher::default();
+    let mut want = |name: &str| -> S3Result<()> {
+        match name.to_ascii_uppercase().as_str() {
+            "CRC32" => h.crc32 = Some(Default::default()),
+            "CRC32C" => h.crc32c = Some(Default::default()),
+            "SHA1" => h.sha1 = Some(Default::default()),
+            "SHA256" => h.sha256 = Some(Default::default()),
+            "CRC64NVME" => h.crc64nvme = Some(Default::default()),
+            other => {
+                return Err(s3_error!(InvalidRequest, "unsupported checksum algorithm {other}"));
+            }
+        }
+        Ok(())
+    };
+    for (name, v) in checksum_fields(given) {
+        if v.is_some() {
+            want(name)?;
+        }
+    }
+    if let Some(a) = algorithm {
+        want(a.as_str())?;
+    }
+    if let Some(t) = headers.get("x-amz-trailer").and_then(|v| v.to_str().ok()) {
+        for name in t.split(',') {
+            if let Some(alg) = name.trim().strip_prefix("x-amz-checksum-") {
+                want(alg)?;
+            }
+        }
+    }
+    Ok(h)
+}
+
+fn checksum_fields(c: &Checksum) -> [(&'static str, &Option<String>); 5] {
+    [
+        ("CRC32", &c.checksum_crc32),
+        ("CRC32C", &c.checksum_crc32c),
+        ("SHA1", &c.checksum_sha1),
+        ("SHA256", &c.checksum_sha256),
+        ("CRC64NVME", &c.checksum_crc64nvme),
+    ]
+}
+
+/// Merges checksum values from aws-chunked trailers into `given`.
+pub fn add_trailers(given: &mut Checksum, trailers: Option<&s3s::TrailingHeaders>) {
+    let Some(map) = trailers.and_then(|t| t.take()) else {
+        return;
+    };
+    let get = |n: &str| map.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    for (field, name) in [
+        (&mut given.checksum_crc32, "x-amz-checksum-crc32"),
+        (&mut given.checksum_crc32c, "x-amz-checksum-crc32c"),
+        (&mut given.checksum_sha1, "x-amz-checksum-sha1"),
+        (&mut given.checksum_sha256, "x-amz-checksum-sha256"),
+        (&mut given.checksum_crc64nvme, "x-amz-checksum-crc64nvme"),
+    ] {
+        if let Some(v) = get(name) {
+            *field = Some(v);
+        }
+    }
+}
+
+/// Compares the checksums the client gave with those computed: `BadDigest` on any
+/// mismatch. Returns the computed set as `(ALGORITHM, base64)` pairs for the metadata.
+pub fn verify(given: &Checksum, computed: &Checksum) -> S3Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for ((name, want), (_, got)) in checksum_fields(given).into_iter().zip(checksum_fields(computed)) {
+        if let (Some(w), Some(g)) = (want, got)
+            && w != g
+        {
+            return Err(s3_error!(
+                BadDigest,
+                "The {name} checksum you specified did not match the calculated checksum."
+            ));
+        }
+        if let Some(g) = got {
+            out.push((name.to_owned(), g.clone()));
+        }
+    }
+    Ok(out)
+}
+
+/// Checks `Content-MD5` (base64 of the MD5) against the MD5 the writer computed.
+pub fn verify_content_md5(content_md5: Option<&str>, md5: &[u8; 16]) -> S3Result<()> {
+    let Some(given) = content_md5 else {
+        return Ok(());
+    };
+    let raw = base64_simd::STANDARD
+        .decode_to_vec(given.trim())
+        .map_err(|_| s3_error!(InvalidDigest, "The Content-MD5 you specified was invalid."))?;
+    if raw.as_slice() != md5 {
+        return Err(s3_error!(BadDigest, "The Content-MD5 you specified did not match what we received."));
+    }
+    Ok(())
+}
+
+/// Rebuilds a checksum set from stored `(ALGORITHM, base64)` pairs (GET with checksum mode).
+pub fn checksum_from_meta(stored: &std::collections::BTreeMap<String, String>) -> Checksum {
+    let mut c = Checksum::default();
+    for (k, v) in stored {
+        let slot = match k.as_str() {
+            "CRC32" => &mut c.checksum_crc32,
+            "CRC32C" => &mut c.checksum_crc32c,
+            "SHA1" => &mut c.checksum_sha1,
+            "SHA256" => &mut c.checksum_sha256,
+            "CRC64NVME" => &mut c.checksum_crc64nvme,
+            _ => continue,
+        };
+        *slot = Some(v.clone());
+    }
+    c
+}

@@ -1,0 +1,125 @@
+//! CopyObject: within and across volumes, COPY/REPLACE metadata directive, copy-source
+//! conditions, and copy onto itself (REPLACE only, rewriting metadata in place).
+
+use s3s::dto::*;
+use s3s::{S3Request, S3Response, S3Result, s3_error};
+
+use super::S3Vol;
+use super::body::blocking;
+use super::convert::{check_acl, check_unsupported, etag, object_meta, timestamp};
+use super::error::to_s3;
+use super::object::check_read_conditions;
+use crate::auth::Permission;
+use crate::store::read::ObjectReader;
+use crate::store::write::{Writer, rewrite_meta};
+
+/// Copy block size.
+const COPY_BLOCK: usize = 1 << 20;
+
+impl S3Vol {
+    pub(super) async fn do_copy_object(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
+        let access_key = req.credentials.as_ref().map(|c| c.access_key.clone());
+        let input = req.input;
+        let CopySource::Bucket { bucket: src_bucket, key: src_key, version_id } = &input.copy_source else {
+            return Err(s3_error!(NotImplemented, "Access points are not supported"));
+        };
+        if version_id.is_some() {
+            return Err(s3_error!(NotImplemented, "Versioning is not supported"));
+        }
+        // Copying needs read on the source as well as write on the destination.
+        self.require(access_key.as_deref(), src_bucket, Permission::Read)?;
+        check_acl(
+            input.acl.as_ref().map(|a| a.as_str()),
+            input.grant_full_control.is_some()
+                || input.grant_read.is_some()
+                || input.grant_read_acp.is_some()
+                || input.grant_write_acp.is_some(),
+        )?;
+        check_unsupported(
+            input.server_side_encryption.is_some()
+                || input.sse_customer_algorithm.is_some()
+                || input.ssekms_key_id.is_some(),
+            input.tagging.is_some(),
+            input.object_lock_mode.is_some() || input.object_lock_legal_hold_status.is_some(),
+            input.storage_class.as_ref().map(|s| s.as_str()),
+        )?;
+        let src_vol = self.volume(src_bucket)?;
+        let src = src_vol.key(src_key).map_err(to_s3)?;
+        let dst_vol = self.volume(&input.bucket)?;
+        let dst = dst_vol.key(&input.key).map_err(to_s3)?;
+        let replace = input.metadata_directive.as_ref().is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+        let same = src_vol.name == dst_vol.name && src == dst;
+        if same && !replace {
+            return Err(s3_error!(
+                InvalidRequest,
+                "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes."
+            ));
+        }
+        if dst.is_dir_marker() || src.is_dir_marker() {
+            return Err(s3_error!(InvalidRequest, "Directory keys ending with '/' cannot be copied"));
+        }
+        let (v, k) = (src_vol.clone(), src.clone());
+        let (reader, info) = blocking(move || ObjectReader::open(&v, &k)).await?;
+        check_read_conditions(
+            &input.copy_source_if_match,
+            &input.copy_source_if_none_match,
+            &input.copy_source_if_modified_since,
+            &input.copy_source_if_unmodified_since,
+            &info,
+        )
+        .map_err(|e| {
+            if e.code() == &s3s::S3ErrorCode::NotModified {
+                s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold")
+            } else {
+                e
+            }
+        })?;
+        let meta = if replace {
+            object_meta(
+                input.content_type.map(|c| c.to_string()),
+                input.content_encoding,
+                input.content_disposition,
+                input.content_language,
+                input.cache_control,
+                input.expires.as_ref(),
+                input.metadata,
+                dst.as_str(),
+            )
+        } else {
+            let mut m = info.meta.clone();
+            m.etag.clear();
+            m.parts.clear();
+            m.checksums.clear();
+            m.fp = None;
+            m
+        };
+        if !dst_vol.xattrs && !meta.user.is_empty() && replace {
+            return Err(to_s3(crate::store::Error::MetadataUnsupported));
+        }
+        let out = if same {
+            drop(reader);
+            blocking(move || rewrite_meta(&dst_vol, &dst, meta)).await?
+        } else {
+            blocking(move || {
+                let mut reader = reader;
+                let mut w = Writer::begin(dst_vol, dst)?;
+                while let Some(block) = reader.next_block(COPY_BLOCK)? {
+                    w.write(&block)?;
+                }
+                w.commit(meta)
+            })
+            .await?
+        };
+        Ok(S3Response::new(CopyObjectOutput {
+            copy_object_result: Some(CopyObjectResult {
+                e_tag: Some(etag(&out.meta.etag)),
+                last_modified: Some(timestamp(out.mtime_ns)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+}

@@ -1,0 +1,164 @@
+//! The S3 protocol adapter: the only place `s3s` request and response types appear.
+//!
+//! [`S3Vol`] implements `s3s::S3`; each operation family lives in its own file and calls
+//! the blocking store on the blocking pool. Operations not implemented here fall through to
+//! `s3s`'s default, `NotImplemented`.
+
+mod body;
+mod bucket;
+mod convert;
+mod copy;
+pub mod error;
+mod list;
+mod multipart;
+mod object;
+
+use std::sync::Arc;
+
+use s3s::dto::*;
+use s3s::{S3, S3Request, S3Response, S3Result, s3_error};
+use tracing::instrument;
+
+use crate::auth::{KeyRing, Permission};
+use crate::store::{Volume, Volumes};
+
+/// The S3 service over a set of volumes.
+#[derive(Clone)]
+pub struct S3Vol {
+    volumes: Arc<Volumes>,
+    keys: KeyRing,
+    region: String,
+}
+
+impl S3Vol {
+    /// `region` is what GetBucketLocation and HeadBucket report.
+    pub fn new(volumes: Arc<Volumes>, keys: KeyRing, region: String) -> Self {
+        Self { volumes, keys, region }
+    }
+
+    fn volume(&self, bucket: &str) -> S3Result<Arc<Volume>> {
+        self.volumes.get(bucket).map_err(error::to_s3)
+    }
+
+    /// Checks that `access_key` holds `perm` on `bucket` (for the second bucket of a copy;
+    /// the first is checked by `S3Access` before the operation runs).
+    fn require(&self, access_key: Option<&str>, bucket: &str, perm: Permission) -> S3Result<()> {
+        match access_key.and_then(|ak| self.keys.get(ak)) {
+            Some(k) if k.has(perm) && k.may_use(bucket) => Ok(()),
+            _ => Err(s3_error!(AccessDenied, "Access Denied")),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl S3 for S3Vol {
+    #[instrument(skip_all, fields(op = "ListBuckets"))]
+    async fn list_buckets(&self, req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
+        self.do_list_buckets(req).await
+    }
+
+    #[instrument(skip_all, fields(op = "HeadBucket", bucket = %req.input.bucket))]
+    async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
+        self.do_head_bucket(req).await
+    }
+
+    #[instrument(skip_all, fields(op = "GetBucketLocation", bucket = %req.input.bucket))]
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        self.do_get_bucket_location(req).await
+    }
+
+    #[instrument(skip_all, fields(op = "GetBucketVersioning", bucket = %req.input.bucket))]
+    async fn get_bucket_versioning(
+        &self,
+        req: S3Request<GetBucketVersioningInput>,
+    ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+        self.do_get_bucket_versioning(req).await
+    }
+
+    #[instrument(skip_all, fields(op = "CreateBucket", bucket = %req.input.bucket))]
+    async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
+        self.do_create_bucket(req).await
+    }
+
+    #[instrument(skip_all, fields(op = "DeleteBucket", bucket = %req.input.bucket))]
+    async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
+        self.do_delete_bucket(req).await
+    }
+
+    #[instrument(skip_all, fields(op = "ListObjects", bucket = %req.input.bucket))]
+    async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
+        self.do_list_objects(req).await
+    }
+
+    #[instrument(skip_all, fields(op = "ListObjectsV2", bucket = %req.input.bucket))]
+    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+        self.do_list_objects_v2(req).await
+    }
+
+    #[instrument(skip_all, fields(op = "PutObject", bucket = %req.input.bucket, key = %req.input.key))]
+    async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+        self.do_put_object(req).await
+    }
+
+    #[instrument(skip_all, fields(op = "GetObject", bucket = %req.input.bucket, key = %req.input.key))]
+    async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+        self.do_get_object(req).await
+    }
+
+    #[instrument(skip_all, fields(op = "HeadObject", bucket = %req.input.bucket, key = %req.input.key))]
+    async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+        self.do_head_object(req).await
+    }
+
+    #[instrument(skip_all, fields(op = "DeleteObject", bucket = %req.input.bucket, key = %req.input.key))]
+    async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+        self.do_delete_object(req).await
+    }
+
+    #[instrument(skip_all, fields(op = "DeleteObjects", bucket = %req.input.bucket))]
+    async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        self.do_delete_objects(req).await
+    }
+
+    #[instrument(skip_all, fields(op = "CopyObject", bucket = %req.input.bucket, key = %req.input.key))]
+    async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+        self.do_copy_object(req).await
+    }
+
+    #[instrument(skip_all, fields(op = "CreateMultipartUpload", bucket = %req.input.bucket, key = %req.input.key))]
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        self.do_create_multipart_upload(req).await
+    }
+
+    #[instrument(skip_all, fields(op = "UploadPart", bucket = %req.input.bucket, key = %req.input.key, part = req.input.part_number))]
+    async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+        self.do_upload_part(req).await
+    }
+
+    #[instrument(skip_all, fields(op = "CompleteMultipartUpload", bucket = %req.input.bucket, key = %req.input.key))]
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        self.do_complete_multipart_upload(req).await
+    }
+
+    #[instrument(skip_all, fields(op = "AbortMultipartUpload", bucket = %req.input.bucket, key = %req.input.key))]
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        self.do_abort_multipart_upload(req).await
+    }
+
+    #[instrument(skip_all, fields(op = "ListParts", bucket = %req.input.bucket, key = %req.input.key))]
+    async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+        self.do_list_parts(req).await
+    }
+}

@@ -1,0 +1,475 @@
+//! Object operations: PutObject, GetObject, HeadObject, DeleteObject, DeleteObjects.
+
+use std::sync::Arc;
+
+use s3s::dto::*;
+use s3s::{S3Request, S3Response, S3Result, s3_error};
+
+use super::S3Vol;
+use super::body::{self, blocking};
+use super::convert::{self, check_acl, check_unsupported, etag, object_meta, timestamp, unix_secs, user_metadata};
+use super::error::to_s3;
+use crate::store::meta::{ObjectInfo, ObjectMeta};
+use crate::store::read::ObjectReader;
+use crate::store::write::Writer;
+use crate::store::{self, Volume};
+
+/// S3 DeleteObjects: at most 1000 keys per request.
+pub const MAX_DELETE_KEYS: usize = 1000;
+/// Objects up to this size are read whole with the open, saving a thread hop per GET.
+const SMALL_OBJECT: u64 = 256 * 1024;
+
+/// Everything PUT-like shares: the checksum set a client sent, in one struct.
+pub fn given_checksums(
+    crc32: Option<String>,
+    crc32c: Option<String>,
+    sha1: Option<String>,
+    sha256: Option<String>,
+    crc64nvme: Option<String>,
+) -> Checksum {
+    Checksum {
+        checksum_crc32: crc32,
+        checksum_crc32c: crc32c,
+        checksum_sha1: sha1,
+        checksum_sha256: sha256,
+        checksum_crc64nvme: crc64nvme,
+        ..Default::default()
+    }
+}
+
+/// Streams a request body into `writer`, then verifies Content-MD5 and every checksum
+/// (headers and trailers) before anything is committed. Returns the writer (ready to
+/// commit) and the checksums to store.
+pub async fn receive_verified(
+    body: Option<StreamingBlob>,
+    writer: Writer,
+    mut given: Checksum,
+    algorithm: Option<&ChecksumAlgorithm>,
+    content_md5: Option<&str>,
+    headers: &http::HeaderMap,
+    trailers: Option<&s3s::TrailingHeaders>,
+) -> S3Result<(Writer, Vec<(String, String)>)> {
+    let hasher = body::hasher_for(&given, algorithm, headers)?;
+    let (writer, computed) = match body {
+        Some(b) => body::receive(b, writer, hasher).await?,
+        None => (writer, hasher.finalize()),
+    };
+    body::add_trailers(&mut given, trailers);
+    let checksums = body::verify(&given, &computed)?;
+    body::verify_content_md5(content_md5, &writer.md5())?;
+    Ok((writer, checksums))
+}
+
+/// Output checksums for a response, from stored pairs.
+fn put_checksums(stored: &[(String, String)]) -> Checksum {
+    body::checksum_from_meta(&stored.iter().cloned().collect())
+}
+
+impl S3Vol {
+    pub(super) async fn do_put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+        let headers = req.headers;
+        let trailers = req.trailing_headers;
+        let input = req.input;
+        check_acl(
+            input.acl.as_ref().map(|a| a.as_str()),
+            input.grant_full_control.is_some()
+                || input.grant_read.is_some()
+                || input.grant_read_acp.is_some()
+                || input.grant_write_acp.is_some(),
+        )?;
+        check_unsupported(
+            input.server_side_encryption.is_some()
+                || input.sse_customer_algorithm.is_some()
+                || input.ssekms_key_id.is_some(),
+            input.tagging.is_some(),
+            input.object_lock_mode.is_some() || input.object_lock_legal_hold_status.is_some(),
+            input.storage_class.as_ref().map(|s| s.as_str()),
+        )?;
+        if input.write_offset_bytes.is_some() {
+            return Err(s3_error!(NotImplemented, "Appends (x-amz-write-offset-bytes) are not supported"));
+        }
+        let vol = self.volume(&input.bucket)?;
+        let key = vol.key(&input.key).map_err(to_s3)?;
+        let declared = input.content_length.unwrap_or(0);
+        if key.is_dir_marker() {
+            if declared > 0 {
+                return Err(to_s3(store::Error::MarkerWithBody));
+            }
+            let info = blocking(move || vol.put_marker(&key)).await?;
+            return Ok(S3Response::new(PutObjectOutput { e_tag: Some(etag(&info.meta.etag)), ..Default::default() }));
+        }
+        let meta = object_meta(
+            input.content_type.map(|c| c.to_string()),
+            input.content_encoding,
+            input.content_disposition,
+            input.content_language,
+            input.cache_control,
+            input.expires.as_ref(),
+            input.metadata,
+            key.as_str(),
+        );
+        if !vol.xattrs && !meta.user.is_empty() {
+            return Err(to_s3(store::Error::MetadataUnsupported));
+        }
+        if input.if_match.is_some() || input.if_none_match.is_some() {
+            let (v, k) = (vol.clone(), key.clone());
+            let current = blocking(move || match v.head(&k) {
+                Ok(i) => Ok(Some(i)),
+                Err(store::Error::NotFound) => Ok(None),
+                Err(e) => Err(e),
+            })
+            .await?;
+            check_write_conditions(input.if_match.as_ref(), input.if_none_match.as_ref(), current.as_ref())?;
+        }
+        let (v, k) = (vol.clone(), key.clone());
+        let writer = blocking(move || Writer::begin(v, k)).await?;
+        let given = given_checksums(
+            input.checksum_crc32,
+            input.checksum_crc32c,
+            input.checksum_sha1,
+            input.checksum_sha256,
+            input.checksum_crc64nvme,
+        );
+        let (writer, checksums) = receive_verified(
+            input.body,
+            writer,
+            given,
+            input.checksum_algorithm.as_ref(),
+            input.content_md5.as_deref(),
+            &headers,
+            trailers.as_ref(),
+        )
+        .await?;
+        let mut meta = meta;
+        meta.checksums = checksums.iter().cloned().collect();
+        let info = blocking(move || writer.commit(meta)).await?;
+        let c = put_checksums(&checksums);
+        Ok(S3Response::new(PutObjectOutput {
+            e_tag: Some(etag(&info.meta.etag)),
+            checksum_crc32: c.checksum_crc32,
+            checksum_crc32c: c.checksum_crc32c,
+            checksum_sha1: c.checksum_sha1,
+            checksum_sha256: c.checksum_sha256,
+            checksum_crc64nvme: c.checksum_crc64nvme,
+            ..Default::default()
+        }))
+    }
+
+    pub(super) async fn do_get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+        let input = req.input;
+        if input.version_id.is_some() {
+            return Err(s3_error!(NotImplemented, "Versioning is not supported"));
+        }
+        let vol = self.volume(&input.bucket)?;
+        let key = vol.key(&input.key).map_err(to_s3)?;
+        let (v, k) = (vol.clone(), key.clone());
+        let (mut reader, info) = blocking(move || ObjectReader::open(&v, &k)).await?;
+        check_read_conditions(
+            &input.if_match,
+            &input.if_none_match,
+            &input.if_modified_since,
+            &input.if_unmodified_since,
+            &info,
+        )?;
+        let (range, parts_count) = byte_range(input.range.as_ref(), input.part_number, &info)?;
+        let content_range =
+            range.as_ref().map(|r| format!("bytes {}-{}/{}", r.start, r.end.saturating_sub(1), info.size));
+        let (start, end) = range.as_ref().map_or((0, info.size), |r| (r.start, r.end));
+        reader.set_range(start, end);
+        let len = end - start;
+        let body = if len <= SMALL_OBJECT {
+            let data = blocking(move || {
+                let mut out = bytes::BytesMut::with_capacity(len as usize);
+                while let Some(b) = reader.next_block(body::READ_BLOCK)? {
+                    out.extend_from_slice(&b);
+                }
+                Ok(out.freeze())
+            })
+            .await?;
+            StreamingBlob::from(s3s::Body::from(data))
+        } else {
+            body::stream_out(reader)
+        };
+        let full = range.is_none();
+        let checksums = if full && input.checksum_mode.as_ref().is_some_and(|m| m.as_str() == "ENABLED") {
+            body::checksum_from_meta(&info.meta.checksums)
+        } else {
+            Checksum::default()
+        };
+        let h = Described::new(&info);
+        let output = GetObjectOutput {
+            body: Some(body),
+            accept_ranges: Some("bytes".into()),
+            content_length: Some(len as i64),
+            content_range,
+            e_tag: Some(etag(&info.meta.etag)),
+            last_modified: Some(timestamp(info.mtime_ns)),
+            content_type: input.response_content_type.or(h.content_type),
+            content_encoding: input.response_content_encoding.or(h.content_encoding),
+            content_disposition: input.response_content_disposition.or(h.content_disposition),
+            content_language: input.response_content_language.or(h.content_language),
+            cache_control: input.response_cache_control.or(h.cache_control),
+            expires: input.response_expires.or(h.expires),
+            metadata: h.metadata,
+            parts_count,
+            checksum_crc32: checksums.checksum_crc32,
+            checksum_crc32c: checksums.checksum_crc32c,
+            checksum_sha1: checksums.checksum_sha1,
+            checksum_sha256: checksums.checksum_sha256,
+            checksum_crc64nvme: checksums.checksum_crc64nvme,
+            storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
+            ..Default::default()
+        };
+        let mut resp = S3Response::new(output);
+        if range.is_some() {
+            resp.status = Some(http::StatusCode::PARTIAL_CONTENT);
+        }
+        Ok(resp)
+    }
+
+    pub(super) async fn do_head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
+        let input = req.input;
+        if input.version_id.is_some() {
+            return Err(s3_error!(NotImplemented, "Versioning is not supported"));
+        }
+        let vol = self.volume(&input.bucket)?;
+        let key = vol.key(&input.key).map_err(to_s3)?;
+        let info = blocking(move || vol.head(&key)).await?;
+        check_read_conditions(
+            &input.if_match,
+            &input.if_none_match,
+            &input.if_modified_since,
+            &input.if_unmodified_since,
+            &info,
+        )?;
+        let (range, parts_count) = byte_range(input.range.as_ref(), input.part_number, &info)?;
+        let len = range.as_ref().map_or(info.size, |r| r.end - r.start);
+        let content_range =
+            range.as_ref().map(|r| format!("bytes {}-{}/{}", r.start, r.end.saturating_sub(1), info.size));
+        let checksums = if input.checksum_mode.as_ref().is_some_and(|m| m.as_str() == "ENABLED") {
+            body::checksum_from_meta(&info.meta.checksums)
+        } else {
+            Checksum::default()
+        };
+        let h = Described::new(&info);
+        let output = HeadObjectOutput {
+            accept_ranges: Some("bytes".into()),
+            content_length: Some(len as i64),
+            content_range,
+            e_tag: Some(etag(&info.meta.etag)),
+            last_modified: Some(timestamp(info.mtime_ns)),
+            content_type: input.response_content_type.or(h.content_type),
+            content_encoding: input.response_content_encoding.or(h.content_encoding),
+            content_disposition: input.response_content_disposition.or(h.content_disposition),
+            content_language: input.response_content_language.or(h.content_language),
+            cache_control: input.response_cache_control.or(h.cache_control),
+            expires: input.response_expires.or(h.expires),
+            metadata: h.metadata,
+            parts_count,
+            checksum_crc32: checksums.checksum_crc32,
+            checksum_crc32c: checksums.checksum_crc32c,
+            checksum_sha1: checksums.checksum_sha1,
+            checksum_sha256: checksums.checksum_sha256,
+            checksum_crc64nvme: checksums.checksum_crc64nvme,
+            storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
+            ..Default::default()
+        };
+        let mut resp = S3Response::new(output);
+        if range.is_some() {
+            resp.status = Some(http::StatusCode::PARTIAL_CONTENT);
+        }
+        Ok(resp)
+    }
+
+    pub(super) async fn do_delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        let input = req.input;
+        if input.version_id.is_some() {
+            return Err(s3_error!(NotImplemented, "Versioning is not supported"));
+        }
+        let vol = self.volume(&input.bucket)?;
+        let key = vol.key(&input.key).map_err(to_s3)?;
+        blocking(move || vol.delete(&key)).await?;
+        Ok(S3Response::with_status(DeleteObjectOutput::default(), http::StatusCode::NO_CONTENT))
+    }
+
+    pub(super) async fn do_delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        let input = req.input;
+        let objects = input.delete.objects;
+        if objects.len() > MAX_DELETE_KEYS {
+            return Err(s3_error!(MalformedXML, "DeleteObjects accepts at most 1000 keys"));
+        }
+        let quiet = input.delete.quiet.unwrap_or(false);
+        let vol = self.volume(&input.bucket)?;
+        let keys: Vec<String> = objects.into_iter().map(|o| o.key).collect();
+        let results = blocking(move || Ok(delete_many(&vol, keys))).await?;
+        let mut deleted = Vec::new();
+        let mut errors = Vec::new();
+        for (key, r) in results {
+            match r {
+                Ok(()) if !quiet => deleted.push(DeletedObject { key: Some(key), ..Default::default() }),
+                Ok(()) => {}
+                Err(e) => {
+                    let e = to_s3(e);
+                    errors.push(Error {
+                        code: Some(e.code().as_str().to_owned()),
+                        key: Some(key),
+                        message: e.message().map(str::to_owned),
+                        version_id: None,
+                    });
+                }
+            }
+        }
+        Ok(S3Response::new(DeleteObjectsOutput {
+            deleted: Some(deleted),
+            errors: (!errors.is_empty()).then_some(errors),
+            ..Default::default()
+        }))
+    }
+}
+
+fn delete_many(vol: &Arc<Volume>, keys: Vec<String>) -> Vec<(String, store::Result<()>)> {
+    keys.into_iter()
+        .map(|k| {
+            let r = vol.key(&k).and_then(|key| vol.delete(&key));
+            (k, r)
+        })
+        .collect()
+}
+
+/// The HTTP metadata of an object as response fields.
+struct Described {
+    content_type: Option<ContentType>,
+    content_encoding: Option<String>,
+    content_disposition: Option<String>,
+    content_language: Option<String>,
+    cache_control: Option<String>,
+    expires: Option<Timestamp>,
+    metadata: Option<Metadata>,
+}
+
+impl Described {
+    fn new(info: &ObjectInfo) -> Self {
+        let m: &ObjectMeta = &info.meta;
+        Self {
+            content_type: m.content_type.as_deref().and_then(|c| c.parse().ok()),
+            content_encoding: m.content_encoding.clone(),
+            content_disposition: m.content_disposition.clone(),
+            content_language: m.content_language.clone(),
+            cache_control: m.cache_control.clone(),
+            expires: m.expires.as_deref().and_then(convert::parse_http_date),
+            metadata: user_metadata(m),
+        }
+    }
+}
+
+/// GET/HEAD `Range` or `partNumber` → the byte range to serve (end exclusive) and, for
+/// `partNumber`, the object's part count.
+fn byte_range(
+    range: Option<&Range>,
+    part_number: Option<i32>,
+    info: &ObjectInfo,
+) -> S3Result<(Option<std::ops::Range<u64>>, Option<i32>)> {
+    if let Some(n) = part_number {
+        if range.is_some() {
+            return Err(s3_error!(InvalidRequest, "Cannot specify both Range header and partNumber query parameter"));
+        }
+        let parts = &info.meta.parts;
+        if parts.is_empty() {
+            // A single-part object: partNumber=1 is the whole object.
+            return if n == 1 { Ok((None, Some(1))) } else { Err(bad_part_number()) };
+        }
+        let idx = usize::try_from(n - 1).ok().filter(|i| *i < parts.len()).ok_or_else(bad_part_number)?;
+        let start: u64 = parts[..idx].iter().sum();
+        return Ok((Some(start..start + parts[idx]), Some(parts.len() as i32)));
+    }
+    match range {
+        None => Ok((None, None)),
+        Some(r) => match r.check(info.size) {
+            Ok(rg) => Ok((Some(rg), None)),
+            Err(_) => Err(s3_error!(InvalidRange, "The requested range is not satisfiable")),
+        },
+    }
+}
+
+/// RFC 7232 precedence, as S3: If-Match (412), else If-Unmodified-Since (412); then
+/// If-None-Match (304), else If-Modified-Since (304).
+pub fn check_read_conditions(
+    if_match: &Option<ETagCondition>,
+    if_none_match: &Option<ETagCondition>,
+    if_modified_since: &Option<Timestamp>,
+    if_unmodified_since: &Option<Timestamp>,
+    info: &ObjectInfo,
+) -> S3Result<()> {
+    let current = etag(&info.meta.etag);
+    let mtime = (info.mtime_ns / 1_000_000_000) as i64;
+    if let Some(c) = if_match {
+        if !etag_matches(c, &current) {
+            return Err(s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold"));
+        }
+    } else if let Some(t) = if_unmodified_since
+        && mtime > unix_secs(t)
+    {
+        return Err(s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold"));
+    }
+    if let Some(c) = if_none_match {
+        if etag_matches(c, &current) {
+            return Err(s3_error!(NotModified));
+        }
+    } else if let Some(t) = if_modified_since
+        && mtime <= unix_secs(t)
+    {
+        return Err(s3_error!(NotModified));
+    }
+    Ok(())
+}
+
+fn etag_matches(c: &ETagCondition, current: &ETag) -> bool {
+    match c {
+        ETagCondition::Any => true,
+        ETagCondition::ETag(e) => e.value() == current.value(),
+    }
+}
+
+/// Conditional writes (PutObject If-Match / If-None-Match: `*`): 412 when they do not hold.
+fn check_write_conditions(
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+    current: Option<&ObjectInfo>,
+) -> S3Result<()> {
+    let failed = || s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold");
+    if let Some(c) = if_none_match {
+        if !c.is_any() {
+            return Err(s3_error!(NotImplemented, "If-None-Match on PUT supports only '*'"));
+        }
+        if current.is_some() {
+            return Err(failed());
+        }
+    }
+    if let Some(c) = if_match {
+        let Some(info) = current else {
+            return Err(s3_error!(NoSuchKey, "The specified key does not exist."));
+        };
+        if !etag_matches(c, &etag(&info.meta.etag)) {
+            return Err(failed());
+        }
+    }
+    Ok(())
+}
+
+/// S3 answers an unsatisfiable `partNumber` with 416 InvalidPartNumber.
+fn bad_part_number() -> s3s::S3Error {
+    super::error::custom(
+        "InvalidPartNumber",
+        http::StatusCode::RANGE_NOT_SATISFIABLE,
+        "The requested partnumber is not satisfiable",
+    )
+}

@@ -1,0 +1,127 @@
+//! The HTTP(S) server: accepts connections on a bound listener, serves the S3 service with
+//! an `x-amz-request-id` on every response and one log line per request, and stops
+//! gracefully when the shutdown future completes.
+//!
+//! `run` takes a bound listener and a shutdown future (as mini-redis does), so tests and
+//! `main` drive the same code.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use s3s::service::S3Service;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tracing::{info, warn};
+
+use crate::store::volume::random_hex;
+
+/// How long in-flight requests may take to finish after shutdown begins.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Loads a PEM certificate chain and private key into a TLS acceptor (HTTP/1.1 and h2).
+///
+/// Errors: unreadable files, no certificate, no key, or a key that does not match.
+pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("tls_cert {}: {e}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("tls_cert {}: {e}", cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!("tls_cert {}: no certificate found", cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("tls_key {}: {e}", key.display()))?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut cfg = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("tls: {e}"))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(cfg)))
+}
+
+/// Serves `service` on `listener` until `shutdown` completes, then waits up to
+/// [`SHUTDOWN_GRACE`] for in-flight requests.
+pub async fn run(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    service: S3Service,
+    shutdown: impl Future<Output = ()>,
+) {
+    let builder = ConnBuilder::new(TokioExecutor::new());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (socket, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Small responses must not wait for a delayed ACK.
+        let _ = socket.set_nodelay(true);
+        let svc = service.clone();
+        let handler = service_fn(move |req: http::Request<Incoming>| handle(svc.clone(), req));
+        match &tls {
+            None => {
+                let conn = builder.serve_connection(TokioIo::new(socket), handler).into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(socket)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    let conn = builder.serve_connection(TokioIo::new(stream), handler).into_owned();
+                    let _ = watcher.watch(conn).await;
+                });
+            }
+        }
+    }
+    info!("shutting down: finishing in-flight requests");
+    tokio::select! {
+        () = graceful.shutdown() => info!("all connections closed"),
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => warn!("grace period over; closing remaining connections"),
+    }
+}
+
+/// One request: a request id, the S3 service, and a log line (path only: a presigned
+/// query string carries a signature and is never logged).
+async fn handle(svc: S3Service, req: http::Request<Incoming>) -> Result<http::Response<s3s::Body>, s3s::HttpError> {
+    let id = random_hex(8).to_ascii_uppercase();
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let req = req.map(s3s::Body::from);
+    let mut resp = svc.call(req).await?;
+    if let Ok(v) = http::HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-amz-request-id", v);
+    }
+    info!(request_id = %id, %method, path = %path, status = resp.status().as_u16(), ms = start.elapsed().as_millis() as u64, "request");
+    Ok(resp)
+}

@@ -1,0 +1,192 @@
+//! Thin, safe wrappers over the syscalls the store needs: `openat2` beneath a root, extended
+//! attributes on a file descriptor, and directory reading.
+//!
+//! Nothing here knows about keys or S3; callers pass paths that `key.rs` validated.
+
+use std::ffi::{CStr, CString, OsStr};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::{FileStat, Mode};
+
+/// Opens `path` (relative, no leading `/`; `""` or `.` is the root itself) beneath `root`.
+///
+/// `RESOLVE_BENEATH` makes the kernel refuse any resolution that leaves `root` (absolute
+/// symlinks, `..` past the root) with EXDEV; `RESOLVE_NO_MAGICLINKS` refuses `/proc` links.
+/// A symlink whose target stays beneath `root` is followed unless `O_NOFOLLOW` is given.
+pub fn open_beneath(root: BorrowedFd<'_>, path: &str, flags: OFlag, mode: u32) -> io::Result<OwnedFd> {
+    let path = if path.is_empty() { "." } else { path };
+    let how = OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC)
+        .mode(Mode::from_bits_truncate(mode))
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    loop {
+        match nix::fcntl::openat2(root, path, how) {
+            Ok(fd) => return Ok(fd),
+            // openat2 asks callers to retry on EAGAIN (a concurrent rename raced the lookup).
+            Err(nix::Error::EAGAIN) | Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Opens a directory beneath `root` for reading and as a base for `*at` calls.
+pub fn open_dir(root: BorrowedFd<'_>, path: &str) -> io::Result<OwnedFd> {
+    open_beneath(root, path, OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0)
+}
+
+/// `fstat` on a descriptor.
+pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<FileStat> {
+    nix::sys::stat::fstat(fd).map_err(Into::into)
+}
+
+/// True when `st` is a regular file.
+pub fn is_regular(st: &FileStat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFREG
+}
+
+/// True when `st` is a directory.
+pub fn is_dir(st: &FileStat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFDIR
+}
+
+/// Modification time in nanoseconds since the epoch.
+pub fn mtime_ns(st: &FileStat) -> i128 {
+    i128::from(st.st_mtime) * 1_000_000_000 + i128::from(st.st_mtime_nsec)
+}
+
+fn cstr(s: &str) -> io::Result<CString> {
+    CString::new(s).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// Reads extended attribute `name` of `fd`; `Ok(None)` when it is absent.
+pub fn get_xattr(fd: BorrowedFd<'_>, name: &CStr) -> io::Result<Option<Vec<u8>>> {
+    let mut buf = vec![0u8; 1024];
+    loop {
+        // SAFETY: buf is a valid writable buffer of buf.len() bytes; name is NUL-terminated.
+        let n = unsafe { libc::fgetxattr(fd.as_raw_fd(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            buf.truncate(n as usize);
+            return Ok(Some(buf));
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::ENODATA) => return Ok(None),
+            Some(libc::ERANGE) => {
+                // Ask for the size, then retry with a buffer that fits.
+                // SAFETY: a zero-size query writes nothing.
+                let need = unsafe { libc::fgetxattr(fd.as_raw_fd(), name.as_ptr(), std::ptr::null_mut(), 0) };
+                if need < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                buf = vec![0u8; need as usize + 64];
+            }
+            _ => return Err(e),
+        }
+    }
+}
+
+/// Sets extended attribute `name` of `fd` to `value` (created or replaced).
+pub fn set_xattr(fd: BorrowedFd<'_>, name: &CStr, value: &[u8]) -> io::Result<()> {
+    // SAFETY: value is a valid buffer of value.len() bytes; name is NUL-terminated.
+    let r = unsafe { libc::fsetxattr(fd.as_raw_fd(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// Removes extended attribute `name` of `fd`; absent is not an error.
+pub fn remove_xattr(fd: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    // SAFETY: name is NUL-terminated.
+    let r = unsafe { libc::fremovexattr(fd.as_raw_fd(), name.as_ptr()) };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::ENODATA) { Ok(()) } else { Err(e) }
+}
+
+/// True when an errno says "this file system has no (user) extended attributes".
+pub fn is_xattr_unsupported(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOTSUP | libc::ENOSYS))
+}
+
+/// `mkdirat(dir, name, mode)`; EEXIST is returned as an error for the caller to judge.
+pub fn mkdir_at(dir: BorrowedFd<'_>, name: &str, mode: u32) -> io::Result<()> {
+    nix::sys::stat::mkdirat(dir, name, Mode::from_bits_truncate(mode)).map_err(Into::into)
+}
+
+/// `renameat(from_dir, from, to_dir, to)`: atomically replaces `to`.
+pub fn rename_at(from_dir: BorrowedFd<'_>, from: &str, to_dir: BorrowedFd<'_>, to: &str) -> io::Result<()> {
+    nix::fcntl::renameat(from_dir, from, to_dir, to).map_err(Into::into)
+}
+
+/// `unlinkat(dir, name)`; with `dir_too` it removes an (empty) directory instead.
+pub fn unlink_at(dir: BorrowedFd<'_>, name: &str, dir_too: bool) -> io::Result<()> {
+    let flag = if dir_too { nix::unistd::UnlinkatFlags::RemoveDir } else { nix::unistd::UnlinkatFlags::NoRemoveDir };
+    nix::unistd::unlinkat(dir, name, flag).map_err(Into::into)
+}
+
+/// Gives an `O_TMPFILE` file a name: `name` inside `dir`.
+///
+/// Uses `linkat` on `/proc/self/fd/N` (no capability needed); falls back to `AT_EMPTY_PATH`
+/// where `/proc` is absent (that needs CAP_DAC_READ_SEARCH).
+pub fn link_tmpfile(file: BorrowedFd<'_>, dir: BorrowedFd<'_>, name: &str) -> io::Result<()> {
+    let proc_path = cstr(&format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+    let target = cstr(name)?;
+    // SAFETY: both paths are NUL-terminated; the descriptors are valid for the call.
+    let r = unsafe {
+        libc::linkat(libc::AT_FDCWD, proc_path.as_ptr(), dir.as_raw_fd(), target.as_ptr(), libc::AT_SYMLINK_FOLLOW)
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let first = io::Error::last_os_error();
+    if first.raw_os_error() != Some(libc::ENOENT) {
+        return Err(first);
+    }
+    // SAFETY: as above, with an empty source path and AT_EMPTY_PATH.
+    let r =
+        unsafe { libc::linkat(file.as_raw_fd(), c"".as_ptr(), dir.as_raw_fd(), target.as_ptr(), libc::AT_EMPTY_PATH) };
+    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// One entry of a directory: its name (raw bytes) and `d_type`.
+pub struct RawEntry {
+    pub name: Vec<u8>,
+    pub d_type: u8,
+}
+
+/// Reads every entry of the directory open at `dir` (except `.` and `..`), in no order.
+pub fn read_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<RawEntry>> {
+    // Dir takes ownership of the descriptor it reads, so give it a duplicate.
+    let dup = nix::unistd::dup(dir)?;
+    let mut d = nix::dir::Dir::from_fd(dup)?;
+    let mut out = Vec::new();
+    for ent in d.iter() {
+        let ent = ent?;
+        let name = ent.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        let d_type = match ent.file_type() {
+            Some(nix::dir::Type::File) => libc::DT_REG,
+            Some(nix::dir::Type::Directory) => libc::DT_DIR,
+            Some(nix::dir::Type::Symlink) => libc::DT_LNK,
+            Some(_) => libc::DT_FIFO, // any other special file: never an object
+            None => libc::DT_UNKNOWN,
+        };
+        out.push(RawEntry { name: name.to_vec(), d_type });
+    }
+    Ok(out)
+}
+
+/// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`: the entry itself, never what a link points to.
+pub fn lstat_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<FileStat> {
+    nix::sys::stat::fstatat(dir, name.as_bytes(), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).map_err(Into::into)
+}
+
+/// Flushes a file's data and metadata (`fsync`).
+pub fn fsync(fd: BorrowedFd<'_>) -> io::Result<()> {
+    nix::unistd::fsync(fd).map_err(Into::into)
+}

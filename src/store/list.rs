@@ -1,0 +1,516 @@
+//! Listing: an ordered walk of a volume's tree (SPEC.md "Listing").
+//!
+//! Keys come out in S3 order (UTF-8 byte order) across the whole tree because siblings are
+//! sorted with each subdirectory compared as `name/`: every key below `d/` starts with
+//! `d/`, so a depth-first walk over sorted siblings emits the global order. A prefix jumps
+//! straight to the directory it names; delimiter `/` rolls each subdirectory into a
+//! CommonPrefix without reading it; subtrees wholly before the resume point are skipped
+//! unread. So the cost of a page grows with the page size and the directories on its
+//! path, not with the volume.
+//!
+//! [`walk`] is pure over the [`Tree`] trait and tested against an in-memory tree;
+//! [`FsTree`] is the file-system side.
+
+use std::cmp::Ordering;
+use std::os::fd::AsFd;
+
+use nix::fcntl::OFlag;
+use tracing::debug;
+
+use super::key::MAX_KEY_LEN;
+use super::meta::{self, EMPTY_MD5};
+use super::volume::{DirMark, Volume};
+use super::{Result, fsx};
+
+/// What a directory entry is, for listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A regular file (or a link to one inside the volume): an object.
+    File,
+    /// A directory: descended, or rolled into a CommonPrefix.
+    Dir,
+}
+
+/// One visible entry of a directory.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub name: String,
+    pub kind: Kind,
+}
+
+/// The tree a listing walks. Paths are relative, without a trailing `/`; `""` is the root.
+pub trait Tree {
+    /// The visible entries of directory `dir`, in any order; `None` when it is not a directory.
+    fn read_dir(&mut self, dir: &str) -> Result<Option<Vec<Entry>>>;
+    /// True when directory `dir` carries s3vol's `k/` marker (listed even when not empty).
+    fn is_marker(&mut self, dir: &str) -> bool;
+}
+
+/// One listing request, already validated.
+#[derive(Debug, Clone, Copy)]
+pub struct Query<'a> {
+    /// Only keys that start with this.
+    pub prefix: &'a str,
+    /// Roll keys up to the first delimiter after the prefix into CommonPrefixes.
+    pub delimiter: Option<&'a str>,
+    /// Resume point: only keys and prefixes strictly greater than this (StartAfter, Marker,
+    /// or the decoded continuation token, whichever is greatest).
+    pub after: Option<&'a str>,
+    /// Items per page (keys plus CommonPrefixes), 0..=1000.
+    pub max_keys: usize,
+}
+
+/// One listed item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    /// An object; `dir` is true for a directory object (`k/`).
+    Object { key: String, dir: bool },
+    /// A CommonPrefix, ending with the delimiter.
+    Prefix(String),
+}
+
+impl Item {
+    /// The key or prefix: what a continuation token resumes after.
+    pub fn name(&self) -> &str {
+        match self {
+            Item::Object { key, .. } => key,
+            Item::Prefix(p) => p,
+        }
+    }
+}
+
+/// A page of a listing.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub items: Vec<Item>,
+    /// More items follow the last one.
+    pub truncated: bool,
+}
+
+/// Walks `tree` and returns one page for `q`.
+pub fn walk(tree: &mut impl Tree, q: &Query<'_>) -> Result<Page> {
+    let mut w = Walker { q, page: Page::default(), last_prefix: None };
+    if q.max_keys == 0 {
+        return Ok(w.page);
+    }
+    let (base, rest) = match q.prefix.rfind('/') {
+        Some(i) => (&q.prefix[..i], &q.prefix[i + 1..]),
+        None => ("", q.prefix),
+    };
+    let Some(entries) = tree.read_dir(base)? else {
+        return Ok(w.page);
+    };
+    // The directory the prefix names is itself an object when it is a marker or empty.
+    if !base.is_empty()
+        && rest.is_empty()
+        && (entries.is_empty() || tree.is_marker(base))
+        && !w.offer_key(q.prefix, true)
+    {
+        return Ok(w.page);
+    }
+    w.visit(tree, base, entries, rest)?;
+    Ok(w.page)
+}
+
+struct Walker<'q, 'a> {
+    q: &'q Query<'a>,
+    page: Page,
+    last_prefix: Option<String>,
+}
+
+impl Walker<'_, '_> {
+    /// Visits the sorted entries of `dir` whose names start with `filter`. False: page full.
+    fn visit(&mut self, tree: &mut impl Tree, dir: &str, mut entries: Vec<Entry>, filter: &str) -> Result<bool> {
+        entries.retain(|e| e.name.starts_with(filter));
+        entries.sort_by(cmp_entries);
+        for e in entries {
+            let path = if dir.is_empty() { e.name } else { format!("{dir}/{}", e.name) };
+            if e.kind == Kind::File {
+                if !self.offer_key(&path, false) {
+                    return Ok(false);
+                }
+                continue;
+            }
+            let dkey = format!("{path}/");
+            if dkey.len() > MAX_KEY_LEN {
+                continue;
+            }
+            // The whole subtree sorts at or before the resume point: skip it unread.
+            if let Some(a) = self.q.after
+                && a > dkey.as_str()
+                && !a.starts_with(&dkey)
+            {
+                continue;
+            }
+            // Every key below rolls up into one CommonPrefix: emit it without reading.
+            if let Some(d) = self.q.delimiter
+                && let Some(p) = dkey[self.q.prefix.len()..].find(d)
+            {
+                let cp = dkey[..self.q.prefix.len() + p + d.len()].to_owned();
+                if !self.offer_prefix(cp) {
+                    return Ok(false);
+                }
+                continue;
+            }
+            let Some(children) = tree.read_dir(&path)? else {
+                continue;
+            };
+            if (children.is_empty() || tree.is_marker(&path)) && !self.offer_key(&dkey, true) {
+                return Ok(false);
+            }
+            if !self.visit(tree, &path, children, "")? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn offer_key(&mut self, key: &str, dir: bool) -> bool {
+        if key.len() > MAX_KEY_LEN || !key.starts_with(self.q.prefix) {
+            return true;
+        }
+        if let Some(d) = self.q.delimiter
+            && let Some(p) = key[self.q.prefix.len()..].find(d)
+        {
+            return self.offer_prefix(key[..self.q.prefix.len() + p + d.len()].to_owned());
+        }
+        if self.q.after.is_some_and(|a| key <= a) {
+            return true;
+        }
+        self.push(Item::Object { key: key.to_owned(), dir })
+    }
+
+    fn offer_prefix(&mut self, cp: String) -> bool {
+        if self.q.after.is_some_and(|a| cp.as_str() <= a) || self.last_prefix.as_deref() == Some(cp.as_str()) {
+            return true;
+        }
+        self.last_prefix = Some(cp.clone());
+        self.push(Item::Prefix(cp))
+    }
+
+    fn push(&mut self, item: Item) -> bool {
+        if self.page.items.len() >= self.q.max_keys {
+            self.page.truncated = true;
+            return false;
+        }
+        self.page.items.push(item);
+        true
+    }
+}
+
+/// S3 order of siblings: by name bytes, a directory compared as `name/`.
+fn cmp_entries(a: &Entry, b: &Entry) -> Ordering {
+    let ka = a.name.bytes().chain((a.kind == Kind::Dir).then_some(b'/'));
+    let kb = b.name.bytes().chain((b.kind == Kind::Dir).then_some(b'/'));
+    ka.cmp(kb)
+}
+
+/// The file-system tree of a volume. Hides the internal directory, special files, names
+/// that are not UTF-8, and links that leave the volume or point to directories (links to
+/// directories are not descended, so a link loop can never trap a listing).
+pub struct FsTree<'v> {
+    vol: &'v Volume,
+}
+
+impl<'v> FsTree<'v> {
+    pub fn new(vol: &'v Volume) -> Self {
+        Self { vol }
+    }
+
+    fn classify_link(&self, path: &str) -> Option<Kind> {
+        let fd = fsx::open_beneath(self.vol.root(), path, OFlag::O_PATH, 0).ok()?;
+        let st = fsx::fstat(fd.as_fd()).ok()?;
+        fsx::is_regular(&st).then_some(Kind::File)
+    }
+}
+
+impl Tree for FsTree<'_> {
+    fn read_dir(&mut self, dir: &str) -> Result<Option<Vec<Entry>>> {
+        let fd = match fsx::open_dir(self.vol.root(), dir) {
+            Ok(fd) => fd,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR | libc::EXDEV | libc::ELOOP)) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let raw = fsx::read_dir(fd.as_fd())?;
+        let mut out = Vec::with_capacity(raw.len());
+        for r in raw {
+            let Ok(name) = String::from_utf8(r.name) else {
+                debug!(volume = %self.vol.name, dir, "skipping a name that is not UTF-8");
+                continue;
+            };
+            if dir.is_empty() && name == self.vol.settings.internal_dir {
+                continue;
+            }
+            let path = || {
+                if dir.is_empty() { name.clone() } else { format!("{dir}/{name}") }
+            };
+            let d_type = if r.d_type == libc::DT_UNKNOWN {
+                match fsx::lstat_at(fd.as_fd(), name.as_ref()).map(|st| st.st_mode & libc::S_IFMT) {
+                    Ok(libc::S_IFREG) => libc::DT_REG,
+                    Ok(libc::S_IFDIR) => libc::DT_DIR,
+                    Ok(libc::S_IFLNK) => libc::DT_LNK,
+                    _ => continue,
+                }
+            } else {
+                r.d_type
+            };
+            let kind = match d_type {
+                libc::DT_REG => Kind::File,
+                libc::DT_DIR => Kind::Dir,
+                libc::DT_LNK => match self.classify_link(&path()) {
+                    Some(k) => k,
+                    None => continue,
+                },
+                _ => continue,
+            };
+            out.push(Entry { name, kind });
+        }
+        Ok(Some(out))
+    }
+
+    fn is_marker(&mut self, dir: &str) -> bool {
+        fsx::open_dir(self.vol.root(), dir).is_ok_and(|fd| self.vol.dir_mark(fd.as_fd()) == Some(DirMark::Marker))
+    }
+}
+
+/// A listed object with what ListObjects returns for it.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub key: String,
+    pub size: u64,
+    pub mtime_ns: i128,
+    /// Without quotes.
+    pub etag: String,
+}
+
+/// Looks up size, LastModified and ETag of the objects of a page; an object that vanished
+/// since the walk is left out.
+pub fn describe(vol: &Volume, items: &[Item]) -> Vec<Listed> {
+    let mut out = Vec::with_capacity(items.len());
+    for it in items {
+        let Item::Object { key, dir } = it else {
+            continue;
+        };
+        if *dir {
+            let Ok(fd) = fsx::open_dir(vol.root(), key.trim_end_matches('/')) else {
+                continue;
+            };
+            let Ok(st) = fsx::fstat(fd.as_fd()) else {
+                continue;
+            };
+            out.push(Listed { key: key.clone(), size: 0, mtime_ns: fsx::mtime_ns(&st), etag: EMPTY_MD5.into() });
+            continue;
+        }
+        let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
+        let Ok(fd) = fsx::open_beneath(vol.root(), key, flags, 0) else {
+            continue;
+        };
+        let Ok(st) = fsx::fstat(fd.as_fd()) else {
+            continue;
+        };
+        if !fsx::is_regular(&st) {
+            continue;
+        }
+        let info = meta::load(fd.as_fd(), &st, key, vol.xattrs);
+        out.push(Listed { key: key.clone(), size: info.size, mtime_ns: info.mtime_ns, etag: info.meta.etag });
+    }
+    out
+}
+
+/// Encodes a continuation token: the last key or CommonPrefix of the page, nothing else, so
+/// any daemon on any node can serve the next page (SPEC.md: stateless, no secret).
+pub fn encode_token(last: &str) -> String {
+    let mut raw = String::with_capacity(last.len() + 1);
+    raw.push('1');
+    raw.push_str(last);
+    base64_simd::URL_SAFE_NO_PAD.encode_to_string(raw.as_bytes())
+}
+
+/// Decodes a continuation token; `None` when it is not one of ours.
+pub fn decode_token(token: &str) -> Option<String> {
+    let raw = base64_simd::URL_SAFE_NO_PAD.decode_to_vec(token.as_bytes()).ok()?;
+    let s = String::from_utf8(raw).ok()?;
+    let last = s.strip_prefix('1')?;
+    (!last.is_empty() && last.len() <= MAX_KEY_LEN).then(|| last.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// An in-memory tree: paths of files; directories implied, plus explicit empty/marker dirs.
+    #[derive(Default)]
+    struct MemTree {
+        dirs: BTreeMap<String, Vec<Entry>>,
+        markers: Vec<String>,
+        reads: usize,
+    }
+
+    impl MemTree {
+        fn new(files: &[&str], empty_dirs: &[&str]) -> Self {
+            let mut t = MemTree::default();
+            t.dirs.insert(String::new(), Vec::new());
+            for path in files.iter().map(|f| (*f, Kind::File)).chain(empty_dirs.iter().map(|d| (*d, Kind::Dir))) {
+                let (p, kind) = path;
+                let segs: Vec<&str> = p.split('/').collect();
+                for i in 0..segs.len() {
+                    let parent = segs[..i].join("/");
+                    let name = segs[i].to_owned();
+                    let k = if i + 1 == segs.len() { kind } else { Kind::Dir };
+                    let list = t.dirs.entry(parent).or_default();
+                    if !list.iter().any(|e| e.name == name) {
+                        list.push(Entry { name, kind: k });
+                    }
+                    if k == Kind::Dir {
+                        t.dirs.entry(segs[..=i].join("/")).or_default();
+                    }
+                }
+            }
+            t
+        }
+    }
+
+    impl Tree for MemTree {
+        fn read_dir(&mut self, dir: &str) -> Result<Option<Vec<Entry>>> {
+            self.reads += 1;
+            // Return entries in reverse order: the walk must sort, not trust readdir.
+            Ok(self.dirs.get(dir).map(|v| v.iter().rev().cloned().collect()))
+        }
+        fn is_marker(&mut self, dir: &str) -> bool {
+            self.markers.iter().any(|m| m == dir)
+        }
+    }
+
+    fn q<'a>(prefix: &'a str, delimiter: Option<&'a str>, after: Option<&'a str>, max_keys: usize) -> Query<'a> {
+        Query { prefix, delimiter, after, max_keys }
+    }
+
+    fn names(p: &Page) -> Vec<String> {
+        p.items
+            .iter()
+            .map(|i| match i {
+                Item::Object { key, .. } => key.clone(),
+                Item::Prefix(p) => format!("P:{p}"),
+            })
+            .collect()
+    }
+
+    fn page(t: &mut MemTree, query: Query<'_>) -> Page {
+        walk(t, &query).unwrap()
+    }
+
+    #[test]
+    fn listing_order_is_s3_byte_order() {
+        let files = ["a0", "a/b", "a.txt", "a-b", "b/c/d", "b/c.txt", "Z", "é", "a/b0", "b/c-d"];
+        let mut t = MemTree::new(&files, &[]);
+        let got = names(&page(&mut t, q("", None, None, 1000)));
+        let mut want: Vec<String> = files.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        want.dedup();
+        assert_eq!(got, want);
+        assert_eq!(got[..5], ["Z", "a-b", "a.txt", "a/b", "a/b0"]);
+    }
+
+    #[test]
+    fn delimiter_rolls_directories_into_prefixes_without_reading_them() {
+        let mut t = MemTree::new(&["a-b", "a.txt", "a/b", "a/c/d", "a0", "b/x"], &[]);
+        let p = page(&mut t, q("", Some("/"), None, 1000));
+        assert_eq!(names(&p), ["a-b", "a.txt", "P:a/", "a0", "P:b/"]);
+        assert_eq!(t.reads, 1, "only the root is read");
+        let p = page(&mut t, q("a/", Some("/"), None, 1000));
+        assert_eq!(names(&p), ["a/b", "P:a/c/"]);
+        let p = page(&mut t, q("a", Some("/"), None, 1000));
+        assert_eq!(names(&p), ["a-b", "a.txt", "P:a/", "a0"]);
+    }
+
+    #[test]
+    fn other_delimiters() {
+        let mut t = MemTree::new(&["x-1-a", "x-1-b", "x-2", "y"], &[]);
+        let p = page(&mut t, q("x-", Some("-"), None, 1000));
+        assert_eq!(names(&p), ["P:x-1-", "x-2"]);
+        let mut t = MemTree::new(&["a/b.c/d", "a/b.e", "a/bxc"], &[]);
+        let p = page(&mut t, q("a/", Some("."), None, 1000));
+        assert_eq!(names(&p), ["P:a/b.", "a/bxc"]);
+    }
+
+    #[test]
+    fn prefix_jumps_to_its_directory() {
+        let mut t = MemTree::new(&["big/1", "big/2", "deep/er/x1", "deep/er/x2", "deep/er/y", "deep/erz"], &[]);
+        let p = page(&mut t, q("deep/er/x", None, None, 1000));
+        assert_eq!(names(&p), ["deep/er/x1", "deep/er/x2"]);
+        assert_eq!(t.reads, 1, "reads only deep/er");
+        let p = page(&mut t, q("deep/er", None, None, 1000));
+        assert_eq!(names(&p), ["deep/er/x1", "deep/er/x2", "deep/er/y", "deep/erz"]);
+        let p = page(&mut t, q("nope/", None, None, 1000));
+        assert!(p.items.is_empty() && !p.truncated);
+    }
+
+    #[test]
+    fn empty_and_marker_directories_are_objects() {
+        let mut t = MemTree::new(&["m/f"], &["e", "m/sub"]);
+        t.markers.push("m".into());
+        assert_eq!(names(&page(&mut t, q("", None, None, 1000))), ["e/", "m/", "m/f", "m/sub/"]);
+        assert_eq!(names(&page(&mut t, q("m/", None, None, 1000))), ["m/", "m/f", "m/sub/"]);
+        assert_eq!(names(&page(&mut t, q("m/", Some("/"), None, 1000))), ["m/", "m/f", "P:m/sub/"]);
+        assert_eq!(names(&page(&mut t, q("", Some("/"), None, 1000))), ["P:e/", "P:m/"]);
+    }
+
+    #[test]
+    fn paging_resumes_strictly_after_the_last_item() {
+        let files: Vec<String> =
+            ["a/1", "a/2", "a/3", "b", "c/d/e", "c/d/f", "c0"].iter().map(|s| s.to_string()).collect();
+        let refs: Vec<&str> = files.iter().map(String::as_str).collect();
+        for delim in [None, Some("/")] {
+            for size in 1..=4 {
+                let mut t = MemTree::new(&refs, &[]);
+                let full = names(&page(&mut t, q("", delim, None, 1000)));
+                let mut seen = Vec::new();
+                let mut after: Option<String> = None;
+                loop {
+                    let p = page(&mut t, q("", delim, after.as_deref(), size));
+                    assert!(p.items.len() <= size);
+                    seen.extend(names(&p));
+                    if !p.truncated {
+                        break;
+                    }
+                    let next = p.items.last().unwrap().name().to_owned();
+                    assert!(after.as_deref().is_none_or(|a| next.as_str() > a), "token strictly advances");
+                    after = Some(next);
+                }
+                assert_eq!(seen, full, "delimiter {delim:?}, page size {size}");
+            }
+        }
+    }
+
+    #[test]
+    fn resume_skips_whole_subtrees_unread() {
+        let mut t = MemTree::new(&["a/x/1", "a/x/2", "a/y/1", "b"], &[]);
+        let p = page(&mut t, q("", None, Some("a/y/1"), 1000));
+        assert_eq!(names(&p), ["b"]);
+        assert_eq!(t.reads, 3, "root, a, a/y: a/x is never read");
+    }
+
+    #[test]
+    fn max_keys_zero_and_truncation() {
+        let mut t = MemTree::new(&["a", "b"], &[]);
+        let p = page(&mut t, q("", None, None, 0));
+        assert!(p.items.is_empty() && !p.truncated, "S3 answers max-keys=0 with an empty, untruncated page");
+        let p = page(&mut t, q("", None, None, 2));
+        assert_eq!(names(&p), ["a", "b"]);
+        assert!(!p.truncated, "exactly full is not truncated");
+    }
+
+    #[test]
+    fn continuation_token_round_trip() {
+        for k in ["a", "dir/", "données/é ü.txt", "a+b#c%d?e"] {
+            assert_eq!(decode_token(&encode_token(k)).as_deref(), Some(k));
+        }
+        assert_eq!(decode_token("not base64!"), None);
+        assert_eq!(decode_token(&base64_simd::URL_SAFE_NO_PAD.encode_to_string(b"2abc")), None);
+        assert_eq!(decode_token(&base64_simd::URL_SAFE_NO_PAD.encode_to_string(b"1")), None);
+        assert_eq!(decode_token(""), None);
+    }
+}

@@ -1,0 +1,142 @@
+//! POSIX storage for s3vol: volumes, keys as paths, atomic writes, metadata, listing and
+//! multipart staging.
+//!
+//! This half of the crate speaks files and knows nothing about HTTP or S3 wire types. All
+//! its operations are blocking; the protocol adapter runs them on the blocking pool.
+
+mod fsx;
+pub mod key;
+pub mod list;
+pub mod meta;
+pub mod multipart;
+pub mod read;
+pub mod volume;
+pub mod write;
+
+pub use key::ObjectKey;
+pub use volume::{Volume, VolumeSettings, Volumes};
+
+use std::io;
+
+/// Errors of the storage layer, by domain. The S3 adapter maps each to one S3 error code.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The key breaks a rule of SPEC.md "Keys are paths"; the text says which.
+    #[error("invalid key: {0}")]
+    InvalidKey(&'static str),
+    /// The key is longer than 1024 bytes, or the file system says ENAMETOOLONG.
+    #[error("the key is too long")]
+    KeyTooLong,
+    /// No regular file at that key (missing, a FIFO or device, or a symlink that leaves the volume).
+    #[error("no such key")]
+    NotFound,
+    /// No such volume.
+    #[error("no such bucket")]
+    NoSuchBucket,
+    /// The volume could not be served (directory missing, unreadable, or not mounted).
+    #[error("the volume is unavailable")]
+    Unavailable,
+    /// A parent of the key is a file (ENOTDIR).
+    #[error("a parent of the key is a file")]
+    ParentIsFile,
+    /// The key names an existing directory (EISDIR).
+    #[error("the key names an existing directory")]
+    IsDirectory,
+    /// A directory marker (`k/`) PUT carried a body.
+    #[error("a directory marker key cannot have content")]
+    MarkerWithBody,
+    /// ENOSPC while writing.
+    #[error("no space left on the volume")]
+    NoSpace,
+    /// EDQUOT while writing.
+    #[error("quota exceeded")]
+    QuotaExceeded,
+    /// EACCES or EPERM from the file system.
+    #[error("permission denied by the file system")]
+    PermissionDenied,
+    /// EROFS: the volume is mounted read-only.
+    #[error("the volume is read-only")]
+    ReadOnly,
+    /// The volume's file system has no user extended attributes, so user metadata cannot be kept.
+    #[error("this volume cannot store user metadata (no extended attributes)")]
+    MetadataUnsupported,
+    /// A write target is a symlink that leaves the volume.
+    #[error("the key is a link that leaves the volume")]
+    EscapingLink,
+    /// DeleteBucket on a volume that still holds objects.
+    #[error("the bucket is not empty")]
+    BucketNotEmpty,
+    /// CreateBucket of a volume that exists.
+    #[error("the bucket already exists")]
+    BucketExists,
+    /// No multipart upload with that id for that key.
+    #[error("no such upload")]
+    NoSuchUpload,
+    /// A part listed in Complete was not uploaded or its ETag differs.
+    #[error("invalid part: {0}")]
+    InvalidPart(String),
+    /// Parts listed in Complete are not in ascending order.
+    #[error("the parts are not in ascending order")]
+    InvalidPartOrder,
+    /// A part number outside 1..=10000.
+    #[error("invalid part number")]
+    InvalidPartNumber,
+    /// Any other I/O error.
+    #[error("i/o error: {0}")]
+    Io(io::Error),
+}
+
+/// Result of a storage operation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<io::Error> for Error {
+    /// The one errno classifier (SPEC.md "Errors": ENOENT 404, EACCES 403, ENOSPC 507,
+    /// EDQUOT 403, EROFS 403, ENAMETOOLONG KeyTooLong, EISDIR/ENOTDIR 409). EXDEV and ELOOP
+    /// come from `RESOLVE_BENEATH` refusing a path that leaves the volume: not found.
+    fn from(e: io::Error) -> Self {
+        match e.raw_os_error() {
+            Some(libc::ENOENT | libc::EXDEV | libc::ELOOP) => Error::NotFound,
+            Some(libc::EACCES | libc::EPERM) => Error::PermissionDenied,
+            Some(libc::ENOSPC) => Error::NoSpace,
+            Some(libc::EDQUOT) => Error::QuotaExceeded,
+            Some(libc::EROFS) => Error::ReadOnly,
+            Some(libc::ENAMETOOLONG) => Error::KeyTooLong,
+            Some(libc::EISDIR) => Error::IsDirectory,
+            Some(libc::ENOTDIR) => Error::ParentIsFile,
+            _ => Error::Io(e),
+        }
+    }
+}
+
+impl From<nix::Error> for Error {
+    fn from(e: nix::Error) -> Self {
+        io::Error::from(e).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_mapping() {
+        let cases = [
+            (libc::ENOENT, "no such key"),
+            (libc::EXDEV, "no such key"),
+            (libc::ELOOP, "no such key"),
+            (libc::EACCES, "permission denied by the file system"),
+            (libc::EPERM, "permission denied by the file system"),
+            (libc::ENOSPC, "no space left on the volume"),
+            (libc::EDQUOT, "quota exceeded"),
+            (libc::EROFS, "the volume is read-only"),
+            (libc::ENAMETOOLONG, "the key is too long"),
+            (libc::EISDIR, "the key names an existing directory"),
+            (libc::ENOTDIR, "a parent of the key is a file"),
+        ];
+        for (errno, text) in cases {
+            let e = Error::from(io::Error::from_raw_os_error(errno));
+            assert_eq!(e.to_string(), text, "errno {errno}");
+        }
+        assert!(matches!(Error::from(io::Error::from_raw_os_error(libc::EIO)), Error::Io(_)));
+    }
+}

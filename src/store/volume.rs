@@ -1,0 +1,561 @@
+//! A volume: a root directory handle plus its settings, and the registry of volumes.
+//!
+//! Every file-system access of a request starts from [`Volume::root`] and resolves beneath
+//! it (`fsx::open_beneath`). This module owns directories (creation with s3vol's marks,
+//! `k/` markers, cleanup after delete), HEAD-style lookups and DeleteObject.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use nix::fcntl::OFlag;
+use nix::sys::stat::FileStat;
+use tracing::{debug, warn};
+
+use super::key::ObjectKey;
+use super::meta::{self, DIR_XATTR, ObjectInfo, ObjectMeta};
+use super::{Error, Result, fsx};
+
+/// Per-volume settings, already validated by the config layer.
+#[derive(Debug, Clone)]
+pub struct VolumeSettings {
+    /// Name of the internal directory at the volume root (default `.s3vol`).
+    pub internal_dir: String,
+    /// fsync file and parent directory before a write is acknowledged (default true).
+    pub fsync: bool,
+    /// uid:gid given to new files and directories, when set.
+    pub owner: Option<(u32, u32)>,
+    /// Mode bits of new files (default 0o644).
+    pub file_mode: u32,
+    /// Mode bits of new directories (default 0o755).
+    pub dir_mode: u32,
+    /// Refuse to serve unless the path is a mount point.
+    pub require_mount: bool,
+}
+
+impl Default for VolumeSettings {
+    fn default() -> Self {
+        Self {
+            internal_dir: ".s3vol".into(),
+            fsync: true,
+            owner: None,
+            file_mode: 0o644,
+            dir_mode: 0o755,
+            require_mount: false,
+        }
+    }
+}
+
+/// An open, servable volume.
+#[derive(Debug)]
+pub struct Volume {
+    /// The bucket name.
+    pub name: String,
+    /// The configured path (for logs and status only; never joined with keys).
+    pub path: PathBuf,
+    pub settings: VolumeSettings,
+    root: OwnedFd,
+    tmp: OwnedFd,
+    /// The multipart staging directory (`<internal>/multipart`).
+    pub(super) uploads: OwnedFd,
+    /// The file system keeps user extended attributes.
+    pub xattrs: bool,
+    /// The file system is mounted read-only.
+    pub read_only: bool,
+    /// Creation time of the root directory (ListBuckets CreationDate), ns since the epoch.
+    pub created_ns: i128,
+}
+
+/// A configured volume: served, or reported unavailable with the reason.
+#[derive(Debug, Clone)]
+pub enum VolumeState {
+    Online(Arc<Volume>),
+    /// The directory was missing, unreadable or not a mount point at start: 503.
+    Unavailable(String),
+}
+
+impl Volume {
+    /// Opens the volume at `path`: the root handle, the internal directory (created if the
+    /// volume is writable) and a probe for user extended attributes.
+    ///
+    /// Errors: the text a start-up report shows (missing, not a directory, not a mount point).
+    pub fn open(name: &str, path: &Path, settings: VolumeSettings) -> std::result::Result<Self, String> {
+        let root = nix::fcntl::open(
+            path,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        if settings.require_mount && !is_mount_point(path) {
+            return Err(format!("{} is not a mount point (require_mount = true)", path.display()));
+        }
+        let st = fsx::fstat(root.as_fd()).map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
+        let vfs = nix::sys::statvfs::fstatvfs(root.as_fd()).map_err(|e| format!("statvfs {}: {e}", path.display()))?;
+        let mut read_only = vfs.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY);
+        let internal = settings.internal_dir.clone();
+        for sub in [internal.clone(), format!("{internal}/tmp"), format!("{internal}/multipart")] {
+            match fsx::mkdir_at(root.as_fd(), &sub, 0o700) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EROFS | libc::EACCES | libc::EPERM)) => {
+                    read_only = true
+                }
+                Err(e) => return Err(format!("cannot create {}/{sub}: {e}", path.display())),
+            }
+        }
+        let open_internal = |sub: &str| fsx::open_dir(root.as_fd(), sub);
+        let (tmp, uploads) =
+            match (open_internal(&format!("{internal}/tmp")), open_internal(&format!("{internal}/multipart"))) {
+                (Ok(t), Ok(u)) => (t, u),
+                // A read-only volume without an internal directory is still served for reads.
+                _ if read_only => {
+                    (open_internal("").map_err(|e| e.to_string())?, open_internal("").map_err(|e| e.to_string())?)
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    return Err(format!("cannot open the internal directory of {}: {e}", path.display()));
+                }
+            };
+        let xattrs = if read_only { probe_xattrs_read(root.as_fd()) } else { probe_xattrs(tmp.as_fd()) };
+        if !xattrs {
+            warn!(
+                volume = name,
+                "the file system has no user extended attributes: ETags are synthesized, content types guessed, and user metadata is refused"
+            );
+        }
+        let created_ns = i128::from(st.st_ctime) * 1_000_000_000 + i128::from(st.st_ctime_nsec);
+        Ok(Self {
+            name: name.to_owned(),
+            path: path.to_owned(),
+            settings,
+            root,
+            tmp,
+            uploads,
+            xattrs,
+            read_only,
+            created_ns,
+        })
+    }
+
+    /// The root directory handle: the base of every lookup.
+    pub fn root(&self) -> BorrowedFd<'_> {
+        self.root.as_fd()
+    }
+
+    /// The temp directory handle (`<internal>/tmp`), on the volume's file system.
+    pub fn tmp_dir(&self) -> BorrowedFd<'_> {
+        self.tmp.as_fd()
+    }
+
+    /// Validates a client key for this volume.
+    pub fn key(&self, key: &str) -> Result<ObjectKey> {
+        ObjectKey::parse(key, &self.settings.internal_dir)
+    }
+
+    /// Refuses writes on a read-only volume.
+    pub fn check_writable(&self) -> Result<()> {
+        if self.read_only { Err(Error::ReadOnly) } else { Ok(()) }
+    }
+
+    /// HEAD: what is at `key`, or [`Error::NotFound`].
+    ///
+    /// A file key must be a regular file (symlinks followed only beneath the root); a `k/`
+    /// key must be a directory that is empty or marked as a directory object.
+    pub fn head(&self, key: &ObjectKey) -> Result<ObjectInfo> {
+        if key.is_dir_marker() {
+            return self.head_marker(key);
+        }
+        let (fd, st) = self.open_regular(key)?;
+        Ok(meta::load(fd.as_fd(), &st, key.as_str(), self.xattrs))
+    }
+
+    /// Opens the regular file at `key` for reading; `NotFound` for anything else.
+    ///
+    /// `O_NONBLOCK` so that a FIFO swapped in can never block the open.
+    pub fn open_regular(&self, key: &ObjectKey) -> Result<(OwnedFd, FileStat)> {
+        let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
+        let fd = fsx::open_beneath(self.root(), key.path(), flags, 0).map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOTDIR | libc::ENXIO) => Error::NotFound,
+            _ => e.into(),
+        })?;
+        let st = fsx::fstat(fd.as_fd())?;
+        if !fsx::is_regular(&st) {
+            return Err(Error::NotFound);
+        }
+        Ok((fd, st))
+    }
+
+    fn head_marker(&self, key: &ObjectKey) -> Result<ObjectInfo> {
+        let dir = match fsx::open_dir(self.root(), key.path()) {
+            Ok(d) => d,
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return Err(Error::NotFound),
+            Err(e) => return Err(e.into()),
+        };
+        if !(self.dir_mark(dir.as_fd()) == Some(DirMark::Marker) || self.dir_is_empty(dir.as_fd())?) {
+            return Err(Error::NotFound);
+        }
+        let st = fsx::fstat(dir.as_fd())?;
+        Ok(ObjectInfo {
+            size: 0,
+            mtime_ns: fsx::mtime_ns(&st),
+            meta: ObjectMeta {
+                etag: meta::EMPTY_MD5.into(),
+                content_type: Some("application/x-directory".into()),
+                ..Default::default()
+            },
+            from_xattr: false,
+        })
+    }
+
+    fn dir_is_empty(&self, dir: BorrowedFd<'_>) -> Result<bool> {
+        Ok(fsx::read_dir(dir)?.is_empty())
+    }
+
+    /// s3vol's mark on a directory, if any.
+    pub fn dir_mark(&self, dir: BorrowedFd<'_>) -> Option<DirMark> {
+        if !self.xattrs {
+            return None;
+        }
+        match fsx::get_xattr(dir, DIR_XATTR) {
+            Ok(Some(v)) if v == b"marker" => Some(DirMark::Marker),
+            Ok(Some(v)) if v == b"auto" => Some(DirMark::Auto),
+            _ => None,
+        }
+    }
+
+    fn set_dir_mark(&self, dir: BorrowedFd<'_>, mark: DirMark) {
+        if !self.xattrs {
+            return;
+        }
+        let v: &[u8] = match mark {
+            DirMark::Marker => b"marker",
+            DirMark::Auto => b"auto",
+        };
+        if let Err(e) = fsx::set_xattr(dir, DIR_XATTR, v) {
+            debug!(volume = %self.name, error = %e, "cannot mark a directory");
+        }
+    }
+
+    /// Applies the configured owner and mode to a new file or directory.
+    pub fn apply_owner_mode(&self, fd: BorrowedFd<'_>, dir: bool) -> Result<()> {
+        if let Some((uid, gid)) = self.settings.owner {
+            nix::unistd::fchown(fd, Some(uid.into()), Some(gid.into()))?;
+        }
+        let mode = if dir { self.settings.dir_mode } else { self.settings.file_mode };
+        nix::sys::stat::fchmod(fd, nix::sys::stat::Mode::from_bits_truncate(mode))?;
+        Ok(())
+    }
+
+    /// Makes sure the directory `rel` (relative, no trailing `/`) exists, creating missing
+    /// ancestors marked `auto`; returns a handle to it.
+    ///
+    /// Errors: [`Error::ParentIsFile`] when a component is a file; file-system errors.
+    pub fn ensure_dir(&self, rel: &str) -> Result<OwnedFd> {
+        match fsx::open_dir(self.root(), rel) {
+            Ok(fd) => return Ok(fd),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(e.into()),
+        }
+        // Walk down from the root, creating what is missing.
+        let mut cur = fsx::open_dir(self.root(), "")?;
+        let mut done = 0usize;
+        for seg in rel.split('/') {
+            let sub = if done == 0 { seg.to_owned() } else { format!("{}/{seg}", &rel[..done]) };
+            done = sub.len();
+            match fsx::open_dir(self.root(), &sub) {
+                Ok(fd) => cur = fd,
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    match fsx::mkdir_at(cur.as_fd(), seg, self.settings.dir_mode) {
+                        Ok(()) => {
+                            let fd = fsx::open_dir(cur.as_fd(), seg)?;
+                            self.apply_owner_mode(fd.as_fd(), true)?;
+                            self.set_dir_mark(fd.as_fd(), DirMark::Auto);
+                            if self.settings.fsync {
+                                fsx::fsync(cur.as_fd())?;
+                            }
+                            cur = fd;
+                        }
+                        // Someone else made it (or a file appeared) meanwhile: look again.
+                        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => cur = fsx::open_dir(self.root(), &sub)?,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(cur)
+    }
+
+    /// PUT `k/` with no body: creates directory `k` (and parents) and marks it as a
+    /// directory object so that it is listed even when not empty.
+    pub fn put_marker(&self, key: &ObjectKey) -> Result<ObjectInfo> {
+        self.check_writable()?;
+        let dir = self.ensure_dir(key.path())?;
+        self.set_dir_mark(dir.as_fd(), DirMark::Marker);
+        self.head_marker(key)
+    }
+
+    /// DeleteObject. Deleting a missing key succeeds (S3). A file is unlinked; a `k/` marker
+    /// removes the directory when empty, else only its mark. Then parents that s3vol created
+    /// (`auto`) and that became empty are removed, deepest first; others stay.
+    pub fn delete(&self, key: &ObjectKey) -> Result<()> {
+        self.check_writable()?;
+        let (parent, leaf) = key.split_parent();
+        let pdir = match fsx::open_dir(self.root(), parent) {
+            Ok(d) => d,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR | libc::EXDEV | libc::ELOOP)) => {
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let st = match fsx::lstat_at(pdir.as_fd(), leaf.as_ref()) {
+            Ok(st) => st,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let kind = st.st_mode & libc::S_IFMT;
+        if key.is_dir_marker() {
+            if kind != libc::S_IFDIR {
+                return Ok(());
+            }
+            match fsx::unlink_at(pdir.as_fd(), leaf, true) {
+                Ok(()) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) => {
+                    // Not empty: the `k/` object goes, the directory and its contents stay.
+                    if let Ok(d) = fsx::open_dir(pdir.as_fd(), leaf) {
+                        let _ = fsx::remove_xattr(d.as_fd(), DIR_XATTR);
+                    }
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            match kind {
+                libc::S_IFREG => {}
+                // Only a link to a regular file inside the volume is an object.
+                libc::S_IFLNK if self.open_regular(key).is_ok() => {}
+                _ => return Ok(()),
+            }
+            fsx::unlink_at(pdir.as_fd(), leaf, false)?;
+        }
+        if self.settings.fsync {
+            fsx::fsync(pdir.as_fd())?;
+        }
+        drop(pdir);
+        self.remove_empty_parents(key);
+        Ok(())
+    }
+
+    /// Removes the now-empty `auto` ancestors of `key`, deepest first.
+    fn remove_empty_parents(&self, key: &ObjectKey) {
+        let ancestors: Vec<&str> = key.ancestors().collect();
+        for rel in ancestors.into_iter().rev() {
+            let Ok(dir) = fsx::open_dir(self.root(), rel) else {
+                return;
+            };
+            if self.dir_mark(dir.as_fd()) != Some(DirMark::Auto) {
+                return;
+            }
+            drop(dir);
+            let (parent, leaf) = match rel.rfind('/') {
+                Some(i) => (&rel[..i], &rel[i + 1..]),
+                None => ("", rel),
+            };
+            let Ok(pdir) = fsx::open_dir(self.root(), parent) else {
+                return;
+            };
+            if fsx::unlink_at(pdir.as_fd(), leaf, true).is_err() {
+                return; // not empty (or raced with a writer): stop climbing
+            }
+        }
+    }
+
+    /// Free and total bytes of the volume's file system (statvfs).
+    pub fn capacity(&self) -> io::Result<(u64, u64)> {
+        let v = nix::sys::statvfs::fstatvfs(self.root())?;
+        let frag = v.fragment_size();
+        Ok((v.blocks_available() * frag, v.blocks() * frag))
+    }
+}
+
+/// s3vol's mark on a directory it made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirMark {
+    /// Created as a parent of a key: removed again when it becomes empty.
+    Auto,
+    /// Created or claimed by a `k/` PUT: a directory object, listed even when not empty.
+    Marker,
+}
+
+fn probe_xattrs(tmp: BorrowedFd<'_>) -> bool {
+    let name = format!("probe-{}", random_hex(8));
+    let fd = match nix::fcntl::openat(
+        tmp,
+        name.as_str(),
+        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    ) {
+        Ok(fd) => fd,
+        Err(_) => return false,
+    };
+    let ok = fsx::set_xattr(fd.as_fd(), meta::META_XATTR, b"{}").is_ok();
+    let _ = fsx::unlink_at(tmp, &name, false);
+    ok
+}
+
+fn probe_xattrs_read(root: BorrowedFd<'_>) -> bool {
+    match fsx::get_xattr(root, DIR_XATTR) {
+        Ok(_) => true,
+        Err(e) => !fsx::is_xattr_unsupported(&e),
+    }
+}
+
+fn is_mount_point(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(me), Ok(parent)) = (std::fs::metadata(path), std::fs::metadata(path.join(".."))) else {
+        return false;
+    };
+    me.dev() != parent.dev() || me.ino() == parent.ino()
+}
+
+/// `n` random bytes as lower-case hex (temp names, upload ids, dev keys).
+pub fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    getrandom::fill(&mut b).expect("the OS random source works");
+    meta::hex_lower(&b)
+}
+
+/// The set of volumes this daemon serves, by bucket name.
+#[derive(Debug)]
+pub struct Volumes {
+    map: RwLock<BTreeMap<String, VolumeState>>,
+    /// `volumes_root` mode: the parent directory whose subdirectories are volumes.
+    root_dir: Option<(PathBuf, VolumeSettings)>,
+}
+
+impl Volumes {
+    /// Opens each configured `(name, path, settings)`; failures are reported (logged) and
+    /// the volume answers 503 instead of serving an empty directory.
+    pub fn open(explicit: Vec<(String, PathBuf, VolumeSettings)>, root_dir: Option<(PathBuf, VolumeSettings)>) -> Self {
+        let mut map = BTreeMap::new();
+        for (name, path, settings) in explicit {
+            let state = open_state(&name, &path, settings);
+            map.insert(name, state);
+        }
+        let vols = Self { map: RwLock::new(map), root_dir };
+        vols.rescan();
+        vols
+    }
+
+    /// In `volumes_root` mode, picks up subdirectories made since the last scan (another
+    /// node's CreateBucket) and drops ones that are gone.
+    pub fn rescan(&self) {
+        let Some((dir, settings)) = &self.root_dir else {
+            return;
+        };
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            warn!(path = %dir.display(), "cannot read volumes_root");
+            return;
+        };
+        let mut seen = Vec::new();
+        for ent in rd.flatten() {
+            let Some(name) = ent.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if !ent.file_type().is_ok_and(|t| t.is_dir()) || !crate::config::valid_bucket_name(&name) {
+                continue;
+            }
+            seen.push(name.clone());
+            if self.map.read().unwrap().contains_key(&name) {
+                continue;
+            }
+            let state = open_state(&name, &ent.path(), settings.clone());
+            self.map.write().unwrap().insert(name, state);
+        }
+        self.map.write().unwrap().retain(|name, _| seen.contains(name));
+    }
+
+    /// The volume named `bucket`: [`Error::NoSuchBucket`] when unknown, [`Error::Unavailable`]
+    /// when configured but not servable.
+    pub fn get(&self, bucket: &str) -> Result<Arc<Volume>> {
+        if let Some(state) = self.map.read().unwrap().get(bucket) {
+            return match state {
+                VolumeState::Online(v) => Ok(v.clone()),
+                VolumeState::Unavailable(_) => Err(Error::Unavailable),
+            };
+        }
+        if self.root_dir.is_some() && crate::config::valid_bucket_name(bucket) {
+            self.rescan();
+            if let Some(VolumeState::Online(v)) = self.map.read().unwrap().get(bucket) {
+                return Ok(v.clone());
+            }
+        }
+        Err(Error::NoSuchBucket)
+    }
+
+    /// Every volume with its state, by name.
+    pub fn all(&self) -> Vec<(String, VolumeState)> {
+        self.rescan();
+        self.map.read().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// True in `volumes_root` mode (CreateBucket/DeleteBucket allowed).
+    pub fn is_root_mode(&self) -> bool {
+        self.root_dir.is_some()
+    }
+
+    /// CreateBucket in `volumes_root` mode: makes the directory and serves it.
+    pub fn create(&self, bucket: &str) -> Result<()> {
+        let Some((dir, settings)) = &self.root_dir else {
+            return Err(Error::PermissionDenied);
+        };
+        let path = dir.join(bucket);
+        match std::fs::create_dir(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(Error::BucketExists),
+            Err(e) => return Err(e.into()),
+        }
+        let state = open_state(bucket, &path, settings.clone());
+        self.map.write().unwrap().insert(bucket.to_owned(), state);
+        Ok(())
+    }
+
+    /// DeleteBucket in `volumes_root` mode: removes the directory only when it holds no
+    /// object (its internal directory aside). Never a recursive delete of user data.
+    pub fn delete(&self, bucket: &str) -> Result<()> {
+        let Some((dir, _)) = &self.root_dir else {
+            return Err(Error::PermissionDenied);
+        };
+        let vol = self.get(bucket)?;
+        let entries = fsx::read_dir(vol.root())?;
+        if entries.iter().any(|e| e.name != vol.settings.internal_dir.as_bytes()) {
+            return Err(Error::BucketNotEmpty);
+        }
+        let internal = vol.settings.internal_dir.clone();
+        // Only staging remains: it may hold abandoned uploads, which go with the bucket.
+        let _ = std::fs::remove_dir_all(dir.join(bucket).join(&internal));
+        drop(vol);
+        std::fs::remove_dir(dir.join(bucket)).map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOTEMPTY | libc::EEXIST) => Error::BucketNotEmpty,
+            _ => e.into(),
+        })?;
+        self.map.write().unwrap().remove(bucket);
+        Ok(())
+    }
+}
+
+fn open_state(name: &str, path: &Path, settings: VolumeSettings) -> VolumeState {
+    match Volume::open(name, path, settings) {
+        Ok(v) => {
+            if v.read_only {
+                warn!(volume = name, "the volume is read-only: served for reads only");
+            }
+            VolumeState::Online(Arc::new(v))
+        }
+        Err(reason) => {
+            warn!(volume = name, %reason, "volume unavailable: it answers 503 ServiceUnavailable");
+            VolumeState::Unavailable(reason)
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! Atomic, durable object writes (SPEC.md "Writes are atomic and durable").
+//!
+//! A [`Writer`] streams into a temporary file on the volume's own file system (`O_TMPFILE`
+//! in the internal `tmp` directory, or a named temp file there when the file system lacks
+//! `O_TMPFILE`), hashing MD5 on the same thread as it writes. [`Writer::commit`] writes the
+//! metadata attribute with the file's fingerprint, fsyncs, renames over the target and
+//! fsyncs the parent. Dropping a writer without committing removes the temp file, so a
+//! failed or cancelled PUT leaves the old object untouched and nothing behind.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+
+use md5::{Digest, Md5};
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+
+use super::key::ObjectKey;
+use super::meta::{self, Fingerprint, META_XATTR, ObjectInfo, ObjectMeta};
+use super::volume::{Volume, random_hex};
+use super::{Error, Result, fsx};
+
+/// Write buffer: large blocks keep the syscall count low for streamed bodies.
+const WRITE_BUF: usize = 1 << 20;
+
+enum TempName {
+    /// `O_TMPFILE`: nameless until linked at commit.
+    Anonymous,
+    /// A named temp file in the internal `tmp` directory.
+    Named(String),
+}
+
+/// An object (or a multipart part) being written. Not visible until committed.
+pub struct Writer {
+    pub(super) vol: Arc<Volume>,
+    key: ObjectKey,
+    out: Option<BufWriter<File>>,
+    temp: TempName,
+    md5: Md5,
+    written: u64,
+}
+
+/// Copy block for assembling parts when the kernel cannot copy for us.
+const COPY_BUF: usize = 1 << 20;
+
+impl Writer {
+    /// Starts a write of `key` on `vol`.
+    ///
+    /// Refuses early, before any byte is received, what the commit would refuse:
+    /// [`Error::ParentIsFile`], [`Error::IsDirectory`], [`Error::EscapingLink`],
+    /// [`Error::ReadOnly`].
+    pub fn begin(vol: Arc<Volume>, key: ObjectKey) -> Result<Self> {
+        vol.check_writable()?;
+        precheck_target(&vol, &key)?;
+        Self::begin_unchecked(vol, key)
+    }
+
+    /// Starts a write whose destination is decided at commit (a staged part).
+    pub(super) fn begin_unchecked(vol: Arc<Volume>, key: ObjectKey) -> Result<Self> {
+        let (fd, temp) = create_temp(&vol)?;
+        Ok(Self {
+            vol,
+            key,
+            out: Some(BufWriter::with_capacity(WRITE_BUF, File::from(fd))),
+            temp,
+            md5: Md5::new(),
+            written: 0,
+        })
+    }
+
+    /// Appends the first `len` bytes of `src` without hashing them (their MD5s are already
+    /// known: multipart assembly). Uses `copy_file_range` (the kernel copies, or reflinks on
+    /// file systems that can), falling back to a read/write loop.
+    pub fn append_file(&mut self, src: &File, len: u64) -> Result<()> {
+        let out = self.out.as_mut().expect("writer is open");
+        out.flush()?;
+        let dst = out.get_ref();
+        let mut done = 0u64;
+        let mut kernel = true;
+        while done < len {
+            let want = usize::try_from(len - done).unwrap_or(usize::MAX).min(1 << 30);
+            if kernel {
+                let mut off_in = done as i64;
+                match nix::fcntl::copy_file_range(src.as_fd(), Some(&mut off_in), dst.as_fd(), None, want) {
+                    Ok(0) => return Err(Error::NotFound), // the part shrank
+                    Ok(n) => {
+                        done += n as u64;
+                        continue;
+                    }
+                    Err(nix::Error::EXDEV | nix::Error::EOPNOTSUPP | nix::Error::EINVAL | nix::Error::ENOSYS) => {
+                        kernel = false
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let mut buf = vec![0u8; COPY_BUF.min(want)];
+            let n = std::os::unix::fs::FileExt::read_at(src, &mut buf, done)?;
+            if n == 0 {
+                return Err(Error::NotFound);
+            }
+            std::io::Write::write_all(&mut &*dst, &buf[..n])?;
+            done += n as u64;
+        }
+        self.written += len;
+        Ok(())
+    }
+
+    /// Finishes a staged part: fsync, then link it into `dir` as `name`. Returns its size.
+    pub(super) fn commit_into(mut self, dir: std::os::fd::BorrowedFd<'_>, name: &str) -> Result<u64> {
+        let file = self.out.take().expect("writer is open").into_inner().map_err(|e| e.into_error())?;
+        if self.vol.settings.fsync {
+            fsx::fsync(file.as_fd())?;
+        }
+        match &self.temp {
+            TempName::Anonymous => match fsx::link_tmpfile(file.as_fd(), dir, name) {
+                Ok(()) => {}
+                // The same bytes were staged before under the same name: keep that copy.
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => return Err(e.into()),
+            },
+            TempName::Named(tmp) => {
+                fsx::rename_at(self.vol.tmp_dir(), tmp, dir, name)?;
+                self.temp = TempName::Anonymous;
+            }
+        }
+        if self.vol.settings.fsync {
+            fsx::fsync(dir)?;
+        }
+        Ok(self.written)
+    }
+
+    /// Appends `data` and folds it into the MD5.
+    pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.md5.update(data);
+        self.out.as_mut().expect("writer is open").write_all(data)?;
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// The MD5 of everything written so far.
+    pub fn md5(&self) -> [u8; 16] {
+        self.md5.clone().finalize().into()
+    }
+
+    /// The key being written.
+    pub fn key(&self) -> &ObjectKey {
+        &self.key
+    }
+
+    /// Makes the object visible: metadata attribute (with `meta.etag` set to the content
+    /// MD5 when empty), fsync, rename over the target, fsync of the parent directory.
+    ///
+    /// Errors: [`Error::IsDirectory`] when a directory appeared at the key,
+    /// [`Error::ParentIsFile`], [`Error::NoSpace`] / [`Error::QuotaExceeded`]; on any error
+    /// the temp file is removed and the old object is untouched.
+    pub fn commit(mut self, mut meta: ObjectMeta) -> Result<ObjectInfo> {
+        let file = self.out.take().expect("writer is open").into_inner().map_err(|e| e.into_error())?;
+        // Keep the descriptor in `self` so Drop can still clean up if a step below fails.
+        let fd = file.as_fd();
+        self.vol.apply_owner_mode(fd, false)?;
+        let st = fsx::fstat(fd)?;
+        if meta.etag.is_empty() {
+            meta.etag = meta::hex_lower(&self.md5());
+        }
+        meta.fp = Some(Fingerprint::of(&st));
+        if self.vol.xattrs {
+            fsx::set_xattr(fd, META_XATTR, &meta.to_bytes())?;
+        }
+        if self.vol.settings.fsync {
+            fsx::fsync(fd)?;
+        }
+        if matches!(self.temp, TempName::Anonymous) {
+            let name = format!("w-{}", random_hex(12));
+            fsx::link_tmpfile(fd, self.vol.tmp_dir(), &name)?;
+            self.temp = TempName::Named(name);
+        }
+        let TempName::Named(tmp_name) = &self.temp else { unreachable!() };
+        let (parent, leaf) = self.key.split_parent();
+        // A concurrent delete may remove an empty parent s3vol made between ensure_dir and
+        // rename: make it again once.
+        let mut attempt = 0;
+        let pdir = loop {
+            let pdir = self.vol.ensure_dir(parent)?;
+            match fsx::rename_at(self.vol.tmp_dir(), tmp_name, pdir.as_fd(), leaf) {
+                Ok(()) => break pdir,
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) && attempt == 0 => attempt += 1,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        self.temp = TempName::Anonymous; // renamed away: nothing to clean up
+        if self.vol.settings.fsync {
+            fsx::fsync(pdir.as_fd())?;
+        }
+        drop(file);
+        Ok(ObjectInfo { size: st.st_size as u64, mtime_ns: fsx::mtime_ns(&st), meta, from_xattr: self.vol.xattrs })
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if let TempName::Named(name) = &self.temp {
+            let _ = fsx::unlink_at(self.vol.tmp_dir(), name, false);
+        }
+    }
+}
+
+fn create_temp(vol: &Volume) -> Result<(OwnedFd, TempName)> {
+    let mode = Mode::from_bits_truncate(0o600);
+    match nix::fcntl::openat(vol.tmp_dir(), ".", OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC, mode) {
+        Ok(fd) => return Ok((fd, TempName::Anonymous)),
+        Err(nix::Error::EOPNOTSUPP | nix::Error::EISDIR | nix::Error::EINVAL | nix::Error::ENOSYS) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let name = format!("w-{}", random_hex(12));
+    let fd = nix::fcntl::openat(
+        vol.tmp_dir(),
+        name.as_str(),
+        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        mode,
+    )?;
+    Ok((fd, TempName::Named(name)))
+}
+
+/// Fails early when the commit could not succeed: a parent is a file, the key is a
+/// directory, or the key is a link that leaves the volume.
+fn precheck_target(vol: &Volume, key: &ObjectKey) -> Result<()> {
+    let (parent, leaf) = key.split_parent();
+    let pdir = match fsx::open_dir(vol.root(), parent) {
+        Ok(d) => d,
+        Err(e) => {
+            return match e.raw_os_error() {
+                Some(libc::ENOENT) => Ok(()), // made at commit
+                Some(libc::EXDEV | libc::ELOOP) => Err(Error::EscapingLink),
+                _ => Err(e.into()),
+            };
+        }
+    };
+    match fsx::lstat_at(pdir.as_fd(), leaf.as_ref()) {
+        Ok(st) => match st.st_mode & libc::S_IFMT {
+            libc::S_IFDIR => Err(Error::IsDirectory),
+            libc::S_IFLNK => match fsx::open_beneath(vol.root(), key.path(), OFlag::O_PATH, 0) {
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EXDEV | libc::ELOOP)) => Err(Error::EscapingLink),
+                Ok(fd) if fsx::fstat(fd.as_fd()).is_ok_and(|s| fsx::is_dir(&s)) => Err(Error::IsDirectory),
+                _ => Ok(()),
+            },
+            _ => Ok(()),
+        },
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// CopyObject onto itself with `REPLACE`: rewrites the metadata attribute in place, keeps
+/// the content and its ETag, and moves LastModified to now (as S3 does).
+///
+/// Errors: [`Error::NotFound`]; [`Error::MetadataUnsupported`] when user metadata is given
+/// on a volume without extended attributes.
+pub fn rewrite_meta(vol: &Volume, key: &ObjectKey, mut meta: ObjectMeta) -> Result<ObjectInfo> {
+    vol.check_writable()?;
+    if !vol.xattrs && !meta.user.is_empty() {
+        return Err(Error::MetadataUnsupported);
+    }
+    let (fd, st) = vol.open_regular(key)?;
+    let old = meta::load(fd.as_fd(), &st, key.as_str(), vol.xattrs);
+    meta.etag = old.meta.etag;
+    meta.parts = old.meta.parts;
+    meta.checksums = old.meta.checksums;
+    let now = nix::sys::time::TimeSpec::from(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default(),
+    );
+    // Timestamps may be set by the owner even on a descriptor opened read-only.
+    nix::sys::stat::futimens(fd.as_fd(), &nix::sys::time::TimeSpec::UTIME_OMIT, &now)?;
+    let st = fsx::fstat(fd.as_fd())?;
+    meta.fp = Some(Fingerprint::of(&st));
+    if vol.xattrs {
+        fsx::set_xattr(fd.as_fd(), META_XATTR, &meta.to_bytes())?;
+    }
+    if vol.settings.fsync {
+        fsx::fsync(fd.as_fd())?;
+    }
+    Ok(ObjectInfo { size: st.st_size as u64, mtime_ns: fsx::mtime_ns(&st), meta, from_xattr: vol.xattrs })
+}
