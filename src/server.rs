@@ -110,6 +110,18 @@ pub async fn run(
     }
 }
 
+/// True for a request with `Expect: 100-continue` and an empty body.
+///
+/// hyper sends `100 Continue` only when a handler reads the body, so an empty body never
+/// gets one. botocore (boto/botocore#3755) then misreads the *next* response on that pooled
+/// connection and stalls until its read timeout. Closing such a connection after the
+/// response keeps the poisoned connection out of the client's pool.
+fn expects_continue_without_body(h: &http::HeaderMap) -> bool {
+    let expects = h.get(http::header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let empty = h.get(http::header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() == b"0");
+    expects && empty
+}
+
 /// One request: a request id, the S3 service, and a log line (path only: a presigned
 /// query string carries a signature and is never logged).
 async fn handle(svc: S3Service, req: http::Request<Incoming>) -> Result<http::Response<s3s::Body>, s3s::HttpError> {
@@ -117,10 +129,14 @@ async fn handle(svc: S3Service, req: http::Request<Incoming>) -> Result<http::Re
     let start = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let close_after = expects_continue_without_body(req.headers());
     let req = req.map(s3s::Body::from);
     let mut resp = svc.call(req).await?;
     if let Ok(v) = http::HeaderValue::from_str(&id) {
         resp.headers_mut().insert("x-amz-request-id", v);
+    }
+    if close_after {
+        resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
     }
     info!(request_id = %id, %method, path = %path, status = resp.status().as_u16(), ms = start.elapsed().as_millis() as u64, "request");
     Ok(resp)

@@ -60,6 +60,14 @@ pub async fn receive_verified(
     Ok((writer, checksums))
 }
 
+/// The size a request body declares: `x-amz-decoded-content-length` for aws-chunked
+/// bodies, else `Content-Length`; `None` when neither is present.
+pub fn declared_length(headers: &http::HeaderMap, content_length: Option<i64>) -> Option<u64> {
+    let decoded =
+        headers.get("x-amz-decoded-content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    decoded.or_else(|| content_length.and_then(|n| u64::try_from(n).ok()))
+}
+
 /// Output checksums for a response, from stored pairs.
 fn put_checksums(stored: &[(String, String)]) -> Checksum {
     body::checksum_from_meta(&stored.iter().cloned().collect())
@@ -90,7 +98,9 @@ impl S3Vol {
         }
         let vol = self.volume(&input.bucket)?;
         let key = vol.key(&input.key).map_err(to_s3)?;
-        let declared = input.content_length.unwrap_or(0);
+        // S3: a PUT declares its size; an aws-chunked body declares the decoded size.
+        let declared = declared_length(&headers, input.content_length)
+            .ok_or_else(|| s3_error!(MissingContentLength, "You must provide the Content-Length HTTP header."))?;
         if key.is_dir_marker() {
             if declared > 0 {
                 return Err(to_s3(store::Error::MarkerWithBody));
