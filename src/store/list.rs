@@ -226,6 +226,10 @@ impl<'v> FsTree<'v> {
 
 impl Tree for FsTree<'_> {
     fn read_dir(&mut self, dir: &str) -> Result<Option<Vec<Entry>>> {
+        // The internal directory is never listed, whatever prefix asks for it.
+        if dir.split('/').next() == Some(self.vol.settings.internal_dir.as_str()) {
+            return Ok(None);
+        }
         let fd = match fsx::open_dir(self.vol.root(), dir) {
             Ok(fd) => fd,
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR | libc::EXDEV | libc::ELOOP)) => {
@@ -491,6 +495,15 @@ mod tests {
         let p = page(&mut t, q("", None, Some("a/y/1"), 1000));
         assert_eq!(names(&p), ["b"]);
         assert_eq!(t.reads, 3, "root, a, a/y: a/x is never read");
+    }
+
+    #[test]
+    fn prefixes_that_no_key_can_match_list_nothing() {
+        let mut t = MemTree::new(&["a/b", "c"], &[]);
+        for prefix in ["./", "./a", "a//", "a//b", "../", "a/../", "a/./b"] {
+            let p = page(&mut t, q(prefix, None, None, 1000));
+            assert!(p.items.is_empty(), "{prefix:?} listed {:?}", names(&p));
+        }
     }
 
     #[test]
