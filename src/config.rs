@@ -8,9 +8,12 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::store::VolumeSettings;
+use crate::store::quota::Limits;
 
 /// Default listen address (SPEC.md): loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
+/// Default interval between usage walks of a volume with a quota.
+pub const DEFAULT_USAGE_RESCAN: &str = "10m";
 /// Region answered by GetBucketLocation when none is configured.
 pub const DEFAULT_REGION: &str = "us-east-1";
 
@@ -73,12 +76,15 @@ pub struct RawVolumeSettings {
     pub require_mount: Option<bool>,
     /// Anonymous GET/HEAD/list (access-control work; default false).
     pub public: Option<bool>,
-    /// Capacity limit, e.g. `500GiB` (quota work).
+    /// Bytes the volume's files may use, e.g. `500GiB`, for volumes that share a file system.
     pub quota: Option<String>,
-    /// Largest object accepted, e.g. `4TiB` (quota work).
+    /// Largest object (or part) accepted, e.g. `4TiB`.
     pub max_object_size: Option<String>,
-    /// Content types accepted on PUT; empty = any (quota work).
+    /// Content types accepted on PUT, e.g. `["image/png"]`; empty or absent: any.
     pub allowed_content_types: Option<Vec<String>>,
+    /// How often a quota'd volume's usage is measured again, e.g. `10m` (default 10 minutes;
+    /// pods write directly, so s3vol's own bookkeeping drifts between walks).
+    pub usage_rescan: Option<String>,
     /// CORS rules (access-control work).
     pub cors: Option<Vec<toml::Value>>,
 }
@@ -162,18 +168,42 @@ impl RawConfig {
         };
         let file_mode = mode("file_mode", &self.file_mode, 0o644);
         let dir_mode = mode("dir_mode", &self.dir_mode, 0o755);
-        let base = VolumeSettings { internal_dir, fsync: true, owner, file_mode, dir_mode, require_mount: false };
+        let base = VolumeSettings {
+            internal_dir,
+            fsync: true,
+            owner,
+            file_mode,
+            dir_mode,
+            require_mount: false,
+            limits: Limits::default(),
+        };
         let apply = |raw: &RawVolumeSettings, errs: &mut Vec<String>, what: &str| {
-            for (field, v) in [("quota", &raw.quota), ("max_object_size", &raw.max_object_size)] {
-                if let Some(v) = v
-                    && parse_size(v).is_none()
-                {
-                    errs.push(format!("{what}: {field} {v:?} is not a size like 500GiB"));
-                }
-            }
+            let mut size = |field: &str, v: &Option<String>| {
+                v.as_ref().and_then(|v| {
+                    let n = parse_size(v);
+                    if n.is_none() {
+                        errs.push(format!("{what}: {field} {v:?} is not a size like 500GiB"));
+                    }
+                    n
+                })
+            };
+            let quota = size("quota", &raw.quota);
+            let max_object_size = size("max_object_size", &raw.max_object_size);
+            let rescan = raw.usage_rescan.as_deref().unwrap_or(DEFAULT_USAGE_RESCAN);
+            let rescan_secs = parse_duration_secs(rescan).unwrap_or_else(|| {
+                errs.push(format!("{what}: usage_rescan {rescan:?} is not a duration like 10m"));
+                600
+            });
+            let limits = Limits {
+                quota,
+                max_object_size,
+                allowed_content_types: raw.allowed_content_types.clone().unwrap_or_default(),
+                rescan_secs,
+            };
             VolumeSettings {
                 fsync: raw.fsync.unwrap_or(true),
                 require_mount: raw.require_mount.unwrap_or(false),
+                limits,
                 ..base.clone()
             }
         };

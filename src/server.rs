@@ -122,6 +122,12 @@ fn expects_continue_without_body(h: &http::HeaderMap) -> bool {
     expects && empty
 }
 
+/// True when the request declares a body (non-zero Content-Length, or chunked).
+fn carries_body(h: &http::HeaderMap) -> bool {
+    let chunked = h.get(http::header::TRANSFER_ENCODING).is_some();
+    chunked || h.get(http::header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0")
+}
+
 /// One request: a request id, the S3 service, and a log line (path only: a presigned
 /// query string carries a signature and is never logged).
 async fn handle(svc: S3Service, req: http::Request<Incoming>) -> Result<http::Response<s3s::Body>, s3s::HttpError> {
@@ -130,12 +136,17 @@ async fn handle(svc: S3Service, req: http::Request<Incoming>) -> Result<http::Re
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let close_after = expects_continue_without_body(req.headers());
+    let has_body = carries_body(req.headers());
     let req = req.map(s3s::Body::from);
     let mut resp = svc.call(req).await?;
     if let Ok(v) = http::HeaderValue::from_str(&id) {
         resp.headers_mut().insert("x-amz-request-id", v);
     }
-    if close_after {
+    // An error may be answered before the body was read (a refused PUT, a failed
+    // signature). hyper would then drain the rest before reading the next request, and a
+    // client that sent `Expect: 100-continue` never sends it: the client's next request on
+    // the connection would be swallowed as that body. Close instead.
+    if close_after || (has_body && (resp.status().is_client_error() || resp.status().is_server_error())) {
         resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
     }
     info!(request_id = %id, %method, path = %path, status = resp.status().as_u16(), ms = start.elapsed().as_millis() as u64, "request");

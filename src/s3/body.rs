@@ -74,6 +74,32 @@ pub async fn receive(body: StreamingBlob, writer: Writer, mut hasher: ChecksumHa
     }
 }
 
+/// Most of a refused body that is read and discarded so the client sees the error rather
+/// than a broken pipe; past this the connection is closed instead.
+const DRAIN_LIMIT: u64 = 64 << 20;
+
+/// Refuses a write before any byte of its body is stored. Unless the client is waiting
+/// for `100 Continue` (it has sent no body yet), the body is read and discarded, up to
+/// [`DRAIN_LIMIT`] bytes and 30 seconds, so the client reads the error (SPEC.md).
+/// (The server closes the connection after any error answer to a request with a body, so
+/// an undrained body never reaches the next request: see `server.rs`.)
+pub async fn refuse(body: Option<StreamingBlob>, headers: &http::HeaderMap, err: S3Error) -> S3Error {
+    let waiting = headers.get(http::header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if let (false, Some(mut body)) = (waiting, body) {
+        let drain = async {
+            let mut seen = 0u64;
+            while let Some(Ok(chunk)) = body.next().await {
+                seen += chunk.len() as u64;
+                if seen > DRAIN_LIMIT {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(30), drain).await;
+    }
+    err
+}
+
 /// A response body that reads `reader` in large blocks on a blocking thread.
 pub fn stream_out(mut reader: ObjectReader) -> StreamingBlob {
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(2);

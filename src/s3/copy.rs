@@ -99,13 +99,14 @@ impl S3Vol {
         if !dst_vol.xattrs && !meta.user.is_empty() && replace {
             return Err(to_s3(crate::store::Error::MetadataUnsupported));
         }
+        let size = info.size;
         let out = if same {
             drop(reader);
             blocking(move || rewrite_meta(&dst_vol, &dst, meta)).await?
         } else {
             blocking(move || {
                 let mut reader = reader;
-                let mut w = Writer::begin(dst_vol, dst)?;
+                let mut w = Writer::begin(dst_vol, dst, size)?;
                 while let Some(block) = reader.next_block(COPY_BLOCK)? {
                     w.write(&block)?;
                 }

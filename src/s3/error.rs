@@ -49,6 +49,13 @@ pub fn to_s3(e: Error) -> S3Error {
         Error::QuotaExceeded => {
             custom("QuotaExceeded", StatusCode::FORBIDDEN, "The volume's quota does not allow this write")
         }
+        Error::EntityTooLarge => std_code(
+            S3ErrorCode::EntityTooLarge,
+            "Your proposed upload exceeds the maximum object size this volume accepts",
+        ),
+        Error::ContentTypeNotAllowed => {
+            std_code(S3ErrorCode::InvalidArgument, "This volume does not accept objects of that Content-Type")
+        }
         Error::PermissionDenied => std_code(S3ErrorCode::AccessDenied, "The volume's file system denied access"),
         Error::ReadOnly => std_code(S3ErrorCode::AccessDenied, "The volume is read-only"),
         Error::MetadataUnsupported => std_code(
@@ -111,6 +118,8 @@ mod tests {
             (Error::NoSpace, "InsufficientStorage", 507),
             (Error::QuotaExceeded, "QuotaExceeded", 403),
             (Error::PermissionDenied, "AccessDenied", 403),
+            (Error::EntityTooLarge, "EntityTooLarge", 400),
+            (Error::ContentTypeNotAllowed, "InvalidArgument", 400),
             (Error::ReadOnly, "AccessDenied", 403),
             (Error::NoSuchUpload, "NoSuchUpload", 404),
             (Error::InvalidPartOrder, "InvalidPartOrder", 400),

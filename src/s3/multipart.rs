@@ -76,7 +76,12 @@ impl S3Vol {
         let key = vol.key(&input.key).map_err(to_s3)?;
         let number = u32::try_from(input.part_number).map_err(|_| to_s3(crate::store::Error::InvalidPartNumber))?;
         let id = input.upload_id.clone();
-        let writer = blocking(move || multipart::begin_part(vol, &id, &key, number)).await?;
+        let declared = super::object::declared_length(&headers, input.content_length)
+            .ok_or_else(|| s3_error!(MissingContentLength, "You must provide the Content-Length HTTP header."))?;
+        let writer = match blocking(move || multipart::begin_part(vol, &id, &key, number, declared)).await {
+            Ok(w) => w,
+            Err(e) => return Err(super::body::refuse(input.body, &headers, e).await),
+        };
         let given = given_checksums(
             input.checksum_crc32,
             input.checksum_crc32c,

@@ -131,8 +131,14 @@ impl S3Vol {
             .await?;
             check_write_conditions(input.if_match.as_ref(), input.if_none_match.as_ref(), current.as_ref())?;
         }
+        if !vol.space.content_type_allowed(meta.content_type.as_deref().unwrap_or("")) {
+            return Err(body::refuse(input.body, &headers, to_s3(store::Error::ContentTypeNotAllowed)).await);
+        }
         let (v, k) = (vol.clone(), key.clone());
-        let writer = blocking(move || Writer::begin(v, k)).await?;
+        let writer = match blocking(move || Writer::begin(v, k, declared)).await {
+            Ok(w) => w,
+            Err(e) => return Err(body::refuse(input.body, &headers, e).await),
+        };
         let given = given_checksums(
             input.checksum_crc32,
             input.checksum_crc32c,

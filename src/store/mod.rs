@@ -9,6 +9,7 @@ pub mod key;
 pub mod list;
 pub mod meta;
 pub mod multipart;
+pub mod quota;
 pub mod read;
 pub mod volume;
 pub mod write;
@@ -51,6 +52,12 @@ pub enum Error {
     /// EDQUOT while writing.
     #[error("quota exceeded")]
     QuotaExceeded,
+    /// The declared size is over the volume's maximum object size.
+    #[error("the object is larger than this volume accepts")]
+    EntityTooLarge,
+    /// The Content-Type is not on the volume's allowed list.
+    #[error("the content type is not allowed on this volume")]
+    ContentTypeNotAllowed,
     /// EACCES or EPERM from the file system.
     #[error("permission denied by the file system")]
     PermissionDenied,

@@ -114,13 +114,13 @@ pub fn create(vol: &Volume, key: &ObjectKey, meta: ObjectMeta, owner: &str, now:
 }
 
 /// Starts writing part `number` of upload `id` (UploadPart); finish with [`commit_part`].
-pub fn begin_part(vol: Arc<Volume>, id: &str, key: &ObjectKey, number: u32) -> Result<Writer> {
+pub fn begin_part(vol: Arc<Volume>, id: &str, key: &ObjectKey, number: u32, declared: u64) -> Result<Writer> {
     vol.check_writable()?;
     if !(1..=MAX_PART_NUMBER).contains(&number) {
         return Err(Error::InvalidPartNumber);
     }
     manifest(&vol, id, key)?;
-    Writer::begin_unchecked(vol, key.clone())
+    Writer::begin_unchecked(vol, key.clone(), Some(declared))
 }
 
 /// Stages a written part; a re-upload of the same part number replaces the earlier one.
@@ -132,8 +132,11 @@ pub fn commit_part(w: Writer, id: &str, number: u32) -> Result<Part> {
     let size = w.commit_into(dir.as_fd(), &name)?;
     // Drop earlier versions of this part number.
     for p in parts_in(dir.as_fd())? {
-        if p.number == number && p.etag != etag {
-            let _ = fsx::unlink_at(dir.as_fd(), &format!("{number:05}-{}", p.etag), false);
+        if p.number == number
+            && p.etag != etag
+            && fsx::unlink_at(dir.as_fd(), &format!("{number:05}-{}", p.etag), false).is_ok()
+        {
+            vol.space.add_used(-(p.size as i64));
         }
     }
     let st = nix::sys::stat::fstatat(dir.as_fd(), name.as_str(), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)?;
@@ -196,7 +199,10 @@ pub fn complete(vol: Arc<Volume>, id: &str, key: &ObjectKey, listed: &[(u32, Str
             }
         }
     }
-    let mut w = Writer::begin(vol.clone(), key.clone())?;
+    // Assembly copies the parts (or clones them where the file system can) before the
+    // staging is removed: admit the whole object's size.
+    let total: u64 = chosen.iter().map(|p| p.size).sum();
+    let mut w = Writer::begin(vol.clone(), key.clone(), total)?;
     let mut md5s = Vec::with_capacity(chosen.len());
     for p in &chosen {
         let name = format!("{:05}-{}", p.number, p.etag);
@@ -236,7 +242,10 @@ fn remove_upload(vol: &Volume, id: &str) -> Result<()> {
         };
         // Remove the manifest last-but-one so a concurrent reader sees "no such upload".
         if name != "manifest.json" {
-            let _ = fsx::unlink_at(dir.as_fd(), name, false);
+            let size = fsx::lstat_at(dir.as_fd(), name.as_ref()).map(|st| st.st_size).unwrap_or(0);
+            if fsx::unlink_at(dir.as_fd(), name, false).is_ok() {
+                vol.space.add_used(-size);
+            }
         }
     }
     let _ = fsx::unlink_at(dir.as_fd(), "manifest.json", false);

@@ -33,6 +33,8 @@ pub struct VolumeSettings {
     pub dir_mode: u32,
     /// Refuse to serve unless the path is a mount point.
     pub require_mount: bool,
+    /// Quota, maximum object size, allowed content types.
+    pub limits: super::quota::Limits,
 }
 
 impl Default for VolumeSettings {
@@ -44,6 +46,7 @@ impl Default for VolumeSettings {
             file_mode: 0o644,
             dir_mode: 0o755,
             require_mount: false,
+            limits: super::quota::Limits::default(),
         }
     }
 }
@@ -66,6 +69,8 @@ pub struct Volume {
     pub read_only: bool,
     /// Creation time of the root directory (ListBuckets CreationDate), ns since the epoch.
     pub created_ns: i128,
+    /// Capacity, quota and in-flight reservations.
+    pub space: Arc<super::quota::Space>,
 }
 
 /// A configured volume: served, or reported unavailable with the reason.
@@ -125,7 +130,9 @@ impl Volume {
             );
         }
         let created_ns = i128::from(st.st_ctime) * 1_000_000_000 + i128::from(st.st_ctime_nsec);
+        let space = Arc::new(super::quota::Space::new(settings.limits.clone()));
         Ok(Self {
+            space,
             name: name.to_owned(),
             path: path.to_owned(),
             settings,
@@ -332,7 +339,7 @@ impl Volume {
             }
         } else {
             match kind {
-                libc::S_IFREG => {}
+                libc::S_IFREG => self.space.add_used(-st.st_size),
                 // Only a link to a regular file inside the volume is an object.
                 libc::S_IFLNK if self.open_regular(key).is_ok() => {}
                 _ => return Ok(()),
@@ -371,11 +378,9 @@ impl Volume {
         }
     }
 
-    /// Free and total bytes of the volume's file system (statvfs).
-    pub fn capacity(&self) -> io::Result<(u64, u64)> {
-        let v = nix::sys::statvfs::fstatvfs(self.root())?;
-        let frag = v.fragment_size();
-        Ok((v.blocks_available() * frag, v.blocks() * frag))
+    /// Capacity, free, used and quota of the volume, for the status view.
+    pub fn space_report(&self) -> Result<super::quota::SpaceReport> {
+        self.space.report(self.root())
     }
 }
 
@@ -551,7 +556,11 @@ fn open_state(name: &str, path: &Path, settings: VolumeSettings) -> VolumeState 
             if v.read_only {
                 warn!(volume = name, "the volume is read-only: served for reads only");
             }
-            VolumeState::Online(Arc::new(v))
+            let v = Arc::new(v);
+            if v.space.limits.quota.is_some() {
+                super::quota::spawn_measurer(Arc::downgrade(&v));
+            }
+            VolumeState::Online(v)
         }
         Err(reason) => {
             warn!(volume = name, %reason, "volume unavailable: it answers 503 ServiceUnavailable");

@@ -18,6 +18,7 @@ use nix::sys::stat::Mode;
 
 use super::key::ObjectKey;
 use super::meta::{self, Fingerprint, META_XATTR, ObjectInfo, ObjectMeta};
+use super::quota::Reservation;
 use super::volume::{Volume, random_hex};
 use super::{Error, Result, fsx};
 
@@ -39,34 +40,33 @@ pub struct Writer {
     temp: TempName,
     md5: Md5,
     written: u64,
+    /// Room admitted for this write; released when the writer ends.
+    reservation: Option<Reservation>,
 }
 
 /// Copy block for assembling parts when the kernel cannot copy for us.
 const COPY_BUF: usize = 1 << 20;
 
 impl Writer {
-    /// Starts a write of `key` on `vol`.
+    /// Starts a write of `key` on `vol` whose body declares `declared` bytes.
     ///
     /// Refuses early, before any byte is received, what the commit would refuse:
     /// [`Error::ParentIsFile`], [`Error::IsDirectory`], [`Error::EscapingLink`],
-    /// [`Error::ReadOnly`].
-    pub fn begin(vol: Arc<Volume>, key: ObjectKey) -> Result<Self> {
+    /// [`Error::ReadOnly`]; and what does not fit: [`Error::EntityTooLarge`],
+    /// [`Error::QuotaExceeded`], [`Error::NoSpace`].
+    pub fn begin(vol: Arc<Volume>, key: ObjectKey, declared: u64) -> Result<Self> {
         vol.check_writable()?;
         precheck_target(&vol, &key)?;
-        Self::begin_unchecked(vol, key)
+        Self::begin_unchecked(vol, key, Some(declared))
     }
 
-    /// Starts a write whose destination is decided at commit (a staged part).
-    pub(super) fn begin_unchecked(vol: Arc<Volume>, key: ObjectKey) -> Result<Self> {
+    /// Starts a write whose destination is decided at commit (a staged part); `declared`
+    /// bytes are admitted first when given.
+    pub(super) fn begin_unchecked(vol: Arc<Volume>, key: ObjectKey, declared: Option<u64>) -> Result<Self> {
+        let reservation = declared.map(|n| vol.space.reserve(vol.root(), n)).transpose()?;
         let (fd, temp) = create_temp(&vol)?;
-        Ok(Self {
-            vol,
-            key,
-            out: Some(BufWriter::with_capacity(WRITE_BUF, File::from(fd))),
-            temp,
-            md5: Md5::new(),
-            written: 0,
-        })
+        let out = Some(BufWriter::with_capacity(WRITE_BUF, File::from(fd)));
+        Ok(Self { vol, key, out, temp, md5: Md5::new(), written: 0, reservation })
     }
 
     /// Appends the first `len` bytes of `src` without hashing them (their MD5s are already
@@ -127,6 +127,7 @@ impl Writer {
         if self.vol.settings.fsync {
             fsx::fsync(dir)?;
         }
+        self.vol.space.add_used(self.written as i64);
         Ok(self.written)
     }
 
@@ -135,6 +136,9 @@ impl Writer {
         self.md5.update(data);
         self.out.as_mut().expect("writer is open").write_all(data)?;
         self.written += data.len() as u64;
+        if let Some(r) = self.reservation.as_mut() {
+            r.consume(data.len() as u64);
+        }
         Ok(())
     }
 
@@ -187,8 +191,15 @@ impl Writer {
         let mut attempt = 0;
         let pdir = loop {
             let pdir = self.vol.ensure_dir(parent)?;
+            let old_size = match fsx::lstat_at(pdir.as_fd(), leaf.as_ref()) {
+                Ok(st) if fsx::is_regular(&st) => st.st_size,
+                _ => 0,
+            };
             match fsx::rename_at(self.vol.tmp_dir(), tmp_name, pdir.as_fd(), leaf) {
-                Ok(()) => break pdir,
+                Ok(()) => {
+                    self.vol.space.add_used(st.st_size - old_size);
+                    break pdir;
+                }
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) && attempt == 0 => attempt += 1,
                 Err(e) => return Err(e.into()),
             }
