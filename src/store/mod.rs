@@ -10,6 +10,7 @@ pub mod list;
 pub mod meta;
 pub mod multipart;
 pub mod read;
+pub mod status;
 pub mod volume;
 pub mod write;
 

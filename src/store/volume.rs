@@ -33,6 +33,8 @@ pub struct VolumeSettings {
     pub dir_mode: u32,
     /// Refuse to serve unless the path is a mount point.
     pub require_mount: bool,
+    /// The configured quota in bytes, when set (reported by `/status` and `/metrics`).
+    pub quota: Option<u64>,
 }
 
 impl Default for VolumeSettings {
@@ -44,6 +46,7 @@ impl Default for VolumeSettings {
             file_mode: 0o644,
             dir_mode: 0o755,
             require_mount: false,
+            quota: None,
         }
     }
 }
@@ -72,8 +75,9 @@ pub struct Volume {
 #[derive(Debug, Clone)]
 pub enum VolumeState {
     Online(Arc<Volume>),
-    /// The directory was missing, unreadable or not a mount point at start: 503.
-    Unavailable(String),
+    /// The directory was missing, unreadable or not a mount point at start: 503. Holds the
+    /// reason (for logs and `/status`) and the configured path.
+    Unavailable(String, PathBuf),
 }
 
 impl Volume {
@@ -411,7 +415,7 @@ fn probe_xattrs_read(root: BorrowedFd<'_>) -> bool {
     }
 }
 
-fn is_mount_point(path: &Path) -> bool {
+pub(super) fn is_mount_point(path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     let (Ok(me), Ok(parent)) = (std::fs::metadata(path), std::fs::metadata(path.join(".."))) else {
         return false;
@@ -482,7 +486,7 @@ impl Volumes {
         if let Some(state) = self.map.read().unwrap().get(bucket) {
             return match state {
                 VolumeState::Online(v) => Ok(v.clone()),
-                VolumeState::Unavailable(_) => Err(Error::Unavailable),
+                VolumeState::Unavailable(..) => Err(Error::Unavailable),
             };
         }
         if self.root_dir.is_some() && crate::config::valid_bucket_name(bucket) {
@@ -555,7 +559,7 @@ fn open_state(name: &str, path: &Path, settings: VolumeSettings) -> VolumeState 
         }
         Err(reason) => {
             warn!(volume = name, %reason, "volume unavailable: it answers 503 ServiceUnavailable");
-            VolumeState::Unavailable(reason)
+            VolumeState::Unavailable(reason, path.to_owned())
         }
     }
 }
