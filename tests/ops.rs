@@ -584,3 +584,29 @@ fn systemd_analyze_checks(unit: &Path, setup: &Setup) {
 fn nix_is_root() -> bool {
     Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
 }
+
+/// `scripts/smoke.sh` (what an operator runs after install) against a running daemon.
+#[test]
+fn smoke_script_round_trips_with_the_aws_cli() {
+    if Command::new("aws").arg("--version").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "CI must have the aws CLI (scripts/test installs it)");
+        eprintln!("skipped: the aws CLI is not installed");
+        return;
+    }
+    let setup = Setup::new("smoke", "");
+    let mut d = setup.start(&[]);
+    d.wait_ready();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/smoke.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .args(["--endpoint", &format!("http://{}", d.s3()), "--bucket", "vol-a"])
+        .args(["--admin", &format!("http://{}", d.admin.unwrap())])
+        .args(["--credentials", setup.path("credentials.toml").to_str().unwrap(), "--key-name", "other"])
+        .env_remove("AWS_PROFILE")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("smoke: ok"), "smoke.sh failed:\n{text}\n{}", d.output());
+    let logs = d.request_logs();
+    assert!(logs.iter().any(|l| l["fields"]["access_key"] == "other"), "smoke.sh did not use --key-name");
+}
