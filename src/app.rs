@@ -1,6 +1,6 @@
-//! Assembles the daemon from checked settings: volumes, keys, the S3 service, the listener,
-//! signals (SIGHUP reloads credentials, SIGTERM/SIGINT stop gracefully), and the embedded
-//! development default.
+//! Assembles the daemon from checked settings: volumes, keys, metrics, the S3 service, the
+//! S3 and admin listeners, readiness for systemd (`sd_notify`), signals (SIGHUP reloads
+//! credentials, SIGTERM/SIGINT stop gracefully), and the embedded development default.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -13,9 +13,13 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
+use crate::admin::Admin;
 use crate::auth::{KeyRing, KeySet};
 use crate::config::{RawConfig, RawVolume, Settings};
+use crate::metrics::Metrics;
+use crate::notify::{State, notify};
 use crate::s3::S3Vol;
+use crate::server::ServeOptions;
 use crate::store::Volumes;
 use crate::store::volume::random_hex;
 
@@ -74,14 +78,20 @@ pub fn check(raw: &RawConfig) -> Result<(Settings, KeySet), String> {
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
+///
+/// Order (what `Type=notify` relies on): every volume is opened and checked, both
+/// listeners are bound, `listening on ADDR` (and `admin on ADDR`) are printed, then
+/// `READY=1` is sent. SIGHUP sends `RELOADING=1`, reloads, then `READY=1`. SIGTERM or
+/// SIGINT sends `STOPPING=1` and starts the graceful shutdown.
 pub async fn serve(settings: Settings, keys: KeySet) -> Result<(), String> {
     let tls = match &settings.tls {
         Some((c, k)) => Some(crate::server::tls_acceptor(c, k)?),
         None => None,
     };
     let volumes = Arc::new(Volumes::open(settings.volumes.clone(), settings.volumes_root.clone()));
+    let metrics = Arc::new(Metrics::new());
     let ring = KeyRing::new(keys, settings.strict_region.then(|| settings.region.clone()));
-    let s3 = S3Vol::new(volumes, ring.clone(), settings.region.clone());
+    let s3 = S3Vol::new(volumes.clone(), ring.clone(), settings.region.clone());
     let mut b = S3ServiceBuilder::new(s3);
     b.set_auth(ring.clone());
     b.set_access(ring.clone());
@@ -93,24 +103,54 @@ pub async fn serve(settings: Settings, keys: KeySet) -> Result<(), String> {
     let listener =
         TcpListener::bind(settings.listen).await.map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let admin = match settings.admin_listen {
+        Some(a) => {
+            let l = TcpListener::bind(a).await.map_err(|e| format!("cannot listen on {a} (admin_listen): {e}"))?;
+            let bound = l.local_addr().map_err(|e| e.to_string())?;
+            Some((l, bound))
+        }
+        None => None,
+    };
     spawn_reloader(ring, settings.credentials.clone());
     info!(%addr, tls = tls.is_some(), "listening");
     println!("listening on {addr}");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some((l, bound)) = admin {
+        info!(addr = %bound, "admin listening");
+        println!("admin on {bound}");
+        let state = Admin { volumes, metrics: metrics.clone() };
+        let mut rx = stop_rx.clone();
+        tokio::spawn(crate::admin::run(l, state, async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }));
+    }
     let _ = std::io::stdout().flush();
-    crate::server::run(listener, tls, service, shutdown_signal()).await;
+    notify(State::Ready);
+    let shutdown = async move {
+        shutdown_signal().await;
+        notify(State::Stopping);
+        let _ = stop_tx.send(true);
+    };
+    let opts = ServeOptions { metrics, limits: settings.limits };
+    crate::server::run(listener, tls, service, opts, shutdown).await;
+    drop(stop_rx);
     Ok(())
 }
 
 /// SIGHUP: reload the credentials file; a broken file is logged and the old keys stay.
 fn spawn_reloader(ring: KeyRing, path: Option<PathBuf>) {
-    let Some(path) = path else { return };
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         warn!("cannot install the SIGHUP handler: credentials reload disabled");
         return;
     };
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            reload(&ring, &path);
+            notify(State::Reloading);
+            match &path {
+                Some(path) => reload(&ring, path),
+                None => info!("SIGHUP: no credentials file to reload"),
+            }
+            notify(State::Ready);
         }
     });
 }

@@ -193,6 +193,21 @@ fn signed_region(cx: &S3AccessContext<'_>) -> Option<String> {
 #[async_trait::async_trait]
 impl S3Access for KeyRing {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        // For the request's log line: the key's *name*, never its secret.
+        let key_name = cx.credentials().and_then(|c| self.get(&c.access_key)).map(|k| k.name.clone());
+        let op = cx.s3_op().name().to_owned();
+        let path = cx.s3_path();
+        let (bucket, object) = (path.get_bucket_name().map(str::to_owned), path.get_object_key().map(str::to_owned));
+        crate::request::identify(cx.extensions_mut(), &op, key_name.as_deref(), bucket.as_deref(), object.as_deref());
+        self.decide(cx)?;
+        crate::request::allowed(cx.extensions_mut());
+        Ok(())
+    }
+}
+
+impl KeyRing {
+    /// The access decision for one request (SPEC.md "Authentication and access").
+    fn decide(&self, cx: &S3AccessContext<'_>) -> S3Result<()> {
         let Some(creds) = cx.credentials() else {
             return Err(s3_error!(AccessDenied, "Anonymous access is not allowed"));
         };

@@ -52,9 +52,12 @@ pub struct ServeArgs {
     /// PEM private key for HTTPS.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// Admin listener address (health and metrics).
+    /// Admin listener address, ip:port: /health, /ready, /metrics, /status (default: none).
     #[arg(long, value_name = "ADDR")]
     pub admin_listen: Option<String>,
+    /// Log format on stderr: text (default) or json (one object per line, for journald).
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
 }
 
 impl ServeArgs {
@@ -101,6 +104,9 @@ impl ServeArgs {
         }
         if let Some(v) = &self.admin_listen {
             raw.admin_listen = Some(v.clone());
+        }
+        if let Some(v) = &self.log_format {
+            raw.log_format = Some(v.clone());
         }
         Ok(raw)
     }

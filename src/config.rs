@@ -7,8 +7,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::limits::{self, Limits};
 use crate::store::VolumeSettings;
-use crate::store::quota::Limits;
+use crate::store::quota::Limits as VolumeLimits;
+pub use crate::telemetry::LogFormat;
 
 /// Default listen address (SPEC.md): loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
@@ -23,8 +25,23 @@ pub const DEFAULT_REGION: &str = "us-east-1";
 pub struct RawConfig {
     /// Address of the S3 listener, `ip:port` (default `127.0.0.1:9000`; port 0 picks one).
     pub listen: Option<String>,
-    /// Address of the admin listener (health, metrics): reserved for the operations work.
+    /// Address of the admin listener (`/health`, `/ready`, `/metrics`, `/status`), `ip:port`.
+    /// Default: none (no admin listener). Keep it on loopback or a management network.
     pub admin_listen: Option<String>,
+    /// Log line format on stderr: `text` (default; human-readable) or `json` (one JSON
+    /// object per line, for journald and log shippers).
+    pub log_format: Option<String>,
+    /// After SIGTERM, how long in-flight requests may take to finish, e.g. `30s` (default).
+    pub shutdown_grace: Option<String>,
+    /// Time for a client to send a whole request head, e.g. `30s` (default); also how long
+    /// an idle keep-alive connection is kept.
+    pub header_read_timeout: Option<String>,
+    /// A request body that receives nothing, or a response the client does not read, for
+    /// this long fails the request and closes the connection, e.g. `60s` (default).
+    pub idle_timeout: Option<String>,
+    /// Most client connections open at once on the S3 listener (default 4096); more wait
+    /// in the kernel's listen backlog.
+    pub max_connections: Option<usize>,
     /// Region returned by GetBucketLocation (default `us-east-1`).
     pub region: Option<String>,
     /// Reject requests signed for another region than `region` (default false: any region).
@@ -93,6 +110,10 @@ pub struct RawVolumeSettings {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
+    /// The admin listener, when configured.
+    pub admin_listen: Option<SocketAddr>,
+    pub log_format: LogFormat,
+    pub limits: Limits,
     pub region: String,
     pub strict_region: bool,
     /// The credentials file; `None` only for the embedded default (dev key generated).
@@ -135,10 +156,47 @@ impl RawConfig {
             .parse::<SocketAddr>()
             .map_err(|_| errs.push(format!("listen: {listen:?} is not an ip:port address")))
             .ok();
-        if let Some(a) = &self.admin_listen
-            && a.parse::<SocketAddr>().is_err()
+        let admin_listen = self.admin_listen.as_deref().and_then(|a| {
+            a.parse::<SocketAddr>()
+                .map_err(|_| errs.push(format!("admin_listen: {a:?} is not an ip:port address")))
+                .ok()
+        });
+        if let (Some(a), Some(l)) = (admin_listen, listen)
+            && a == l
+            && a.port() != 0
         {
-            errs.push(format!("admin_listen: {a:?} is not an ip:port address"));
+            errs.push(format!("admin_listen: {a} is also the S3 listen address"));
+        }
+        let log_format = match self.log_format.as_deref().map(str::parse::<LogFormat>) {
+            None => LogFormat::Text,
+            Some(Ok(f)) => f,
+            Some(Err(e)) => {
+                errs.push(format!("log_format: {e}"));
+                LogFormat::Text
+            }
+        };
+        let mut duration = |field: &str, v: &Option<String>, default: std::time::Duration| match v {
+            None => default,
+            Some(s) => match parse_duration_secs(s) {
+                Some(n) if n > 0 => std::time::Duration::from_secs(n),
+                _ => {
+                    errs.push(format!("{field}: {s:?} is not a positive duration like 30s, 5m or 1h"));
+                    default
+                }
+            },
+        };
+        let limits = Limits {
+            shutdown_grace: duration("shutdown_grace", &self.shutdown_grace, limits::DEFAULT_SHUTDOWN_GRACE),
+            header_read_timeout: duration(
+                "header_read_timeout",
+                &self.header_read_timeout,
+                limits::DEFAULT_HEADER_READ_TIMEOUT,
+            ),
+            idle_timeout: duration("idle_timeout", &self.idle_timeout, limits::DEFAULT_IDLE_TIMEOUT),
+            max_connections: self.max_connections.unwrap_or(limits::DEFAULT_MAX_CONNECTIONS),
+        };
+        if limits.max_connections == 0 {
+            errs.push("max_connections: must be at least 1".into());
         }
         let internal_dir = self.internal_dir.clone().unwrap_or_else(|| ".s3vol".into());
         if internal_dir.is_empty() || internal_dir.contains('/') || internal_dir == "." || internal_dir == ".." {
@@ -175,7 +233,7 @@ impl RawConfig {
             file_mode,
             dir_mode,
             require_mount: false,
-            limits: Limits::default(),
+            limits: VolumeLimits::default(),
         };
         let apply = |raw: &RawVolumeSettings, errs: &mut Vec<String>, what: &str| {
             let mut size = |field: &str, v: &Option<String>| {
@@ -194,7 +252,7 @@ impl RawConfig {
                 errs.push(format!("{what}: usage_rescan {rescan:?} is not a duration like 10m"));
                 600
             });
-            let limits = Limits {
+            let limits = VolumeLimits {
                 quota,
                 max_object_size,
                 allowed_content_types: raw.allowed_content_types.clone().unwrap_or_default(),
@@ -250,6 +308,9 @@ impl RawConfig {
         }
         Ok(Settings {
             listen: listen.expect("checked above"),
+            admin_listen,
+            log_format,
+            limits,
             region,
             strict_region: self.strict_region.unwrap_or(false),
             credentials: self.credentials.clone(),
@@ -296,6 +357,51 @@ mod tests {
     use super::*;
 
     #[test]
+    fn operations_settings_and_their_defaults() {
+        let raw: RawConfig = toml::from_str(
+            r#"
+            credentials = "/c"
+            [[volume]]
+            name = "vol-a"
+            path = "/tmp"
+            "#,
+        )
+        .unwrap();
+        let s = raw.validate().unwrap();
+        assert_eq!((s.admin_listen, s.log_format, s.limits), (None, LogFormat::Text, Limits::default()));
+        let raw: RawConfig = toml::from_str(
+            r#"
+            admin_listen = "127.0.0.1:9001"
+            log_format = "json"
+            shutdown_grace = "2m"
+            header_read_timeout = "10s"
+            idle_timeout = "90s"
+            max_connections = 100
+            credentials = "/c"
+            [[volume]]
+            name = "vol-a"
+            path = "/tmp"
+            quota = "1GiB"
+            "#,
+        )
+        .unwrap();
+        let s = raw.validate().unwrap();
+        assert_eq!(s.admin_listen, Some("127.0.0.1:9001".parse().unwrap()));
+        assert_eq!(s.log_format, LogFormat::Json);
+        let secs = std::time::Duration::from_secs;
+        assert_eq!(
+            s.limits,
+            Limits {
+                shutdown_grace: secs(120),
+                header_read_timeout: secs(10),
+                idle_timeout: secs(90),
+                max_connections: 100
+            }
+        );
+        assert_eq!(s.volumes[0].2.limits.quota, Some(1 << 30));
+    }
+
+    #[test]
     fn bucket_names() {
         for ok in ["abc", "vol-123", "a.b.c", "x".repeat(63).as_str()] {
             assert!(valid_bucket_name(ok), "{ok}");
@@ -330,6 +436,23 @@ mod tests {
         .unwrap();
         let err = raw.validate().unwrap_err();
         for needle in ["listen", "owner", "Bad_Name", "credentials"] {
+            assert!(err.contains(needle), "{err}");
+        }
+        let raw: RawConfig = toml::from_str(
+            r#"
+            admin_listen = "127.0.0.1:9000"
+            log_format = "xml"
+            shutdown_grace = "soon"
+            max_connections = 0
+            credentials = "/c"
+            [[volume]]
+            name = "vol-a"
+            path = "/tmp"
+            "#,
+        )
+        .unwrap();
+        let err = raw.validate().unwrap_err();
+        for needle in ["admin_listen", "log_format", "shutdown_grace", "max_connections"] {
             assert!(err.contains(needle), "{err}");
         }
         assert!(toml::from_str::<RawConfig>("bogus = 1").unwrap_err().to_string().contains("bogus"));

@@ -5,10 +5,15 @@
 //! multipart staging) and knows nothing about HTTP; [`s3`] speaks S3 through `s3s` and is
 //! the only place its request and response types appear.
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod limits;
+pub mod metrics;
+pub mod notify;
+pub mod request;
 pub mod s3;
 pub mod server;
 pub mod store;

@@ -8,7 +8,13 @@ use s3vol::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    s3vol::telemetry::init();
+    // The log format comes from the flags and config; a bad value is reported by validate.
+    let format = match &cli.command {
+        Command::Serve(args) | Command::CheckConfig(args) => {
+            args.merged().ok().and_then(|raw| raw.log_format).and_then(|f| f.parse().ok()).unwrap_or_default()
+        }
+    };
+    s3vol::telemetry::init(format);
     match cli.command {
         Command::CheckConfig(args) => match args.merged().and_then(|raw| s3vol::app::check(&raw)) {
             Ok(_) => {

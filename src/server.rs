@@ -1,28 +1,31 @@
-//! The HTTP(S) server: accepts connections on a bound listener, serves the S3 service with
-//! an `x-amz-request-id` on every response and one log line per request, and stops
-//! gracefully when the shutdown future completes.
+//! The HTTP(S) server: accepts connections on a bound listener within the connection
+//! limits, serves the S3 service with an `x-amz-request-id` on every response and one log
+//! line per request ([`crate::request`]), and stops gracefully when the shutdown future
+//! completes.
 //!
 //! `run` takes a bound listener and a shutdown future (as mini-redis does), so tests and
 //! `main` drive the same code.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use s3s::service::S3Service;
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
+use crate::limits::{Limits, StallIo, TLS_HANDSHAKE_TIMEOUT};
+use crate::metrics::Metrics;
+use crate::request::{RequestBody, RequestInfo, ResponseBody};
 use crate::store::volume::random_hex;
-
-/// How long in-flight requests may take to finish after shutdown begins.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Loads a PEM certificate chain and private key into a TLS acceptor (HTTP/1.1 and h2).
 ///
@@ -49,22 +52,41 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
     Ok(TlsAcceptor::from(Arc::new(cfg)))
 }
 
-/// Serves `service` on `listener` until `shutdown` completes, then waits up to
-/// [`SHUTDOWN_GRACE`] for in-flight requests.
+/// What every connection of the S3 listener shares: the metrics and the limits.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub metrics: Arc<Metrics>,
+    pub limits: Limits,
+}
+
+/// Serves `service` on `listener` until `shutdown` completes; then stops accepting (the
+/// listener is closed), lets in-flight requests finish for up to `limits.shutdown_grace`,
+/// and returns. Idle keep-alive connections are closed at once.
 pub async fn run(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     service: S3Service,
+    opts: ServeOptions,
     shutdown: impl Future<Output = ()>,
 ) {
-    let builder = ConnBuilder::new(TokioExecutor::new());
+    let limits = opts.limits;
+    let mut builder = ConnBuilder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
+        // A free connection slot first: beyond max_connections, clients wait in the backlog.
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => s.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
         let (socket, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
                 Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
                     warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
@@ -74,39 +96,51 @@ pub async fn run(
         };
         // Small responses must not wait for a delayed ACK.
         let _ = socket.set_nodelay(true);
+        let socket = StallIo::new(socket, limits.idle_timeout);
+        let open = OpenConnection::new(slot, opts.metrics.clone());
         let svc = service.clone();
-        let handler = service_fn(move |req: http::Request<Incoming>| handle(svc.clone(), req));
+        let metrics = opts.metrics.clone();
+        let handler = service_fn(move |req: http::Request<Incoming>| {
+            handle(svc.clone(), metrics.clone(), limits.idle_timeout, peer, req)
+        });
+        let builder = builder.clone();
         match &tls {
             None => {
-                let conn = builder.serve_connection(TokioIo::new(socket), handler).into_owned();
-                let conn = graceful.watch(conn);
+                let conn = graceful.watch(builder.serve_connection(TokioIo::new(socket), handler).into_owned());
                 tokio::spawn(async move {
-                    let _ = conn.await;
+                    let _open = open;
+                    if let Err(e) = conn.await {
+                        debug!(%peer, error = %e, "connection ended with an error");
+                    }
                 });
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
-                let builder = builder.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    let stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(socket)).await {
+                    let _open = open;
+                    let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            debug!(%peer, error = %e, "TLS handshake failed");
                             return;
                         }
                         Err(_) => return,
                     };
                     let conn = builder.serve_connection(TokioIo::new(stream), handler).into_owned();
-                    let _ = watcher.watch(conn).await;
+                    if let Err(e) = watcher.watch(conn).await {
+                        debug!(%peer, error = %e, "connection ended with an error");
+                    }
                 });
             }
         }
     }
-    info!("shutting down: finishing in-flight requests");
+    // Refuse new connections at once rather than leave them queued in the backlog.
+    drop(listener);
+    info!(grace = ?limits.shutdown_grace, "shutting down: finishing in-flight requests");
     tokio::select! {
         () = graceful.shutdown() => info!("all connections closed"),
-        () = tokio::time::sleep(SHUTDOWN_GRACE) => warn!("grace period over; closing remaining connections"),
+        () = tokio::time::sleep(limits.shutdown_grace) => warn!("grace period over; closing remaining connections"),
     }
 }
 
@@ -128,27 +162,62 @@ fn carries_body(h: &http::HeaderMap) -> bool {
     chunked || h.get(http::header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0")
 }
 
-/// One request: a request id, the S3 service, and a log line (path only: a presigned
-/// query string carries a signature and is never logged).
-async fn handle(svc: S3Service, req: http::Request<Incoming>) -> Result<http::Response<s3s::Body>, s3s::HttpError> {
+/// One open connection: holds its slot under `max_connections` and counts in the
+/// connections gauge until dropped.
+struct OpenConnection {
+    _slot: OwnedSemaphorePermit,
+    metrics: Arc<Metrics>,
+}
+
+impl OpenConnection {
+    fn new(slot: OwnedSemaphorePermit, metrics: Arc<Metrics>) -> Self {
+        metrics.connection(1);
+        Self { _slot: slot, metrics }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.metrics.connection(-1);
+    }
+}
+
+/// One request: a request id, the S3 service, and (through [`RequestInfo`]) one log line
+/// and the metrics when the response body is done.
+async fn handle(
+    svc: S3Service,
+    metrics: Arc<Metrics>,
+    idle: Duration,
+    peer: SocketAddr,
+    req: http::Request<Incoming>,
+) -> Result<http::Response<ResponseBody<s3s::Body>>, s3s::HttpError> {
     let id = random_hex(8).to_ascii_uppercase();
-    let start = Instant::now();
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+    let info = RequestInfo::new(id.clone(), req.method().clone(), peer, metrics);
     let close_after = expects_continue_without_body(req.headers());
     let has_body = carries_body(req.headers());
-    let req = req.map(s3s::Body::from);
-    let mut resp = svc.call(req).await?;
-    if let Ok(v) = http::HeaderValue::from_str(&id) {
-        resp.headers_mut().insert("x-amz-request-id", v);
+    let (mut parts, body) = req.into_parts();
+    parts.extensions.insert(info.clone());
+    let body = s3s::Body::http_body(RequestBody::new(body, info.clone(), idle));
+    match svc.call(http::Request::from_parts(parts, body)).await {
+        Ok(mut resp) => {
+            if let Ok(v) = http::HeaderValue::from_str(&id) {
+                resp.headers_mut().insert("x-amz-request-id", v);
+            }
+            // An error may be answered before the body was read (a refused PUT, a failed
+            // signature). hyper would then drain the rest before reading the next request,
+            // and a client that sent `Expect: 100-continue` never sends it: the client's next
+            // request on the connection would be swallowed as that body. Close instead.
+            let failed = resp.status().is_client_error() || resp.status().is_server_error();
+            if close_after || (has_body && failed) {
+                resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+            }
+            info.set_status(resp.status().as_u16());
+            Ok(resp.map(|b| ResponseBody::new(b, info)))
+        }
+        Err(e) => {
+            info.set_status(500);
+            info.finish();
+            Err(e)
+        }
     }
-    // An error may be answered before the body was read (a refused PUT, a failed
-    // signature). hyper would then drain the rest before reading the next request, and a
-    // client that sent `Expect: 100-continue` never sends it: the client's next request on
-    // the connection would be swallowed as that body. Close instead.
-    if close_after || (has_body && (resp.status().is_client_error() || resp.status().is_server_error())) {
-        resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
-    }
-    info!(request_id = %id, %method, path = %path, status = resp.status().as_u16(), ms = start.elapsed().as_millis() as u64, "request");
-    Ok(resp)
 }

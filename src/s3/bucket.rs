@@ -25,7 +25,7 @@ impl S3Vol {
             .map(|(name, state)| {
                 let created = match state {
                     VolumeState::Online(v) => v.created_ns,
-                    VolumeState::Unavailable(_) => now,
+                    VolumeState::Unavailable(..) => now,
                 };
                 Bucket {
                     name: Some(name),

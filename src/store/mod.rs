@@ -11,6 +11,7 @@ pub mod meta;
 pub mod multipart;
 pub mod quota;
 pub mod read;
+pub mod status;
 pub mod volume;
 pub mod write;
 

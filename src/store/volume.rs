@@ -77,8 +77,9 @@ pub struct Volume {
 #[derive(Debug, Clone)]
 pub enum VolumeState {
     Online(Arc<Volume>),
-    /// The directory was missing, unreadable or not a mount point at start: 503.
-    Unavailable(String),
+    /// The directory was missing, unreadable or not a mount point at start: 503. Holds the
+    /// reason (for logs and `/status`) and the configured path.
+    Unavailable(String, PathBuf),
 }
 
 impl Volume {
@@ -416,7 +417,7 @@ fn probe_xattrs_read(root: BorrowedFd<'_>) -> bool {
     }
 }
 
-fn is_mount_point(path: &Path) -> bool {
+pub(super) fn is_mount_point(path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     let (Ok(me), Ok(parent)) = (std::fs::metadata(path), std::fs::metadata(path.join(".."))) else {
         return false;
@@ -487,7 +488,7 @@ impl Volumes {
         if let Some(state) = self.map.read().unwrap().get(bucket) {
             return match state {
                 VolumeState::Online(v) => Ok(v.clone()),
-                VolumeState::Unavailable(_) => Err(Error::Unavailable),
+                VolumeState::Unavailable(..) => Err(Error::Unavailable),
             };
         }
         if self.root_dir.is_some() && crate::config::valid_bucket_name(bucket) {
@@ -564,7 +565,7 @@ fn open_state(name: &str, path: &Path, settings: VolumeSettings) -> VolumeState 
         }
         Err(reason) => {
             warn!(volume = name, %reason, "volume unavailable: it answers 503 ServiceUnavailable");
-            VolumeState::Unavailable(reason)
+            VolumeState::Unavailable(reason, path.to_owned())
         }
     }
 }

@@ -1,0 +1,168 @@
+//! The admin listener (`admin_listen`): plain HTTP/1.1 for operators and monitoring, apart
+//! from the S3 port, with no authentication (bind it to loopback or a management network).
+//!
+//! | path       | answer |
+//! |------------|--------|
+//! | `/health`  | `200 ok`: the process runs and answers (liveness) |
+//! | `/ready`   | `200 ready` when every volume is served and writable, else `503` naming the volumes that are not |
+//! | `/metrics` | Prometheus/OpenMetrics text ([`crate::metrics`]) |
+//! | `/status`  | JSON `{"volumes": [VolumeStatus...]}` ([`crate::store::status::VolumeStatus`]) |
+//!
+//! Only GET and HEAD; anything else is 405, an unknown path 404.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tracing::{debug, warn};
+
+use crate::metrics::{self, Metrics};
+use crate::store::Volumes;
+use crate::store::status::{self, VolumeStatus};
+
+/// How long a volume check (statvfs, probe file) may take before `/ready` and `/status`
+/// give up: a hung network mount must not hang the health checks too.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the admin endpoints read.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub volumes: Arc<Volumes>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The body of `/status`.
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    pub volumes: Vec<VolumeStatus>,
+}
+
+impl Admin {
+    /// Every volume's status with this daemon's writes in flight; None when the checks
+    /// did not finish within [`CHECK_TIMEOUT`].
+    pub async fn volume_status(&self) -> Option<Vec<VolumeStatus>> {
+        let volumes = self.volumes.clone();
+        let task = tokio::task::spawn_blocking(move || status::all(&volumes));
+        let mut all = match tokio::time::timeout(CHECK_TIMEOUT, task).await {
+            Ok(Ok(all)) => all,
+            Ok(Err(e)) => {
+                warn!(error = %e, "volume status check failed");
+                return None;
+            }
+            Err(_) => {
+                warn!(timeout = ?CHECK_TIMEOUT, "volume status check timed out (a hung mount?)");
+                return None;
+            }
+        };
+        for v in &mut all {
+            v.writes_in_flight = self.metrics.writes_in_flight(&v.name);
+        }
+        Some(all)
+    }
+
+    /// Answers one admin request.
+    pub async fn respond(&self, method: &Method, path: &str) -> Response<s3s::Body> {
+        if method != Method::GET && method != Method::HEAD {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n".into());
+        }
+        match path {
+            "/health" => text(StatusCode::OK, "ok\n".into()),
+            "/ready" => match self.volume_status().await {
+                None => text(StatusCode::SERVICE_UNAVAILABLE, "volume checks timed out\n".into()),
+                Some(all) => {
+                    let not_ready: Vec<String> = all
+                        .iter()
+                        .filter(|v| !v.ready())
+                        .map(|v| {
+                            let why = if !v.online {
+                                "unavailable"
+                            } else if v.read_only {
+                                "read-only"
+                            } else {
+                                "not writable"
+                            };
+                            format!("{}: {why}\n", v.name)
+                        })
+                        .collect();
+                    if all.is_empty() {
+                        text(StatusCode::SERVICE_UNAVAILABLE, "no volumes\n".into())
+                    } else if not_ready.is_empty() {
+                        text(StatusCode::OK, "ready\n".into())
+                    } else {
+                        text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready\n{}", not_ready.concat()))
+                    }
+                }
+            },
+            "/metrics" => {
+                if let Some(all) = self.volume_status().await {
+                    self.metrics.set_volumes(&all);
+                }
+                body(StatusCode::OK, metrics::CONTENT_TYPE, self.metrics.encode())
+            }
+            "/status" => match self.volume_status().await {
+                None => text(StatusCode::SERVICE_UNAVAILABLE, "volume checks timed out\n".into()),
+                Some(volumes) => {
+                    let json = serde_json::to_string_pretty(&StatusReport { volumes }).expect("status serializes");
+                    body(StatusCode::OK, "application/json", json + "\n")
+                }
+            },
+            _ => text(StatusCode::NOT_FOUND, "not found: /health, /ready, /metrics, /status\n".into()),
+        }
+    }
+}
+
+fn text(status: StatusCode, s: String) -> Response<s3s::Body> {
+    body(status, "text/plain; charset=utf-8", s)
+}
+
+fn body(status: StatusCode, content_type: &str, s: String) -> Response<s3s::Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(s3s::Body::from(s))
+        .expect("static response parts are valid")
+}
+
+/// Serves the admin endpoints on `listener` until `shutdown` completes. Admin requests
+/// are short, so connections still open then are simply dropped.
+pub async fn run(listener: TcpListener, admin: Admin, shutdown: impl Future<Output = ()>) {
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (socket, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let handler = service_fn(move |req: http::Request<Incoming>| {
+                let admin = admin.clone();
+                async move {
+                    let mut resp = admin.respond(req.method(), req.uri().path()).await;
+                    if req.method() == Method::HEAD {
+                        *resp.body_mut() = s3s::Body::empty();
+                    }
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
+            });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(10));
+            if let Err(e) = builder.serve_connection(TokioIo::new(socket), handler).await {
+                debug!(%peer, error = %e, "admin connection ended with an error");
+            }
+        });
+    }
+}

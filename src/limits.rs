@@ -1,0 +1,143 @@
+//! Connection limits and timeouts, so that slow or stuck clients cannot exhaust the daemon
+//! (file descriptors, tasks, temp files): the settings, and [`StallIo`], a connection
+//! wrapper that fails writes to a client that stopped reading.
+//!
+//! Where each limit is enforced: `max_connections` by a semaphore before `accept`
+//! (further clients wait in the kernel's backlog); `header_read_timeout` by hyper (the
+//! whole request head must arrive within it, counted from when the connection is ready
+//! for a request, so it is also the keep-alive idle timeout); `idle_timeout` here for
+//! writes and in [`crate::request::RequestBody`] for request bodies; `shutdown_grace` by
+//! the server after SIGTERM.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
+
+/// Default `max_connections`: open client connections on the S3 listener.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Default `header_read_timeout` (also the keep-alive idle timeout).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default `idle_timeout`: no body progress in either direction for this long ends a request.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default `shutdown_grace`: how long in-flight requests may take after SIGTERM.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// How long a TLS handshake may take.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The checked limits the S3 listener runs with (config keys of the same names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most client connections open at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Time for a whole request head, from when the connection is ready for one.
+    pub header_read_timeout: Duration,
+    /// A request body that receives nothing, or a response the client does not read,
+    /// for this long fails the request and closes the connection.
+    pub idle_timeout: Duration,
+    /// After SIGTERM, how long in-flight requests may take before connections are closed.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}
+
+/// A connection whose writes fail with `TimedOut` once they have made no progress for
+/// `stall` (the peer's receive window stayed full). Reads pass through: request heads
+/// and bodies have their own timeouts.
+pub struct StallIo<S> {
+    inner: S,
+    stall: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S> StallIo<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S, stall: Duration) -> Self {
+        Self { inner, stall, timer: None }
+    }
+
+    /// Maps a write-side poll: Ready resets the clock, Pending starts it or checks it.
+    fn watch<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        match r {
+            Poll::Ready(r) => {
+                self.timer = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let stall = self.stall;
+                let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    self.timer = None;
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("the client read nothing for {stall:?}"),
+                    )));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for StallIo<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for StallIo<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, r)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(cx, r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, r)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.watch(cx, r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn a_peer_that_never_reads_times_out_the_writer() {
+        let (a, _b) = tokio::io::duplex(64);
+        let mut io = StallIo::new(a, Duration::from_millis(200));
+        let err = io.write_all(&[0u8; 4096]).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    }
+}

@@ -1,0 +1,298 @@
+//! What one S3 request was, for its log line and its metrics.
+//!
+//! The server creates a [`RequestInfo`] per request and puts it into the request's
+//! extensions; the access hook in `auth` fills in what only it knows (operation, access
+//! key *name*, volume, key) through [`identify`]. The request body is wrapped in
+//! [`RequestBody`] (counts bytes, fails a body that stalls) and the response body in
+//! [`ResponseBody`], which logs and counts the request once when the body is finished or
+//! dropped, so the duration and the bytes out cover the whole transfer.
+//!
+//! Never recorded: a secret, the Authorization header, or a query string (a presigned URL
+//! carries its signature there).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::time::Sleep;
+use tracing::info;
+
+use crate::metrics::Metrics;
+
+/// An error type any body error converts into.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Operations that write into a volume: counted in `s3vol_volume_writes_in_flight`.
+pub const WRITE_OPS: [&str; 5] = ["PutObject", "UploadPart", "CopyObject", "UploadPartCopy", "CompleteMultipartUpload"];
+
+#[derive(Debug)]
+struct Ident {
+    op: String,
+    key_name: Option<String>,
+    volume: Option<String>,
+    key: Option<String>,
+}
+
+/// The record of one request, shared by the server, the access hook and the body wrappers.
+#[derive(Debug)]
+pub struct RequestInfo {
+    /// The `x-amz-request-id` (16 upper-case hex digits).
+    pub id: String,
+    method: http::Method,
+    peer: std::net::SocketAddr,
+    start: Instant,
+    metrics: Arc<Metrics>,
+    ident: OnceLock<Ident>,
+    /// The upload counted in the volume's writes-in-flight gauge, if any.
+    writing: OnceLock<String>,
+    status: std::sync::atomic::AtomicU16,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    finished: AtomicBool,
+}
+
+impl RequestInfo {
+    /// A request that just arrived (counted as in flight from now on).
+    pub fn new(id: String, method: http::Method, peer: std::net::SocketAddr, metrics: Arc<Metrics>) -> Arc<Self> {
+        metrics.request_started();
+        Arc::new(Self {
+            id,
+            method,
+            peer,
+            start: Instant::now(),
+            metrics,
+            ident: OnceLock::new(),
+            writing: OnceLock::new(),
+            status: 0.into(),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            finished: AtomicBool::new(false),
+        })
+    }
+
+    /// Records the response status (before the body is sent).
+    pub fn set_status(&self, status: u16) {
+        self.status.store(status, Ordering::Relaxed);
+    }
+
+    /// Logs the request and counts it in the metrics; only the first call does anything.
+    pub fn finish(&self) {
+        if self.finished.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let elapsed = self.start.elapsed();
+        let status = self.status.load(Ordering::Relaxed);
+        let bytes_in = self.bytes_in.load(Ordering::Relaxed);
+        let bytes_out = self.bytes_out.load(Ordering::Relaxed);
+        let ident = self.ident.get();
+        let op = ident.map_or("-", |i| i.op.as_str());
+        if let Some(volume) = self.writing.get() {
+            self.metrics.write_in_flight(volume, -1);
+        }
+        self.metrics.request_finished(op, status, elapsed.as_secs_f64(), bytes_in, bytes_out);
+        let field = |f: fn(&Ident) -> &Option<String>| ident.and_then(|i| f(i).as_deref()).unwrap_or("-");
+        info!(
+            request_id = %self.id,
+            peer = %self.peer,
+            method = %self.method,
+            access_key = field(|i| &i.key_name),
+            op,
+            volume = field(|i| &i.volume),
+            key = field(|i| &i.key),
+            status,
+            bytes_in,
+            bytes_out,
+            ms = elapsed.as_millis() as u64,
+            "request"
+        );
+    }
+}
+
+/// Called by the access hook: the operation s3s resolved, the name of the access key
+/// (None: anonymous or unknown key), and the volume and key the request names.
+pub fn identify(ext: &http::Extensions, op: &str, key_name: Option<&str>, volume: Option<&str>, key: Option<&str>) {
+    if let Some(info) = ext.get::<Arc<RequestInfo>>() {
+        let _ = info.ident.set(Ident {
+            op: op.to_owned(),
+            key_name: key_name.map(str::to_owned),
+            volume: volume.map(str::to_owned),
+            key: key.map(str::to_owned),
+        });
+    }
+}
+
+/// Called by the access hook once a request is allowed: a write into a volume counts in
+/// that volume's writes-in-flight gauge until the request finishes.
+pub fn allowed(ext: &http::Extensions) {
+    let Some(info) = ext.get::<Arc<RequestInfo>>() else { return };
+    let Some(ident) = info.ident.get() else { return };
+    if let Some(volume) = &ident.volume
+        && WRITE_OPS.contains(&ident.op.as_str())
+        && info.writing.set(volume.clone()).is_ok()
+    {
+        info.metrics.write_in_flight(volume, 1);
+    }
+}
+
+/// A request body that counts its bytes and fails when the client sends nothing for
+/// `stall` while the server waits for data (a slow or stuck uploader cannot hold a
+/// request, a temp file and a connection slot forever).
+pub struct RequestBody<B> {
+    inner: B,
+    info: Arc<RequestInfo>,
+    stall: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl<B> RequestBody<B> {
+    /// Wraps `inner`, counting into `info`.
+    pub fn new(inner: B, info: Arc<RequestInfo>, stall: Duration) -> Self {
+        Self { inner, info, stall, timer: None }
+    }
+}
+
+/// The error a stalled request body ends with.
+#[derive(Debug, thiserror::Error)]
+#[error("the client sent no request body data for {0:?}")]
+pub struct BodyStalled(pub Duration);
+
+impl<B> Body for RequestBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(r) => {
+                this.timer = None;
+                if let Some(Ok(frame)) = &r
+                    && let Some(data) = frame.data_ref()
+                {
+                    this.info.bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
+                Poll::Ready(r.map(|r| r.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let stall = this.stall;
+                let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Some(Err(Box::new(BodyStalled(stall)))));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response body that counts its bytes and finishes the request (log line, metrics)
+/// at its end, or when hyper drops it (client gone, shutdown).
+pub struct ResponseBody<B> {
+    inner: B,
+    info: Arc<RequestInfo>,
+}
+
+impl<B> ResponseBody<B> {
+    /// Wraps `inner`; `info` must already carry the status.
+    pub fn new(inner: B, info: Arc<RequestInfo>) -> Self {
+        Self { inner, info }
+    }
+}
+
+impl<B> Body for ResponseBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = &mut *self;
+        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.info.bytes_out.fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
+            }
+            Poll::Ready(None) => this.info.finish(),
+            _ => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B> Drop for ResponseBody<B> {
+    fn drop(&mut self) {
+        self.info.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    fn info() -> Arc<RequestInfo> {
+        RequestInfo::new("ID".into(), http::Method::PUT, "127.0.0.1:1".parse().unwrap(), Arc::new(Metrics::new()))
+    }
+
+    #[tokio::test]
+    async fn bodies_count_bytes_and_finish_once() {
+        let info = info();
+        let mut ext = http::Extensions::new();
+        ext.insert(info.clone());
+        identify(&ext, "PutObject", Some("ci"), Some("vol-a"), Some("k"));
+        allowed(&ext);
+        assert_eq!(info.metrics.writes_in_flight("vol-a"), 1);
+        let body = RequestBody::new(
+            http_body_util::Full::new(Bytes::from_static(b"hello")),
+            info.clone(),
+            Duration::from_secs(5),
+        );
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "hello");
+        info.set_status(200);
+        let out = ResponseBody::new(http_body_util::Full::new(Bytes::from_static(b"abc")), info.clone());
+        out.collect().await.unwrap();
+        assert!(info.finished.load(Ordering::Relaxed));
+        assert_eq!(info.metrics.writes_in_flight("vol-a"), 0);
+        let text = info.metrics.encode();
+        assert!(text.contains(r#"s3vol_requests_total{op="PutObject",status="200"} 1"#), "{text}");
+        assert!(text.contains(r#"s3vol_request_body_bytes_total{op="PutObject"} 5"#), "{text}");
+        assert!(text.contains(r#"s3vol_response_body_bytes_total{op="PutObject"} 3"#), "{text}");
+        assert!(text.contains("s3vol_requests_in_flight 0"), "{text}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_body_fails() {
+        let (_tx, rx) = futures::channel::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
+        let stream = http_body_util::StreamBody::new(rx);
+        let body = RequestBody::new(stream, info(), Duration::from_secs(3));
+        let err = body.collect().await.unwrap_err();
+        assert!(err.to_string().contains("no request body data"), "{err}");
+    }
+}

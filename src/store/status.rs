@@ -1,0 +1,177 @@
+//! The state of each volume as operators see it (`/status`, `/ready` and the per-volume
+//! metrics): served or not, mount point, read-only, writable now, capacity, staged uploads.
+//!
+//! Everything here is blocking file-system work (statvfs, a probe file, one directory
+//! read); callers run it on the blocking pool. It never walks a volume's tree, so its cost
+//! does not grow with the number of objects: the object count is therefore not known.
+
+use std::os::fd::AsFd;
+
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+use serde::Serialize;
+
+use super::fsx;
+use super::volume::{Volume, VolumeState, Volumes, is_mount_point, random_hex};
+
+/// Sizes of a volume's file system, in bytes (statvfs).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Capacity {
+    /// Size of the file system (`f_blocks * f_frsize`).
+    pub total: u64,
+    /// Space available to an unprivileged writer (`f_bavail * f_frsize`).
+    pub free: u64,
+    /// Bytes in use: the volume's measured usage when it has a quota, else the file
+    /// system's (`total - free`).
+    pub used: u64,
+}
+
+/// One volume's state. Serialized as is for `/status` (JSON, one object per volume).
+#[derive(Debug, Clone, Serialize)]
+pub struct VolumeStatus {
+    /// The bucket name.
+    pub name: String,
+    /// The configured directory.
+    pub path: String,
+    /// Served (true) or answering 503 ServiceUnavailable (false).
+    pub online: bool,
+    /// Why the volume is not served (only when `online` is false).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The directory is a mount point now (another device than its parent).
+    pub mounted: bool,
+    /// The file system is mounted read-only (or the internal directory cannot be made):
+    /// served for reads only.
+    pub read_only: bool,
+    /// A probe file could be created and removed in the internal directory just now.
+    pub writable: bool,
+    /// File-system sizes; absent when statvfs failed.
+    pub capacity: Option<Capacity>,
+    /// The configured quota in bytes, if any.
+    pub quota: Option<u64>,
+    /// Multipart uploads staged on the volume (started, not yet completed or aborted),
+    /// by every daemon sharing it; absent when the staging directory cannot be read.
+    pub multipart_uploads: Option<u64>,
+    /// Number of objects: always null, since counting would walk the whole tree.
+    pub objects: Option<u64>,
+    /// Uploads into this volume running in this daemon now (filled in by the caller).
+    pub writes_in_flight: i64,
+}
+
+impl VolumeStatus {
+    /// Ready means served and writable (SPEC.md: `/ready` reports a read-only volume).
+    pub fn ready(&self) -> bool {
+        self.online && !self.read_only && self.writable
+    }
+}
+
+/// The status of every volume, by name. Blocking.
+pub fn all(volumes: &Volumes) -> Vec<VolumeStatus> {
+    volumes
+        .all()
+        .into_iter()
+        .map(|(name, state)| match state {
+            VolumeState::Online(v) => of_volume(&v),
+            VolumeState::Unavailable(reason, path) => VolumeStatus {
+                name,
+                mounted: is_mount_point(&path),
+                path: path.display().to_string(),
+                online: false,
+                reason: Some(reason),
+                read_only: false,
+                writable: false,
+                capacity: None,
+                quota: None,
+                multipart_uploads: None,
+                objects: None,
+                writes_in_flight: 0,
+            },
+        })
+        .collect()
+}
+
+/// The status of one served volume. Blocking.
+pub fn of_volume(v: &Volume) -> VolumeStatus {
+    // Under a quota, `used` is the volume's measured usage, not the whole file system's.
+    let capacity = v.space_report().ok().map(|r| Capacity { total: r.capacity, free: r.free, used: r.used });
+    VolumeStatus {
+        name: v.name.clone(),
+        path: v.path.display().to_string(),
+        online: true,
+        reason: None,
+        mounted: is_mount_point(&v.path),
+        read_only: v.read_only,
+        writable: !v.read_only && probe_write(v),
+        capacity,
+        quota: v.settings.limits.quota,
+        multipart_uploads: staged_uploads(v),
+        objects: None,
+        writes_in_flight: 0,
+    }
+}
+
+/// Creates and removes a small file in the temp directory: the volume accepts writes now
+/// (a network volume that went read-only or stale since start fails this).
+fn probe_write(v: &Volume) -> bool {
+    let name = format!("ready-{}", random_hex(8));
+    match nix::fcntl::openat(
+        v.tmp_dir(),
+        name.as_str(),
+        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+        Mode::from_bits_truncate(0o600),
+    ) {
+        Ok(fd) => {
+            drop(fd);
+            fsx::unlink_at(v.tmp_dir(), &name, false).is_ok()
+        }
+        Err(_) => false,
+    }
+}
+
+/// Upload directories in the staging directory (names of 32 lower-case hex digits).
+fn staged_uploads(v: &Volume) -> Option<u64> {
+    let entries = fsx::read_dir(v.uploads.as_fd()).ok()?;
+    let is_id = |n: &[u8]| n.len() == 32 && n.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b));
+    Some(entries.iter().filter(|e| is_id(&e.name)).count() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::VolumeSettings;
+
+    #[test]
+    fn a_fresh_volume_is_online_writable_and_has_no_uploads() {
+        let dir = std::env::temp_dir().join(format!("s3vol-status-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = dir.join("missing");
+        let vols = Volumes::open(
+            vec![
+                (
+                    "vol-a".into(),
+                    dir.clone(),
+                    VolumeSettings {
+                        limits: crate::store::quota::Limits { quota: Some(1 << 30), ..Default::default() },
+                        ..Default::default()
+                    },
+                ),
+                ("vol-b".into(), missing, VolumeSettings::default()),
+            ],
+            None,
+        );
+        let st = all(&vols);
+        assert_eq!(st.len(), 2);
+        let a = &st[0];
+        assert!(a.online && a.writable && a.ready(), "{a:?}");
+        assert_eq!(a.multipart_uploads, Some(0));
+        assert_eq!(a.quota, Some(1 << 30));
+        let c = a.capacity.unwrap();
+        assert!(c.total >= c.free && c.total >= c.used && c.total > 0, "{c:?}");
+        let b = &st[1];
+        assert!(!b.online && !b.ready() && b.reason.is_some(), "{b:?}");
+        assert!(b.path.ends_with("missing"));
+        // The probe leaves nothing behind.
+        assert_eq!(std::fs::read_dir(dir.join(".s3vol/tmp")).unwrap().count(), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
