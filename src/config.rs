@@ -13,6 +13,8 @@ use crate::store::VolumeSettings;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
 /// Region answered by GetBucketLocation when none is configured.
 pub const DEFAULT_REGION: &str = "us-east-1";
+/// Idle multipart uploads are swept after this long (SPEC.md: default 7 days), seconds.
+pub const DEFAULT_MULTIPART_MAX_AGE_SECS: u64 = 7 * 86_400;
 
 /// The config file as written. Every field is optional; unknown fields are errors.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -95,6 +97,8 @@ pub struct Settings {
     /// Explicit volumes: name, path, settings.
     pub volumes: Vec<(String, PathBuf, VolumeSettings)>,
     pub volumes_root: Option<(PathBuf, VolumeSettings)>,
+    /// Multipart uploads idle for longer than this (seconds) are removed by the sweep.
+    pub multipart_max_age_secs: u64,
 }
 
 /// S3 bucket naming rules: 3–63 characters of lower-case letters, digits, `-` and `.`,
@@ -138,11 +142,16 @@ impl RawConfig {
         if internal_dir.is_empty() || internal_dir.contains('/') || internal_dir == "." || internal_dir == ".." {
             errs.push(format!("internal_dir: {internal_dir:?} must be a single directory name"));
         }
-        if let Some(age) = &self.multipart_max_age
-            && parse_duration_secs(age).is_none()
-        {
-            errs.push(format!("multipart_max_age: {age:?} is not a duration like 7d, 12h, 30m or 3600s"));
-        }
+        let multipart_max_age_secs = match &self.multipart_max_age {
+            None => DEFAULT_MULTIPART_MAX_AGE_SECS,
+            Some(age) => match parse_duration_secs(age) {
+                Some(secs) if secs > 0 => secs,
+                _ => {
+                    errs.push(format!("multipart_max_age: {age:?} is not a duration like 7d, 12h, 30m or 3600s"));
+                    DEFAULT_MULTIPART_MAX_AGE_SECS
+                }
+            },
+        };
         let owner = self.owner.as_deref().and_then(|o| {
             let parsed = o.split_once(':').and_then(|(u, g)| Some((u.parse::<u32>().ok()?, g.parse::<u32>().ok()?)));
             if parsed.is_none() {
@@ -226,6 +235,7 @@ impl RawConfig {
             tls,
             volumes,
             volumes_root,
+            multipart_max_age_secs,
         })
     }
 }

@@ -4,12 +4,14 @@
 //! This half of the crate speaks files and knows nothing about HTTP or S3 wire types. All
 //! its operations are blocking; the protocol adapter runs them on the blocking pool.
 
+pub mod assemble;
 mod fsx;
 pub mod key;
 pub mod list;
 pub mod meta;
 pub mod multipart;
 pub mod read;
+pub mod sweep;
 pub mod volume;
 pub mod write;
 
