@@ -9,7 +9,8 @@
 //! 2. Otherwise the caller creates `claim` with `O_CREAT|O_EXCL` (atomic on local file
 //!    systems, NFS and SFTP). The holder touches it every [`HEARTBEAT`]; another Complete
 //!    that finds a fresh claim waits for `done.json`, and one that finds a claim untouched
-//!    for [`CLAIM_STALE_SECS`] (its daemon died) renames it away and claims again.
+//!    for [`CLAIM_STALE_SECS`] (its daemon died), or whose holder was a process of this
+//!    node that no longer exists, renames it away and claims again.
 //! 3. The holder first checks whether a dead predecessor already committed the object
 //!    (its metadata holds this upload's multipart ETag and part sizes); otherwise it
 //!    assembles into a temp file (reflink, else `copy_file_range`, else read/write; parts
@@ -87,6 +88,33 @@ pub struct Completed {
     /// How the parts were joined: `reflink`, `copy`, `append-and-delete`, or `recovered`
     /// (a predecessor committed the object and died before recording it).
     pub method: String,
+}
+
+/// The content of a claim file.
+#[derive(Debug, Serialize, Deserialize)]
+struct ClaimNote {
+    host: String,
+    pid: u32,
+    started: i64,
+}
+
+impl ClaimNote {
+    /// True when the holder ran on this node and its process is gone (a daemon restarted
+    /// after a crash need not wait for the claim to go stale).
+    fn holder_is_dead(&self) -> bool {
+        self.host.len() > 2
+            && self.host == hostname()
+            && self.pid != std::process::id()
+            && i32::try_from(self.pid).is_ok_and(|pid| {
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) == Err(nix::Error::ESRCH)
+            })
+    }
+}
+
+/// This node and boot: `<hostname>/<kernel boot id>` (a pid means nothing across either).
+fn hostname() -> String {
+    let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_owned()).unwrap_or_default();
+    format!("{}/{}", read("/proc/sys/kernel/hostname"), read("/proc/sys/kernel/random/boot_id"))
 }
 
 enum Claim {
@@ -210,14 +238,18 @@ fn try_claim(dir: BorrowedFd<'_>) -> Result<Claim> {
         Mode::from_bits_truncate(0o600),
     ) {
         Ok(fd) => {
-            // Who holds it, for an operator looking at the directory.
-            let note = format!("{{\"pid\":{},\"started\":{}}}", std::process::id(), fsx::now_secs());
-            let _ = File::from(fd.try_clone()?).write_all(note.as_bytes());
+            // Who holds it: lets a daemon restarted on the same node see at once that the
+            // holder is gone, and tells an operator who is working.
+            let note = ClaimNote { host: hostname(), pid: std::process::id(), started: fsx::now_secs() };
+            let _ = File::from(fd.try_clone()?).write_all(&serde_json::to_vec(&note).expect("plain data"));
             Ok(Claim::Ours(fd))
         }
         Err(nix::Error::EEXIST) => {
             match nix::sys::stat::fstatat(dir, CLAIM, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
                 Ok(st) if fsx::now_secs() - st.st_mtime > CLAIM_STALE_SECS => Ok(Claim::Stale),
+                Ok(_) if multipart::read_json::<ClaimNote>(dir, CLAIM).is_some_and(|n| n.holder_is_dead()) => {
+                    Ok(Claim::Stale)
+                }
                 Ok(_) | Err(nix::Error::ENOENT) => Ok(Claim::Busy),
                 Err(e) => Err(e.into()),
             }
