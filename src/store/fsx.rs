@@ -159,9 +159,11 @@ pub struct RawEntry {
 
 /// Reads every entry of the directory open at `dir` (except `.` and `..`), in no order.
 pub fn read_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<RawEntry>> {
-    // Dir takes ownership of the descriptor it reads, so give it a duplicate.
-    let dup = nix::unistd::dup(dir)?;
-    let mut d = nix::dir::Dir::from_fd(dup)?;
+    // A fresh open of the directory, not a dup: a dup shares the read position, and some
+    // network file systems (sshfs) cannot rewind a directory handle, so a long-lived handle
+    // would list nothing the second time.
+    let fresh = nix::fcntl::openat(dir, ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
+    let mut d = nix::dir::Dir::from_fd(fresh)?;
     let mut out = Vec::new();
     for ent in d.iter() {
         let ent = ent?;

@@ -4,8 +4,10 @@ Self-contained: this module starts its own daemons (the real binary, S3VOL_BIN o
 target/debug/s3vol) on 127.0.0.1 port 0 with generated configs, and drives them with
 boto3 and the aws CLI. It needs no fixture from conftest.py.
 
-The reflink test loop-mounts a btrfs image (root, losetup, mkfs.btrfs). When it cannot,
-it says why and skips, except under CI (env CI set), where it fails.
+The reflink test loop-mounts a btrfs image (root, mkfs.btrfs from btrfs-progs); the
+network-file-system test mounts the volume twice through sshfs (FUSE) from an sshd it
+starts on 127.0.0.1 (openssh-server, sshfs). When they cannot, they say why and skip,
+except under CI (env CI set), where they fail.
 """
 
 from __future__ import annotations
@@ -424,6 +426,68 @@ def test_daemon_killed_during_assembly_then_retry(work):
         d.stop()
 
 
+def hold_claim(vol: Path, uid: str, seconds: float) -> subprocess.Popen:
+    """Makes upload `uid` look claimed by a live Complete of this node for `seconds`: a
+    claim file naming a `sleep` process, which stops being a live holder when it exits."""
+    holder = subprocess.Popen(["sleep", str(seconds)])
+    node = "%s/%s" % (Path("/proc/sys/kernel/hostname").read_text().strip(),
+                      Path("/proc/sys/kernel/random/boot_id").read_text().strip())
+    (staging(vol) / uid / "claim").write_text(
+        '{"host": "%s", "pid": %d, "started": %d}' % (node, holder.pid, time.time()))
+    # Reap it as soon as it exits: a zombie still counts as a live process.
+    threading.Thread(target=holder.wait, daemon=True).start()
+    return holder
+
+
+def signed_complete(url: str, bucket: str, key: str, uid: str, etags: dict[int, str]):
+    """CompleteMultipartUpload sent by hand (SigV4 by botocore), to see the raw body."""
+    import requests
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    xml = "<CompleteMultipartUpload>%s</CompleteMultipartUpload>" % "".join(
+        f"<Part><PartNumber>{n}</PartNumber><ETag>{e}</ETag></Part>" for n, e in sorted(etags.items()))
+    req = AWSRequest(method="POST", url=f"{url}/{bucket}/{key}?uploadId={uid}", data=xml.encode())
+    S3SigV4Auth(Credentials(AK, SK), "s3", "us-east-1").add_auth(req)
+    r = requests.post(req.url, data=xml.encode(), headers=dict(req.headers.items()), timeout=300)
+    return r.status_code, r.content
+
+
+def test_long_complete_keeps_the_connection_alive(daemon):
+    """A Complete that takes more than a second answers 200 at once, sends spaces, then
+    the result; one that fails late sends an <Error> after the 200 (S3's behaviour)."""
+    s3 = daemon.client()
+    vol = daemon.workdir / "vol-a"
+    uid, etags = upload_parts(s3, "vol-a", "slow/obj", {1: b"one", 2: b"two"})
+    holder = hold_claim(vol, uid, 3)
+    t0 = time.monotonic()
+    status, body = signed_complete(daemon.url, "vol-a", "slow/obj", uid, etags)
+    took = time.monotonic() - t0
+    holder.wait()
+    assert status == 200 and took > 2.5, (status, took, body[:200])
+    head, _, rest = body.partition(b"?>")
+    assert head.startswith(b"<?xml") and rest[:5] == b"     ", body[:200]
+    assert b"<CompleteMultipartUploadResult" in rest and mp_etag([b"one", b"two"]).encode() in rest.replace(
+        b"&quot;", b'"')
+    assert s3.get_object(Bucket="vol-a", Key="slow/obj")["Body"].read() == b"onetwo"
+    # boto3 reads the same kind of answer as a success.
+    uid, etags = upload_parts(s3, "vol-a", "slow/boto", {1: b"x" * 100})
+    holder = hold_claim(vol, uid, 2)
+    r = s3.complete_multipart_upload(Bucket="vol-a", Key="slow/boto", UploadId=uid, MultipartUpload=listed(etags))
+    holder.wait()
+    assert r["ETag"] == mp_etag([b"x" * 100])
+    # A part vanishes while the Complete waits: an <Error> follows the 200.
+    uid, etags = upload_parts(s3, "vol-a", "slow/fails", {1: b"a", 2: b"b"})
+    holder = hold_claim(vol, uid, 3)
+    threading.Timer(1.5, lambda: [p.unlink() for p in (staging(vol) / uid).glob("00002-*")]).start()
+    status, body = signed_complete(daemon.url, "vol-a", "slow/fails", uid, etags)
+    holder.wait()
+    assert status == 200 and b"<Error><Code>InvalidPart</Code>" in body, body[:300]
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket="vol-a", Key="slow/fails")
+
+
 def test_sweep_removes_idle_uploads_and_old_temp_files(work):
     vol = work / "vol-a"
     (vol / ".s3vol" / "tmp").mkdir(parents=True)
@@ -537,3 +601,100 @@ def test_reflink_assembly_on_btrfs(work):
         if d:
             d.stop()
         cleanup()
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def cannot(msg: str):
+    if os.environ.get("CI"):
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+@pytest.fixture
+def sshfs_mounts(work):
+    """Two sshfs mounts (two "nodes") of one directory, served by an sshd on 127.0.0.1."""
+    sshd, sshfs = "/usr/sbin/sshd", shutil.which("sshfs")
+    if os.geteuid() != 0 or not os.path.exists(sshd) or not sshfs or not os.path.exists("/dev/fuse"):
+        cannot("the sshfs test needs root, /dev/fuse, sshd and sshfs (apt-get install openssh-server sshfs)")
+    ssh = work / "ssh"
+    ssh.mkdir()
+    for name in ("host", "client"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(ssh / name)], check=True)
+    (ssh / "authorized_keys").write_text((ssh / "client.pub").read_text())
+    port = free_port()
+    (ssh / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {ssh / 'host'}\n"
+        f"AuthorizedKeysFile {ssh / 'authorized_keys'}\nPermitRootLogin prohibit-password\n"
+        f"PasswordAuthentication no\nUsePAM no\nStrictModes no\nPidFile {ssh / 'sshd.pid'}\n"
+        "Subsystem sftp internal-sftp\n")
+    os.makedirs("/run/sshd", exist_ok=True)
+    server = subprocess.Popen([sshd, "-D", "-e", "-f", str(ssh / "sshd_config")],
+                              stderr=open(ssh / "sshd.log", "wb"))
+    remote = work / "remote"
+    remote.mkdir()
+    mounts = []
+    try:
+        deadline = time.time() + 10
+        for node in ("node1", "node2"):
+            mnt = work / node
+            mnt.mkdir()
+            while True:
+                r = subprocess.run(
+                    [sshfs, f"root@127.0.0.1:{remote}", str(mnt), "-p", str(port), "-o",
+                     f"IdentityFile={ssh / 'client'},StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,"
+                     "cache=no,reconnect"], capture_output=True, text=True)
+                if r.returncode == 0:
+                    break
+                if time.time() > deadline:
+                    cannot(f"cannot mount sshfs: {r.stderr.strip()}\n{(ssh / 'sshd.log').read_text()}")
+                time.sleep(0.3)
+            mounts.append(mnt)
+        yield mounts
+    finally:
+        for mnt in mounts:
+            subprocess.run(["fusermount", "-u", str(mnt)], check=False)
+        server.kill()
+        server.wait()
+
+
+def test_two_daemons_over_sshfs(work, sshfs_mounts):
+    """The two-daemon guarantees on a FUSE network file system without O_TMPFILE, user
+    xattrs or copy_file_range: shared uploads, concurrent Completes, one whole object."""
+    m1, m2 = sshfs_mounts
+    d1 = Daemon(work, {"vol-a": m1 / "vol"}, name="one")
+    d2 = Daemon(work, {"vol-a": m2 / "vol"}, name="two")
+    try:
+        s1, s2 = d1.client(), d2.client()
+        s1.put_object(Bucket="vol-a", Key="net/obj", Body=b"old")
+        parts = {n: os.urandom(3 * MiB + n) for n in range(1, 5)}
+        uid = s1.create_multipart_upload(Bucket="vol-a", Key="net/obj")["UploadId"]
+        etags = {}
+        for n, data in parts.items():
+            s = s1 if n % 2 else s2
+            etags[n] = s.upload_part(Bucket="vol-a", Key="net/obj", UploadId=uid, PartNumber=n, Body=data)["ETag"]
+        assert [u["UploadId"] for u in s2.list_multipart_uploads(Bucket="vol-a")["Uploads"]] == [uid]
+        assert len(s1.list_parts(Bucket="vol-a", Key="net/obj", UploadId=uid)["Parts"]) == 4
+
+        def complete(s3):
+            return s3.complete_multipart_upload(Bucket="vol-a", Key="net/obj", UploadId=uid,
+                                                MultipartUpload=listed(etags))["ETag"]
+
+        with concurrent.futures.ThreadPoolExecutor(2) as ex:
+            results = list(ex.map(complete, [s1, s2]))
+        assert results == [mp_etag([parts[n] for n in sorted(parts)])] * 2
+        whole = b"".join(parts[n] for n in sorted(parts))
+        assert s2.get_object(Bucket="vol-a", Key="net/obj")["Body"].read() == whole
+        assert (work / "remote" / "vol" / "net" / "obj").read_bytes() == whole
+        logs = d1.log_text() + d2.log_text()
+        assert logs.count("upload completed") == 1, logs[-3000:]
+        assert os.listdir(work / "remote" / "vol" / ".s3vol" / "multipart" / uid) == ["done.json"]
+        assert os.listdir(work / "remote" / "vol" / ".s3vol" / "tmp") == []
+    finally:
+        d1.stop()
+        d2.stop()
