@@ -552,8 +552,8 @@ def loop_mount(fs: str, size_mib: int, work: Path):
     img = work / f"{fs}.img"
     with open(img, "wb") as f:
         f.truncate(size_mib * MiB)
-    r = subprocess.run([mkfs, "-q", str(img)] if fs != "btrfs" else [mkfs, "-q", "-f", str(img)],
-                       capture_output=True, text=True)
+    args = {"btrfs": ["-q", "-f"], "ext4": ["-q", "-F", "-m", "0"]}.get(fs, ["-q"])
+    r = subprocess.run([mkfs, *args, str(img)], capture_output=True, text=True)
     if r.returncode:
         raise RuntimeError(f"mkfs.{fs}: {r.stderr}")
     mnt = work / f"{fs}-mnt"
@@ -566,6 +566,53 @@ def loop_mount(fs: str, size_mib: int, work: Path):
         subprocess.run(["umount", str(mnt)], check=False)  # a loop mount detaches its device
 
     return mnt, cleanup
+
+
+def test_full_volume_during_assembly_fails_cleanly(work):
+    """A volume without room for a copy assembles by append-and-delete; one without room
+    for even one part answers InsufficientStorage, keeps the old object, and the upload
+    completes on retry once there is room (never "success, then 404")."""
+    try:
+        mnt, cleanup = loop_mount("ext4", 96, work)
+    except RuntimeError as e:
+        cannot(f"cannot loop-mount ext4 for the disk-full test: {e}")
+    d = None
+    try:
+        vol = mnt / "vol"
+        d = Daemon(work, {"vol-a": vol})
+        s3 = d.client()
+        first = {n: os.urandom(8 * MiB) for n in range(1, 5)}
+        uid, etags = upload_parts(s3, "vol-a", "full/obj", first)
+        s3.complete_multipart_upload(Bucket="vol-a", Key="full/obj", UploadId=uid, MultipartUpload=listed(etags))
+        assert "method=append-and-delete" in d.log_text(), d.log_text()[-2000:]
+        old = b"".join(first[n] for n in sorted(first))
+        assert (vol / "full" / "obj").read_bytes() == old
+        second = {n: os.urandom(8 * MiB) for n in range(1, 5)}
+        uid, etags = upload_parts(s3, "vol-a", "full/obj", second)
+        filler = mnt / "filler"
+        with open(filler, "wb") as f:
+            try:
+                while shutil.disk_usage(mnt).free > 4 * MiB:
+                    f.write(b"\0" * MiB)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError:
+                pass
+        with pytest.raises(ClientError) as e:
+            s3.complete_multipart_upload(Bucket="vol-a", Key="full/obj", UploadId=uid, MultipartUpload=listed(etags))
+        assert code(e.value) == "InsufficientStorage"
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 507
+        assert (vol / "full" / "obj").read_bytes() == old
+        assert s3.head_object(Bucket="vol-a", Key="full/obj")["ContentLength"] == len(old)
+        filler.unlink()
+        r = s3.complete_multipart_upload(Bucket="vol-a", Key="full/obj", UploadId=uid, MultipartUpload=listed(etags))
+        assert r["ETag"] == mp_etag([second[n] for n in sorted(second)])
+        assert (vol / "full" / "obj").read_bytes() == b"".join(second[n] for n in sorted(second))
+        assert os.listdir(vol / ".s3vol" / "tmp") == []
+    finally:
+        if d:
+            d.stop()
+        cleanup()
 
 
 def test_reflink_assembly_on_btrfs(work):
