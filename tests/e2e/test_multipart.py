@@ -740,6 +740,8 @@ def test_two_daemons_over_sshfs(work, sshfs_mounts):
         assert (work / "remote" / "vol" / "net" / "obj").read_bytes() == whole
         logs = d1.log_text() + d2.log_text()
         assert logs.count("upload completed") == 1, logs[-3000:]
+        # The fallbacks were in use: no user xattrs on sshfs (and no O_TMPFILE on FUSE).
+        assert "no user extended attributes" in logs
         assert os.listdir(work / "remote" / "vol" / ".s3vol" / "multipart" / uid) == ["done.json"]
         assert os.listdir(work / "remote" / "vol" / ".s3vol" / "tmp") == []
     finally:
