@@ -14,8 +14,10 @@
 //! 3. The holder first checks whether a dead predecessor already committed the object
 //!    (its metadata holds this upload's multipart ETag and part sizes); otherwise it
 //!    assembles into a temp file (reflink, else `copy_file_range`, else read/write; parts
-//!    are deleted as they are appended when the volume lacks room for a full copy) and
-//!    commits it with one rename: readers see the old object or the whole new one.
+//!    are deleted as they are appended when the volume lacks room for a full copy, and
+//!    the Complete is refused with `NoSpace` before any part is consumed when there is not
+//!    room for even the largest part) and commits it with one rename: readers see the old
+//!    object or the whole new one.
 //! 4. It writes `done.json`, then removes the manifest, the parts and the claim. The
 //!    sweep removes the record later.
 //!
@@ -321,10 +323,19 @@ fn assemble(
         // No reflink: copy, keeping the parts (a failed Complete can be retried) when the
         // volume has room for the whole object; else delete each part once appended, so
         // that the extra space stays near one part.
-        let append_and_delete = *destructive.get_or_insert_with(|| {
-            let free = vol.capacity().map_or(u64::MAX, |(free, _)| free);
-            free < (total - joined).saturating_add(SPACE_MARGIN)
-        });
+        let append_and_delete = match destructive {
+            Some(d) => d,
+            None => {
+                let free = vol.capacity().map_or(u64::MAX, |(free, _)| free);
+                // Not even room for the largest part still to join: refuse before any
+                // part is consumed, so that the upload can be completed later.
+                let largest = chosen.iter().map(|q| q.size).max().unwrap_or(0);
+                if free < largest {
+                    return Err(Error::NoSpace);
+                }
+                *destructive.insert(free < (total - joined).saturating_add(SPACE_MARGIN))
+            }
+        };
         w.copy_file(&f, p.size)?;
         joined += p.size;
         if append_and_delete {

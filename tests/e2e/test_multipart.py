@@ -410,9 +410,14 @@ def test_daemon_killed_during_assembly_then_retry(work):
 
         t = threading.Thread(target=complete)
         t.start()
-        time.sleep(0.3)
+        # Kill as soon as the Complete holds its claim, i.e. while it assembles.
+        claim = staging(work / "vol-a") / uid / "claim"
+        deadline = time.time() + 30
+        while not claim.exists() and t.is_alive() and time.time() < deadline:
+            time.sleep(0.002)
         d.stop()
         t.join(30)
+        killed_while_claimed = claim.exists()
         obj = work / "vol-a" / "crash" / "obj"
         whole = b"".join(parts[n] for n in sorted(parts))
         assert obj.read_bytes() in (b"old object", whole)
@@ -422,6 +427,9 @@ def test_daemon_killed_during_assembly_then_retry(work):
         assert r["ETag"] == mp_etag([parts[n] for n in sorted(parts)])
         assert s3.get_object(Bucket="vol-a", Key="crash/obj")["Body"].read() == whole
         assert os.listdir(staging(work / "vol-a") / uid) == ["done.json"]
+        assert os.listdir(work / "vol-a" / ".s3vol" / "tmp") == []
+        if killed_while_claimed:
+            assert "taking over the completion" in d.log_text()
     finally:
         d.stop()
 
@@ -486,6 +494,21 @@ def test_long_complete_keeps_the_connection_alive(daemon):
     assert status == 200 and b"<Error><Code>InvalidPart</Code>" in body, body[:300]
     with pytest.raises(ClientError):
         s3.head_object(Bucket="vol-a", Key="slow/fails")
+
+
+def test_stale_claim_of_another_node_is_taken_over(daemon):
+    """A claim left by a daemon of another node that died (untouched for over a minute)
+    does not block the upload forever; a fresh one of a live holder makes Complete wait."""
+    s3 = daemon.client()
+    vol = daemon.workdir / "vol-a"
+    uid, etags = upload_parts(s3, "vol-a", "stale/obj", {1: b"payload"})
+    claim = staging(vol) / uid / "claim"
+    claim.write_text('{"host": "another-node/boot", "pid": 1, "started": 0}')
+    old = time.time() - 120
+    os.utime(claim, (old, old))
+    r = s3.complete_multipart_upload(Bucket="vol-a", Key="stale/obj", UploadId=uid, MultipartUpload=listed(etags))
+    assert r["ETag"] == mp_etag([b"payload"])
+    assert "taking over the completion" in daemon.log_text()
 
 
 def test_sweep_removes_idle_uploads_and_old_temp_files(work):
