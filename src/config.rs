@@ -79,6 +79,8 @@ pub struct RawVolumeSettings {
     pub quota: Option<String>,
     /// Largest object accepted, e.g. `4TiB` (quota work).
     pub max_object_size: Option<String>,
+    /// Largest multipart part accepted, e.g. `5GiB` (the default, as S3).
+    pub max_part_size: Option<String>,
     /// Content types accepted on PUT; empty = any (quota work).
     pub allowed_content_types: Option<Vec<String>>,
     /// CORS rules (access-control work).
@@ -171,9 +173,21 @@ impl RawConfig {
         };
         let file_mode = mode("file_mode", &self.file_mode, 0o644);
         let dir_mode = mode("dir_mode", &self.dir_mode, 0o755);
-        let base = VolumeSettings { internal_dir, fsync: true, owner, file_mode, dir_mode, require_mount: false };
+        let base = VolumeSettings {
+            internal_dir,
+            fsync: true,
+            owner,
+            file_mode,
+            dir_mode,
+            require_mount: false,
+            max_part_size: crate::store::volume::DEFAULT_MAX_PART_SIZE,
+        };
         let apply = |raw: &RawVolumeSettings, errs: &mut Vec<String>, what: &str| {
-            for (field, v) in [("quota", &raw.quota), ("max_object_size", &raw.max_object_size)] {
+            for (field, v) in [
+                ("quota", &raw.quota),
+                ("max_object_size", &raw.max_object_size),
+                ("max_part_size", &raw.max_part_size),
+            ] {
                 if let Some(v) = v
                     && parse_size(v).is_none()
                 {
@@ -183,6 +197,7 @@ impl RawConfig {
             VolumeSettings {
                 fsync: raw.fsync.unwrap_or(true),
                 require_mount: raw.require_mount.unwrap_or(false),
+                max_part_size: raw.max_part_size.as_deref().and_then(parse_size).unwrap_or(base.max_part_size),
                 ..base.clone()
             }
         };

@@ -170,8 +170,8 @@ impl S3Vol {
             None => (0, info.size),
             Some(r) => copy_range(r, info.size)?,
         };
-        if end - start > super::multipart::MAX_PART_SIZE {
-            return Err(s3_error!(EntityTooLarge, "A part may be at most 5 GiB"));
+        if end - start > dst_vol.settings.max_part_size {
+            return Err(super::multipart::part_too_large(dst_vol.settings.max_part_size));
         }
         reader.set_range(start, end);
         let id = input.upload_id.clone();

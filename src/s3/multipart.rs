@@ -22,9 +22,6 @@ use crate::store::multipart::{self, Manifest};
 /// answer normally, with a real error status when they fail.
 pub const KEEP_ALIVE_AFTER: Duration = Duration::from_secs(1);
 
-/// S3: a part is at most 5 GiB.
-pub const MAX_PART_SIZE: u64 = 5 << 30;
-
 /// The checksum algorithm names s3vol knows, upper-case.
 fn checksum_name(a: &ChecksumAlgorithm) -> String {
     a.as_str().to_ascii_uppercase()
@@ -102,8 +99,8 @@ impl S3Vol {
         let vol = self.volume(&input.bucket)?;
         let key = vol.key(&input.key).map_err(to_s3)?;
         let number = u32::try_from(input.part_number).map_err(|_| to_s3(crate::store::Error::InvalidPartNumber))?;
-        if input.content_length.is_some_and(|n| n as u64 > MAX_PART_SIZE) {
-            return Err(s3_error!(EntityTooLarge, "A part may be at most 5 GiB"));
+        if input.content_length.is_some_and(|n| n as u64 > vol.settings.max_part_size) {
+            return Err(part_too_large(vol.settings.max_part_size));
         }
         let id = input.upload_id.clone();
         let (writer, manifest) = blocking(move || multipart::begin_part(vol, &id, &key, number)).await?;
@@ -302,6 +299,11 @@ impl S3Vol {
             ..Default::default()
         }))
     }
+}
+
+/// `EntityTooLarge` for a part over the volume's `max_part_size` (bytes).
+pub(super) fn part_too_large(max: u64) -> S3Error {
+    S3Error::with_message(s3s::S3ErrorCode::EntityTooLarge, format!("A part may be at most {max} bytes on this volume"))
 }
 
 /// The Complete answer for a completed upload (also for a retried Complete).

@@ -33,7 +33,12 @@ pub struct VolumeSettings {
     pub dir_mode: u32,
     /// Refuse to serve unless the path is a mount point.
     pub require_mount: bool,
+    /// Largest multipart part accepted, bytes (S3: 5 GiB, the default).
+    pub max_part_size: u64,
 }
+
+/// S3's part size limit: 5 GiB.
+pub const DEFAULT_MAX_PART_SIZE: u64 = 5 << 30;
 
 impl Default for VolumeSettings {
     fn default() -> Self {
@@ -44,6 +49,7 @@ impl Default for VolumeSettings {
             file_mode: 0o644,
             dir_mode: 0o755,
             require_mount: false,
+            max_part_size: DEFAULT_MAX_PART_SIZE,
         }
     }
 }

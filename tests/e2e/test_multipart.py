@@ -41,7 +41,8 @@ AK_A, SK_A = "AKMULTIPARTONLYA", "multipart-secret-0000000000000002"
 class Daemon:
     """One running s3vol; stop() kills it by PID."""
 
-    def __init__(self, workdir: Path, volumes: dict[str, Path], extra: str = "", name: str = "d"):
+    def __init__(self, workdir: Path, volumes: dict[str, Path], extra: str = "", name: str = "d",
+                 volume_extra: str = ""):
         self.workdir = workdir
         creds = workdir / "credentials.toml"
         if not creds.exists():
@@ -55,7 +56,7 @@ class Daemon:
         cfg = f'listen = "127.0.0.1:0"\ncredentials = "{creds}"\n{extra}\n'
         for vname, path in volumes.items():
             path.mkdir(parents=True, exist_ok=True)
-            cfg += f'[[volume]]\nname = "{vname}"\npath = "{path}"\n'
+            cfg += f'[[volume]]\nname = "{vname}"\npath = "{path}"\n{volume_extra}\n'
         self.config = workdir / f"{name}.toml"
         self.config.write_text(cfg)
         self.log = workdir / f"{name}.log"
@@ -494,6 +495,26 @@ def test_long_complete_keeps_the_connection_alive(daemon):
     assert status == 200 and b"<Error><Code>InvalidPart</Code>" in body, body[:300]
     with pytest.raises(ClientError):
         s3.head_object(Bucket="vol-a", Key="slow/fails")
+
+
+def test_part_size_limit_is_configurable(work):
+    d = Daemon(work, {"vol-a": work / "vol-a"}, volume_extra='max_part_size = "1MiB"')
+    try:
+        s3 = d.client()
+        s3.put_object(Bucket="vol-a", Key="src", Body=b"s" * (2 * MiB))
+        uid = s3.create_multipart_upload(Bucket="vol-a", Key="limited")["UploadId"]
+        s3.upload_part(Bucket="vol-a", Key="limited", UploadId=uid, PartNumber=1, Body=b"x" * MiB)
+        with pytest.raises(ClientError) as e:
+            s3.upload_part(Bucket="vol-a", Key="limited", UploadId=uid, PartNumber=2, Body=b"x" * (MiB + 1))
+        assert code(e.value) == "EntityTooLarge"
+        with pytest.raises(ClientError) as e:
+            s3.upload_part_copy(Bucket="vol-a", Key="limited", UploadId=uid, PartNumber=2,
+                                CopySource={"Bucket": "vol-a", "Key": "src"})
+        assert code(e.value) == "EntityTooLarge"
+        s3.upload_part_copy(Bucket="vol-a", Key="limited", UploadId=uid, PartNumber=2,
+                            CopySource={"Bucket": "vol-a", "Key": "src"}, CopySourceRange="bytes=0-1048575")
+    finally:
+        d.stop()
 
 
 def test_stale_claim_of_another_node_is_taken_over(daemon):
