@@ -6,6 +6,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use s3s::config::{S3Config, StaticConfigProvider};
 use s3s::service::S3ServiceBuilder;
@@ -21,6 +22,8 @@ use crate::notify::{State, notify};
 use crate::s3::S3Vol;
 use crate::server::ServeOptions;
 use crate::store::Volumes;
+use crate::store::sweep::{self, SweepReport};
+use crate::store::volume::VolumeState;
 use crate::store::volume::random_hex;
 
 /// Clock skew accepted on signed requests: one hour each way (SPEC.md; S3 allows 15 min).
@@ -90,6 +93,7 @@ pub async fn serve(settings: Settings, keys: KeySet) -> Result<(), String> {
     };
     let volumes = Arc::new(Volumes::open(settings.volumes.clone(), settings.volumes_root.clone()));
     let metrics = Arc::new(Metrics::new());
+    spawn_sweeper(volumes.clone(), settings.multipart_max_age_secs);
     let ring = KeyRing::new(keys, settings.strict_region.then(|| settings.region.clone()));
     let s3 = S3Vol::new(volumes.clone(), ring.clone(), settings.region.clone());
     let mut b = S3ServiceBuilder::new(s3);
@@ -135,6 +139,40 @@ pub async fn serve(settings: Settings, keys: KeySet) -> Result<(), String> {
     crate::server::run(listener, tls, service, opts, shutdown).await;
     drop(stop_rx);
     Ok(())
+}
+
+/// How often the sweep runs: a quarter of the upload age, between 1 second and 1 hour.
+pub fn sweep_interval(max_age_secs: u64) -> Duration {
+    Duration::from_secs((max_age_secs / 4).clamp(1, 3600))
+}
+
+/// The background sweep (SPEC.md "Multipart uploads"): at start and then every
+/// [`sweep_interval`], on every online writable volume, removes idle uploads, old
+/// completion records and crash leftovers in the temp directory (`store::sweep`).
+fn spawn_sweeper(volumes: Arc<Volumes>, max_age_secs: u64) {
+    let max_age = i64::try_from(max_age_secs).unwrap_or(i64::MAX);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(sweep_interval(max_age_secs));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            for (name, state) in volumes.all() {
+                let VolumeState::Online(vol) = state else { continue };
+                if vol.read_only {
+                    continue;
+                }
+                let now = time::OffsetDateTime::now_utc().unix_timestamp();
+                match tokio::task::spawn_blocking(move || sweep::sweep(&vol, max_age, now)).await {
+                    Ok(Ok(r)) if r != SweepReport::default() => {
+                        info!(volume = %name, uploads = r.uploads, records = r.records, temps = r.temps, "swept");
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => warn!(volume = %name, error = %e, "sweep failed"),
+                    Err(e) => warn!(volume = %name, error = %e, "sweep task failed"),
+                }
+            }
+        }
+    });
 }
 
 /// SIGHUP: reload the credentials file; a broken file is logged and the old keys stay.

@@ -18,6 +18,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
 pub const DEFAULT_USAGE_RESCAN: &str = "10m";
 /// Region answered by GetBucketLocation when none is configured.
 pub const DEFAULT_REGION: &str = "us-east-1";
+/// Idle multipart uploads are swept after this long (SPEC.md: default 7 days), seconds.
+pub const DEFAULT_MULTIPART_MAX_AGE_SECS: u64 = 7 * 86_400;
 
 /// The config file as written. Every field is optional; unknown fields are errors.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -97,6 +99,8 @@ pub struct RawVolumeSettings {
     pub quota: Option<String>,
     /// Largest object (or part) accepted, e.g. `4TiB`.
     pub max_object_size: Option<String>,
+    /// Largest multipart part accepted, e.g. `5GiB` (the default, as S3).
+    pub max_part_size: Option<String>,
     /// Content types accepted on PUT, e.g. `["image/png"]`; empty or absent: any.
     pub allowed_content_types: Option<Vec<String>>,
     /// How often a quota'd volume's usage is measured again, e.g. `10m` (default 10 minutes;
@@ -122,6 +126,8 @@ pub struct Settings {
     /// Explicit volumes: name, path, settings.
     pub volumes: Vec<(String, PathBuf, VolumeSettings)>,
     pub volumes_root: Option<(PathBuf, VolumeSettings)>,
+    /// Multipart uploads idle for longer than this (seconds) are removed by the sweep.
+    pub multipart_max_age_secs: u64,
 }
 
 /// S3 bucket naming rules: 3–63 characters of lower-case letters, digits, `-` and `.`,
@@ -202,11 +208,16 @@ impl RawConfig {
         if internal_dir.is_empty() || internal_dir.contains('/') || internal_dir == "." || internal_dir == ".." {
             errs.push(format!("internal_dir: {internal_dir:?} must be a single directory name"));
         }
-        if let Some(age) = &self.multipart_max_age
-            && parse_duration_secs(age).is_none()
-        {
-            errs.push(format!("multipart_max_age: {age:?} is not a duration like 7d, 12h, 30m or 3600s"));
-        }
+        let multipart_max_age_secs = match &self.multipart_max_age {
+            None => DEFAULT_MULTIPART_MAX_AGE_SECS,
+            Some(age) => match parse_duration_secs(age) {
+                Some(secs) if secs > 0 => secs,
+                _ => {
+                    errs.push(format!("multipart_max_age: {age:?} is not a duration like 7d, 12h, 30m or 3600s"));
+                    DEFAULT_MULTIPART_MAX_AGE_SECS
+                }
+            },
+        };
         let owner = self.owner.as_deref().and_then(|o| {
             let parsed = o.split_once(':').and_then(|(u, g)| Some((u.parse::<u32>().ok()?, g.parse::<u32>().ok()?)));
             if parsed.is_none() {
@@ -234,6 +245,7 @@ impl RawConfig {
             dir_mode,
             require_mount: false,
             limits: VolumeLimits::default(),
+            max_part_size: crate::store::volume::DEFAULT_MAX_PART_SIZE,
         };
         let apply = |raw: &RawVolumeSettings, errs: &mut Vec<String>, what: &str| {
             let mut size = |field: &str, v: &Option<String>| {
@@ -247,6 +259,7 @@ impl RawConfig {
             };
             let quota = size("quota", &raw.quota);
             let max_object_size = size("max_object_size", &raw.max_object_size);
+            let max_part_size = size("max_part_size", &raw.max_part_size).unwrap_or(base.max_part_size);
             let rescan = raw.usage_rescan.as_deref().unwrap_or(DEFAULT_USAGE_RESCAN);
             let rescan_secs = parse_duration_secs(rescan).unwrap_or_else(|| {
                 errs.push(format!("{what}: usage_rescan {rescan:?} is not a duration like 10m"));
@@ -262,6 +275,7 @@ impl RawConfig {
                 fsync: raw.fsync.unwrap_or(true),
                 require_mount: raw.require_mount.unwrap_or(false),
                 limits,
+                max_part_size,
                 ..base.clone()
             }
         };
@@ -317,6 +331,7 @@ impl RawConfig {
             tls,
             volumes,
             volumes_root,
+            multipart_max_age_secs,
         })
     }
 }

@@ -1,5 +1,6 @@
 //! CopyObject: within and across volumes, COPY/REPLACE metadata directive, copy-source
-//! conditions, and copy onto itself (REPLACE only, rewriting metadata in place).
+//! conditions, and copy onto itself (REPLACE only, rewriting metadata in place); and
+//! UploadPartCopy: a byte range of an object (any volume the key may read) as a part.
 
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
@@ -10,6 +11,7 @@ use super::convert::{check_acl, check_unsupported, etag, object_meta, timestamp}
 use super::error::to_s3;
 use super::object::check_read_conditions;
 use crate::auth::Permission;
+use crate::store::multipart;
 use crate::store::read::ObjectReader;
 use crate::store::write::{Writer, rewrite_meta};
 
@@ -122,5 +124,120 @@ impl S3Vol {
             }),
             ..Default::default()
         }))
+    }
+
+    pub(super) async fn do_upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        let access_key = req.credentials.as_ref().map(|c| c.access_key.clone());
+        let input = req.input;
+        let CopySource::Bucket { bucket: src_bucket, key: src_key, version_id } = &input.copy_source else {
+            return Err(s3_error!(NotImplemented, "Access points are not supported"));
+        };
+        if version_id.is_some() {
+            return Err(s3_error!(NotImplemented, "Versioning is not supported"));
+        }
+        // Copying needs read on the source as well as write on the destination.
+        self.require(access_key.as_deref(), src_bucket, Permission::Read)?;
+        if input.sse_customer_algorithm.is_some() || input.copy_source_sse_customer_algorithm.is_some() {
+            return Err(s3_error!(NotImplemented, "Server-side encryption is not supported"));
+        }
+        let src_vol = self.volume(src_bucket)?;
+        let src = src_vol.key(src_key).map_err(to_s3)?;
+        let dst_vol = self.volume(&input.bucket)?;
+        let dst = dst_vol.key(&input.key).map_err(to_s3)?;
+        if src.is_dir_marker() {
+            return Err(s3_error!(InvalidRequest, "Directory keys ending with '/' cannot be copied"));
+        }
+        let number = u32::try_from(input.part_number).map_err(|_| to_s3(crate::store::Error::InvalidPartNumber))?;
+        let (v, k) = (src_vol.clone(), src.clone());
+        let (mut reader, info) = blocking(move || ObjectReader::open(&v, &k)).await?;
+        check_read_conditions(
+            &input.copy_source_if_match,
+            &input.copy_source_if_none_match,
+            &input.copy_source_if_modified_since,
+            &input.copy_source_if_unmodified_since,
+            &info,
+        )
+        .map_err(|e| {
+            if e.code() == &s3s::S3ErrorCode::NotModified {
+                s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold")
+            } else {
+                e
+            }
+        })?;
+        let (start, end) = match &input.copy_source_range {
+            None => (0, info.size),
+            Some(r) => copy_range(r, info.size)?,
+        };
+        if end - start > dst_vol.settings.max_part_size {
+            return Err(super::multipart::part_too_large(dst_vol.settings.max_part_size));
+        }
+        reader.set_range(start, end);
+        let id = input.upload_id.clone();
+        let (writer, manifest) =
+            blocking(move || multipart::begin_part(dst_vol, &id, &dst, number, end - start)).await?;
+        let algorithm = manifest.checksum_algorithm.as_deref().map(|a| ChecksumAlgorithm::from(a.to_owned()));
+        let mut hasher = super::body::hasher_for(&Checksum::default(), algorithm.as_ref(), &http::HeaderMap::new())?;
+        let id = input.upload_id;
+        let (part, checksums) = blocking(move || {
+            let mut w = writer;
+            while let Some(block) = reader.next_block(COPY_BLOCK)? {
+                hasher.update(&block);
+                w.write(&block)?;
+            }
+            let computed = hasher.finalize();
+            let checksums: Vec<(String, String)> =
+                super::body::verify(&Checksum::default(), &computed).unwrap_or_default();
+            let part = multipart::commit_part(w, &id, number, &checksums)?;
+            Ok((part, checksums))
+        })
+        .await?;
+        let c = super::body::checksum_from_meta(&checksums.into_iter().collect());
+        Ok(S3Response::new(UploadPartCopyOutput {
+            copy_part_result: Some(CopyPartResult {
+                e_tag: Some(etag(&part.etag)),
+                last_modified: Some(timestamp(part.mtime_ns)),
+                checksum_crc32: c.checksum_crc32,
+                checksum_crc32c: c.checksum_crc32c,
+                checksum_sha1: c.checksum_sha1,
+                checksum_sha256: c.checksum_sha256,
+                checksum_crc64nvme: c.checksum_crc64nvme,
+            }),
+            ..Default::default()
+        }))
+    }
+}
+
+/// `x-amz-copy-source-range: bytes=FIRST-LAST` (inclusive, both required, as S3) against a
+/// source of `size` bytes → `start..end` (end exclusive).
+///
+/// Errors: `InvalidArgument` for another shape; `InvalidRange` past the end of the source.
+fn copy_range(r: &str, size: u64) -> S3Result<(u64, u64)> {
+    let bad = || s3_error!(InvalidArgument, "The x-amz-copy-source-range value must be of the form bytes=first-last");
+    let (first, last) = r.trim().strip_prefix("bytes=").and_then(|x| x.split_once('-')).ok_or_else(bad)?;
+    let (first, last): (u64, u64) = (first.parse().map_err(|_| bad())?, last.parse().map_err(|_| bad())?);
+    if first > last {
+        return Err(bad());
+    }
+    if last >= size {
+        return Err(s3_error!(InvalidRange, "The requested range is not satisfiable"));
+    }
+    Ok((first, last + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_source_ranges() {
+        assert_eq!(copy_range("bytes=0-9", 10).unwrap(), (0, 10));
+        assert_eq!(copy_range("bytes=5-5", 10).unwrap(), (5, 6));
+        assert_eq!(copy_range("bytes=3-10", 10).unwrap_err().code().as_str(), "InvalidRange");
+        for bad in ["0-9", "bytes=9-0", "bytes=-5", "bytes=5-", "bytes=a-b"] {
+            assert_eq!(copy_range(bad, 10).unwrap_err().code().as_str(), "InvalidArgument", "{bad}");
+        }
     }
 }

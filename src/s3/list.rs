@@ -120,7 +120,7 @@ impl S3Vol {
     }
 }
 
-fn encoding_url(e: Option<&EncodingType>) -> S3Result<bool> {
+pub(super) fn encoding_url(e: Option<&EncodingType>) -> S3Result<bool> {
     match e.map(|e| e.as_str()) {
         None => Ok(false),
         Some("url") => Ok(true),

@@ -157,6 +157,22 @@ impl S3 for S3Vol {
         self.do_abort_multipart_upload(req).await
     }
 
+    #[instrument(skip_all, fields(op = "UploadPartCopy", bucket = %req.input.bucket, key = %req.input.key, part = req.input.part_number))]
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        self.do_upload_part_copy(req).await
+    }
+
+    #[instrument(skip_all, fields(op = "ListMultipartUploads", bucket = %req.input.bucket))]
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        self.do_list_multipart_uploads(req).await
+    }
+
     #[instrument(skip_all, fields(op = "ListParts", bucket = %req.input.bucket, key = %req.input.key))]
     async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
         self.do_list_parts(req).await

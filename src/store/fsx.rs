@@ -159,9 +159,11 @@ pub struct RawEntry {
 
 /// Reads every entry of the directory open at `dir` (except `.` and `..`), in no order.
 pub fn read_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<RawEntry>> {
-    // Dir takes ownership of the descriptor it reads, so give it a duplicate.
-    let dup = nix::unistd::dup(dir)?;
-    let mut d = nix::dir::Dir::from_fd(dup)?;
+    // A fresh open of the directory, not a dup: a dup shares the read position, and some
+    // network file systems (sshfs) cannot rewind a directory handle, so a long-lived handle
+    // would list nothing the second time.
+    let fresh = nix::fcntl::openat(dir, ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
+    let mut d = nix::dir::Dir::from_fd(fresh)?;
     let mut out = Vec::new();
     for ent in d.iter() {
         let ent = ent?;
@@ -189,4 +191,36 @@ pub fn lstat_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<FileStat> {
 /// Flushes a file's data and metadata (`fsync`).
 pub fn fsync(fd: BorrowedFd<'_>) -> io::Result<()> {
     nix::unistd::fsync(fd).map_err(Into::into)
+}
+
+/// Clones (reflinks) `len` bytes of `src` at `src_off` into `dst` at `dst_off` with the
+/// `FICLONERANGE` ioctl: the blocks are shared, no data is copied and no space is used.
+///
+/// Offsets and `len` must be multiples of the file system's block size, except that `len`
+/// may reach the end of `src`. Errors: EOPNOTSUPP / ENOTTY / EINVAL / EXDEV where the file
+/// system (or the alignment) does not allow it; callers then copy instead.
+pub fn clone_range(src: BorrowedFd<'_>, src_off: u64, len: u64, dst: BorrowedFd<'_>, dst_off: u64) -> io::Result<()> {
+    let arg = libc::file_clone_range {
+        src_fd: i64::from(src.as_raw_fd()),
+        src_offset: src_off,
+        src_length: len,
+        dest_offset: dst_off,
+    };
+    // SAFETY: `arg` is a valid file_clone_range for the duration of the call; both
+    // descriptors are open.
+    let r = unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONERANGE, &arg) };
+    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// Sets a file's modification time to now (a heartbeat other daemons can see).
+pub fn touch(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let now = nix::sys::time::TimeSpec::from(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default(),
+    );
+    nix::sys::stat::futimens(fd, &now, &now).map_err(Into::into)
+}
+
+/// Seconds since the epoch, now.
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }

@@ -4,6 +4,7 @@
 //! This half of the crate speaks files and knows nothing about HTTP or S3 wire types. All
 //! its operations are blocking; the protocol adapter runs them on the blocking pool.
 
+pub mod assemble;
 mod fsx;
 pub mod key;
 pub mod list;
@@ -12,6 +13,7 @@ pub mod multipart;
 pub mod quota;
 pub mod read;
 pub mod status;
+pub mod sweep;
 pub mod volume;
 pub mod write;
 

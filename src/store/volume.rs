@@ -35,7 +35,12 @@ pub struct VolumeSettings {
     pub require_mount: bool,
     /// Quota, maximum object size, allowed content types.
     pub limits: super::quota::Limits,
+    /// Largest multipart part accepted, bytes (S3: 5 GiB, the default).
+    pub max_part_size: u64,
 }
+
+/// S3's part size limit: 5 GiB.
+pub const DEFAULT_MAX_PART_SIZE: u64 = 5 << 30;
 
 impl Default for VolumeSettings {
     fn default() -> Self {
@@ -47,6 +52,7 @@ impl Default for VolumeSettings {
             dir_mode: 0o755,
             require_mount: false,
             limits: super::quota::Limits::default(),
+            max_part_size: DEFAULT_MAX_PART_SIZE,
         }
     }
 }

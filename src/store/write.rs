@@ -8,7 +8,7 @@
 //! failed or cancelled PUT leaves the old object untouched and nothing behind.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
@@ -46,6 +46,8 @@ pub struct Writer {
 
 /// Copy block for assembling parts when the kernel cannot copy for us.
 const COPY_BUF: usize = 1 << 20;
+/// Bytes per `copy_file_range` call: small enough that a cancelled or failing copy stops soon.
+const COPY_CHUNK: usize = 64 << 20;
 
 impl Writer {
     /// Starts a write of `key` on `vol` whose body declares `declared` bytes.
@@ -69,40 +71,92 @@ impl Writer {
         Ok(Self { vol, key, out, temp, md5: Md5::new(), written: 0, reservation })
     }
 
-    /// Appends the first `len` bytes of `src` without hashing them (their MD5s are already
-    /// known: multipart assembly). Uses `copy_file_range` (the kernel copies, or reflinks on
-    /// file systems that can), falling back to a read/write loop.
-    pub fn append_file(&mut self, src: &File, len: u64) -> Result<()> {
+    /// Appends the first `len` bytes of `src` by reflink (`FICLONERANGE`): the blocks are
+    /// shared with `src`, nothing is copied and no space is used. Not hashed (multipart
+    /// assembly knows the part MD5s).
+    ///
+    /// Returns `Ok(false)`, with nothing appended, where the file system cannot clone (no
+    /// reflink support, another file system, or the current length is not block-aligned);
+    /// the caller then copies. Errors: other I/O errors (ENOSPC for metadata, ...).
+    pub fn reflink_file(&mut self, src: &File, len: u64) -> Result<bool> {
+        let out = self.out.as_mut().expect("writer is open");
+        out.flush()?;
+        if len == 0 {
+            return Ok(true);
+        }
+        match fsx::clone_range(src.as_fd(), 0, len, out.get_ref().as_fd(), self.written) {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(
+                        libc::EOPNOTSUPP
+                            | libc::ENOTTY
+                            | libc::EINVAL
+                            | libc::EXDEV
+                            | libc::ENOSYS
+                            | libc::EBADF
+                            | libc::EPERM
+                            | libc::ETXTBSY
+                    )
+                ) =>
+            {
+                return Ok(false);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.written += len;
+        // The ioctl does not move the file position; later writes must land after the clone.
+        out.seek(SeekFrom::Start(self.written))?;
+        Ok(true)
+    }
+
+    /// Appends the first `len` bytes of `src` without hashing them (multipart assembly knows
+    /// the part MD5s). Uses `copy_file_range` at explicit offsets (the kernel copies, or
+    /// shares blocks where it can), falling back to a read/write loop where the file system
+    /// has no `copy_file_range` (FUSE, older NFS).
+    ///
+    /// Errors: [`Error::NotFound`] if `src` is shorter than `len` (a part shrank); I/O errors.
+    pub fn copy_file(&mut self, src: &File, len: u64) -> Result<()> {
         let out = self.out.as_mut().expect("writer is open");
         out.flush()?;
         let dst = out.get_ref();
+        let base = self.written;
         let mut done = 0u64;
         let mut kernel = true;
+        let mut buf = Vec::new();
         while done < len {
-            let want = usize::try_from(len - done).unwrap_or(usize::MAX).min(1 << 30);
+            let want = usize::try_from(len - done).unwrap_or(usize::MAX).min(COPY_CHUNK);
             if kernel {
                 let mut off_in = done as i64;
-                match nix::fcntl::copy_file_range(src.as_fd(), Some(&mut off_in), dst.as_fd(), None, want) {
+                let mut off_out = (base + done) as i64;
+                match nix::fcntl::copy_file_range(src.as_fd(), Some(&mut off_in), dst.as_fd(), Some(&mut off_out), want)
+                {
                     Ok(0) => return Err(Error::NotFound), // the part shrank
                     Ok(n) => {
                         done += n as u64;
                         continue;
                     }
-                    Err(nix::Error::EXDEV | nix::Error::EOPNOTSUPP | nix::Error::EINVAL | nix::Error::ENOSYS) => {
-                        kernel = false
-                    }
+                    Err(
+                        nix::Error::EXDEV
+                        | nix::Error::EOPNOTSUPP
+                        | nix::Error::EINVAL
+                        | nix::Error::ENOSYS
+                        | nix::Error::EBADF,
+                    ) if done == 0 => kernel = false,
                     Err(e) => return Err(e.into()),
                 }
             }
-            let mut buf = vec![0u8; COPY_BUF.min(want)];
+            buf.resize(COPY_BUF.min(want), 0);
             let n = std::os::unix::fs::FileExt::read_at(src, &mut buf, done)?;
             if n == 0 {
                 return Err(Error::NotFound);
             }
-            std::io::Write::write_all(&mut &*dst, &buf[..n])?;
+            std::os::unix::fs::FileExt::write_all_at(dst, &buf[..n], base + done)?;
             done += n as u64;
         }
         self.written += len;
+        out.seek(SeekFrom::Start(self.written))?;
         Ok(())
     }
 

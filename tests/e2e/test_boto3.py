@@ -322,9 +322,16 @@ CHECKSUMS = {
 
 def test_default_checksum_settings(server, prefix):
     s3 = server.client()  # botocore defaults: request_checksum_calculation=when_supported (CRC32)
+    sent = []
+    s3.meta.events.register("before-send.s3.PutObject",
+                            lambda request, **kw: sent.append({k.lower(): v for k, v in request.headers.items()}))
     body = data(300_000, "dflt")
     key = f"{prefix}/default.bin"
     s3.put_object(Bucket="vol-a", Key=key, Body=body)
+    payload = sent[-1].get("x-amz-content-sha256", b"")
+    payload = payload.decode() if isinstance(payload, bytes) else payload
+    if server.scheme == "https":  # the case this variant exists for
+        assert payload == "STREAMING-UNSIGNED-PAYLOAD-TRAILER", sent[-1]
     assert (server.vol("vol-a") / key).read_bytes() == body
     assert get_bytes(s3, "vol-a", key) == body
     h = s3.head_object(Bucket="vol-a", Key=key, ChecksumMode="ENABLED")

@@ -1,0 +1,486 @@
+//! CompleteMultipartUpload (SPEC.md "Multipart uploads"): the claim that makes one
+//! Complete at a time do the work, the assembly, and the completion record that answers
+//! retries.
+//!
+//! Protocol, all inside the upload directory on the shared volume, so that it holds
+//! between daemons on different nodes as well as between threads:
+//! 1. `done.json` present: the upload was completed; a Complete listing the same parts
+//!    (same multipart ETag) gets the recorded result, anything else `NoSuchUpload`.
+//! 2. Otherwise the caller creates `claim` with `O_CREAT|O_EXCL` (atomic on local file
+//!    systems, NFS and SFTP). The holder touches it every [`HEARTBEAT`]; another Complete
+//!    that finds a fresh claim waits for `done.json`, and one that finds a claim untouched
+//!    for [`CLAIM_STALE_SECS`] (its daemon died), or whose holder was a process of this
+//!    node that no longer exists, renames it away and claims again.
+//! 3. The holder first checks whether a dead predecessor already committed the object
+//!    (its metadata holds this upload's multipart ETag and part sizes); otherwise it
+//!    assembles into a temp file (reflink, else `copy_file_range`, else read/write; parts
+//!    are deleted as they are appended when the volume lacks room for a full copy, and
+//!    the Complete is refused with `NoSpace` before any part is consumed when there is not
+//!    room for even the largest part) and commits it with one rename: readers see the old
+//!    object or the whole new one.
+//! 4. It writes `done.json`, then removes the manifest, the parts and the claim. The
+//!    sweep removes the record later.
+//!
+//! A crash at any point leaves the old object or the new whole object, never a partial
+//! one (the temp file is nameless, or a named temp file the sweep removes), and an upload
+//! that a retried Complete can finish.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::Duration;
+
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use super::key::ObjectKey;
+use super::meta;
+use super::multipart::{self, MANIFEST, Manifest, Part};
+use super::volume::{Volume, random_hex};
+use super::write::Writer;
+use super::{Error, Result, fsx};
+
+/// The claim file of an upload being completed.
+pub(super) const CLAIM: &str = "claim";
+/// The completion record of a completed upload.
+pub(super) const DONE: &str = "done.json";
+/// How often the claim holder touches its claim.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+/// A claim untouched for this long (seconds) belongs to a daemon that died.
+pub(super) const CLAIM_STALE_SECS: i64 = 60;
+/// How often a waiting Complete looks for the holder's result.
+const WAIT_POLL: Duration = Duration::from_millis(200);
+/// Free space kept beyond a full copy before assembly switches to append-and-delete.
+const SPACE_MARGIN: u64 = 64 << 20;
+
+/// A part as CompleteMultipartUpload lists it.
+#[derive(Debug, Clone)]
+pub struct ListedPart {
+    /// Part number, 1..=10000.
+    pub number: u32,
+    /// The ETag the client got for the part (quotes allowed).
+    pub etag: String,
+    /// Checksums the client lists for the part, `(ALGORITHM, base64)`; checked when given.
+    pub checksums: Vec<(String, String)>,
+}
+
+/// The result of a completed upload: what Complete answers, and (as `done.json`) what a
+/// retried Complete answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Completed {
+    /// The object key.
+    pub key: String,
+    /// The multipart ETag, unquoted (`<hex>-N`).
+    pub etag: String,
+    /// Object size in bytes.
+    pub size: u64,
+    /// The object's additional checksum, `ALGORITHM -> base64` (composite ones end `-N`).
+    #[serde(default)]
+    pub checksums: BTreeMap<String, String>,
+    /// `COMPOSITE` or `FULL_OBJECT` when a checksum is given.
+    #[serde(default)]
+    pub checksum_type: Option<String>,
+    /// Completion time, seconds since the epoch.
+    pub finished: i64,
+    /// How the parts were joined: `reflink`, `copy`, `append-and-delete`, or `recovered`
+    /// (a predecessor committed the object and died before recording it).
+    pub method: String,
+}
+
+/// The content of a claim file.
+#[derive(Debug, Serialize, Deserialize)]
+struct ClaimNote {
+    host: String,
+    pid: u32,
+    started: i64,
+}
+
+impl ClaimNote {
+    /// True when the holder ran on this node and its process is gone (a daemon restarted
+    /// after a crash need not wait for the claim to go stale).
+    fn holder_is_dead(&self) -> bool {
+        self.host.len() > 2
+            && self.host == hostname()
+            && self.pid != std::process::id()
+            && i32::try_from(self.pid).is_ok_and(|pid| {
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) == Err(nix::Error::ESRCH)
+            })
+    }
+}
+
+/// This node and boot: `<hostname>/<kernel boot id>` (a pid means nothing across either).
+fn hostname() -> String {
+    let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_owned()).unwrap_or_default();
+    format!("{}/{}", read("/proc/sys/kernel/hostname"), read("/proc/sys/kernel/random/boot_id"))
+}
+
+enum Claim {
+    Ours(OwnedFd),
+    Busy,
+    Stale,
+}
+
+/// CompleteMultipartUpload of upload `id` for `key` with the `listed` parts.
+///
+/// Blocks for the whole assembly (seconds to minutes for a copy of a large object), or,
+/// when another Complete of the same upload is running, until that one finishes.
+///
+/// Errors: [`Error::InvalidPart`] (no parts, a part not staged with that ETag or checksum,
+/// or a part removed meanwhile), [`Error::InvalidPartOrder`], [`Error::NoSuchUpload`]
+/// (unknown, aborted, or completed with other parts), write errors of the commit
+/// ([`Error::NoSpace`], ...). On any error the object at `key` is untouched.
+pub fn complete(vol: Arc<Volume>, id: &str, key: &ObjectKey, listed: &[ListedPart]) -> Result<Completed> {
+    vol.check_writable()?;
+    if listed.is_empty() {
+        return Err(Error::InvalidPart("the upload lists no parts".into()));
+    }
+    if listed.windows(2).any(|w| w[0].number >= w[1].number) {
+        return Err(Error::InvalidPartOrder);
+    }
+    let expected = expected_etag(listed)?;
+    let dir = multipart::open_upload(&vol, id)?;
+    let recorded = |dir: BorrowedFd<'_>| {
+        multipart::read_json::<Completed>(dir, DONE).map(|done| {
+            if done.key == key.as_str() && done.etag == expected { Ok(done) } else { Err(Error::NoSuchUpload) }
+        })
+    };
+    let (claim, manifest, chosen) = loop {
+        if let Some(r) = recorded(dir.as_fd()) {
+            return r;
+        }
+        let m = match multipart::read_manifest(dir.as_fd(), key) {
+            Ok(m) => m,
+            // The holder may have just recorded its result and removed the manifest.
+            Err(e) => return recorded(dir.as_fd()).unwrap_or(Err(e)),
+        };
+        let chosen = choose(dir.as_fd(), listed)?;
+        match try_claim(dir.as_fd())? {
+            Claim::Ours(fd) => break (fd, m, chosen),
+            Claim::Busy => std::thread::sleep(WAIT_POLL),
+            Claim::Stale => take_over(dir.as_fd()),
+        }
+    };
+    let result = std::thread::scope(|s| {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let heartbeat = claim.as_fd();
+        s.spawn(move || {
+            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(HEARTBEAT) {
+                let _ = fsx::touch(heartbeat);
+            }
+        });
+        let r = assemble(&vol, dir.as_fd(), key, manifest, &chosen, listed, &expected);
+        drop(stop);
+        r
+    });
+    drop(claim);
+    match result {
+        Ok(done) => {
+            if let Err(e) = multipart::write_json(dir.as_fd(), DONE, &done, vol.settings.fsync) {
+                // The object is committed; a retry finds it by its metadata (recovery).
+                warn!(upload = id, error = %e, "cannot record the completed upload");
+            }
+            let removed = multipart::remove_files(dir.as_fd(), |n| n == MANIFEST)
+                + multipart::remove_files(dir.as_fd(), |n| n != DONE);
+            vol.space.add_used(-removed);
+            info!(upload = id, method = %done.method, size = done.size, parts = chosen.len(), "upload completed");
+            Ok(done)
+        }
+        Err(e) => {
+            let _ = fsx::unlink_at(dir.as_fd(), CLAIM, false);
+            Err(e)
+        }
+    }
+}
+
+/// The multipart ETag the listed parts make (S3: MD5 of the part MD5s, `-N`).
+fn expected_etag(listed: &[ListedPart]) -> Result<String> {
+    let mut md5s = Vec::with_capacity(listed.len());
+    for p in listed {
+        let hex = p.etag.trim().trim_matches('"').to_ascii_lowercase();
+        let mut raw = [0u8; 16];
+        if hex.len() != 32 || hex_simd::decode(hex.as_bytes(), hex_simd::Out::from_slice(&mut raw)).is_err() {
+            return Err(Error::InvalidPart(format!("part {} was not uploaded with that ETag", p.number)));
+        }
+        md5s.push(raw);
+    }
+    Ok(meta::multipart_etag(&md5s))
+}
+
+/// The staged part for each listed one: same number, same ETag, same checksums when listed.
+fn choose(dir: BorrowedFd<'_>, listed: &[ListedPart]) -> Result<Vec<Part>> {
+    let staged = multipart::parts_in(dir)?;
+    let mut chosen = Vec::with_capacity(listed.len());
+    for l in listed {
+        let etag = l.etag.trim().trim_matches('"').to_ascii_lowercase();
+        let Some(p) = staged.iter().find(|p| p.number == l.number && p.etag == etag) else {
+            return Err(Error::InvalidPart(format!("part {} was not uploaded with that ETag", l.number)));
+        };
+        if !l.checksums.is_empty() {
+            let have = multipart::part_checksums(dir, p);
+            for (alg, v) in &l.checksums {
+                if have.get(alg).is_some_and(|h| h != v) {
+                    return Err(Error::InvalidPart(format!("the {alg} checksum of part {} does not match", l.number)));
+                }
+            }
+        }
+        chosen.push(p.clone());
+    }
+    Ok(chosen)
+}
+
+fn try_claim(dir: BorrowedFd<'_>) -> Result<Claim> {
+    match nix::fcntl::openat(
+        dir,
+        CLAIM,
+        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
+    ) {
+        Ok(fd) => {
+            // Who holds it: lets a daemon restarted on the same node see at once that the
+            // holder is gone, and tells an operator who is working.
+            let note = ClaimNote { host: hostname(), pid: std::process::id(), started: fsx::now_secs() };
+            let _ = File::from(fd.try_clone()?).write_all(&serde_json::to_vec(&note).expect("plain data"));
+            Ok(Claim::Ours(fd))
+        }
+        Err(nix::Error::EEXIST) => {
+            match nix::sys::stat::fstatat(dir, CLAIM, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(st) if fsx::now_secs() - st.st_mtime > CLAIM_STALE_SECS => Ok(Claim::Stale),
+                Ok(_) if multipart::read_json::<ClaimNote>(dir, CLAIM).is_some_and(|n| n.holder_is_dead()) => {
+                    Ok(Claim::Stale)
+                }
+                Ok(_) | Err(nix::Error::ENOENT) => Ok(Claim::Busy),
+                Err(e) => Err(e.into()),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Removes a stale claim. Renaming first means that of several daemons taking over at
+/// once, one removes it and the others find it gone and claim again in order.
+fn take_over(dir: BorrowedFd<'_>) {
+    let grave = format!("{CLAIM}.stale-{}", random_hex(6));
+    if fsx::rename_at(dir, CLAIM, dir, &grave).is_ok() {
+        warn!("taking over the completion of an upload whose daemon stopped");
+        let _ = fsx::unlink_at(dir, &grave, false);
+    }
+}
+
+/// Joins the chosen parts into the object at `key` (the caller holds the claim).
+fn assemble(
+    vol: &Arc<Volume>,
+    dir: BorrowedFd<'_>,
+    key: &ObjectKey,
+    manifest: Manifest,
+    chosen: &[Part],
+    listed: &[ListedPart],
+    expected: &str,
+) -> Result<Completed> {
+    let sizes: Vec<u64> = chosen.iter().map(|p| p.size).collect();
+    let total: u64 = sizes.iter().sum();
+    let (checksums, checksum_type) = object_checksum(dir, &manifest, chosen, listed);
+    let done = |method: &str| Completed {
+        key: key.as_str().to_owned(),
+        etag: expected.to_owned(),
+        size: total,
+        checksums: checksums.clone(),
+        checksum_type: checksum_type.clone(),
+        finished: fsx::now_secs(),
+        method: method.to_owned(),
+    };
+    // A predecessor that died between its commit and its record left the whole object.
+    if let Ok(info) = vol.head(key)
+        && info.from_xattr
+        && info.meta.etag == expected
+        && info.meta.parts == sizes
+    {
+        return Ok(done("recovered"));
+    }
+    // Room for the assembly is judged below, part by part (a clone needs none, a copy
+    // the whole object, append-and-delete about one part); the object's size limit holds.
+    if vol.space.limits.max_object_size.is_some_and(|max| sizes.iter().sum::<u64>() > max) {
+        return Err(Error::EntityTooLarge);
+    }
+    let mut w = Writer::begin(vol.clone(), key.clone(), 0)?;
+    let mut reflink = true;
+    let mut destructive: Option<bool> = None;
+    let mut joined = 0u64;
+    let mut method = "reflink";
+    for p in chosen {
+        let name = p.file_name();
+        let fd = nix::fcntl::openat(
+            dir,
+            name.as_str(),
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+            Mode::empty(),
+        )
+        .map_err(|_| Error::InvalidPart(format!("part {} is gone (aborted?)", p.number)))?;
+        let f = File::from(fd);
+        if reflink && w.reflink_file(&f, p.size)? {
+            joined += p.size;
+            continue;
+        }
+        reflink = false;
+        // No reflink: copy, keeping the parts (a failed Complete can be retried) when the
+        // volume has room for the whole object; else delete each part once appended, so
+        // that the extra space stays near one part.
+        let append_and_delete = match destructive {
+            Some(d) => d,
+            None => {
+                let free = vol.space_report().map_or(u64::MAX, |r| if r.capacity == 0 { u64::MAX } else { r.free });
+                // Not even room for the largest part still to join: refuse before any
+                // part is consumed, so that the upload can be completed later.
+                let largest = chosen.iter().map(|q| q.size).max().unwrap_or(0);
+                if free < largest {
+                    return Err(Error::NoSpace);
+                }
+                *destructive.insert(free < (total - joined).saturating_add(SPACE_MARGIN))
+            }
+        };
+        w.copy_file(&f, p.size)?;
+        joined += p.size;
+        if append_and_delete {
+            method = "append-and-delete";
+            if fsx::unlink_at(dir, &name, false).is_ok() {
+                vol.space.add_used(-(p.size as i64));
+            }
+        } else {
+            method = "copy";
+        }
+    }
+    let mut meta = manifest.meta;
+    meta.etag = expected.to_owned();
+    meta.parts = sizes;
+    meta.checksums = checksums.clone();
+    w.commit(meta)?;
+    Ok(done(method))
+}
+
+/// The object's additional checksum from the parts' ones (S3 rules): `COMPOSITE` is the
+/// checksum of the concatenated binary part checksums, then `-N`; `FULL_OBJECT` (CRCs only)
+/// is the CRC of the whole object, combined from the part CRCs and sizes. Empty when no
+/// algorithm was given at Create or a part lacks its checksum.
+fn object_checksum(
+    dir: BorrowedFd<'_>,
+    manifest: &Manifest,
+    chosen: &[Part],
+    listed: &[ListedPart],
+) -> (BTreeMap<String, String>, Option<String>) {
+    let none = (BTreeMap::new(), None);
+    let Some(alg) = manifest.checksum_algorithm.as_deref().map(str::to_ascii_uppercase) else {
+        return none;
+    };
+    let full = match manifest.checksum_type.as_deref() {
+        Some(t) => t.eq_ignore_ascii_case("FULL_OBJECT"),
+        None => alg == "CRC64NVME",
+    };
+    let mut raw_parts = Vec::with_capacity(chosen.len());
+    for (p, l) in chosen.iter().zip(listed) {
+        let staged = multipart::part_checksums(dir, p).remove(&alg);
+        let given = l.checksums.iter().find(|(a, _)| *a == alg).map(|(_, v)| v.clone());
+        let Some(b64) = staged.or(given) else {
+            return none;
+        };
+        let Ok(raw) = base64_simd::STANDARD.decode_to_vec(b64.as_bytes()) else {
+            return none;
+        };
+        raw_parts.push((raw, p.size));
+    }
+    let value = if full { combine_crcs(&alg, &raw_parts) } else { composite(&alg, &raw_parts) };
+    match value {
+        Some(v) => {
+            let ty = if full { "FULL_OBJECT" } else { "COMPOSITE" };
+            (BTreeMap::from([(alg, v)]), Some(ty.to_owned()))
+        }
+        None => none,
+    }
+}
+
+fn crc_algorithm(alg: &str) -> Option<(crc_fast::CrcAlgorithm, usize)> {
+    match alg {
+        "CRC32" => Some((crc_fast::CrcAlgorithm::Crc32IsoHdlc, 4)),
+        "CRC32C" => Some((crc_fast::CrcAlgorithm::Crc32Iscsi, 4)),
+        "CRC64NVME" => Some((crc_fast::CrcAlgorithm::Crc64Nvme, 8)),
+        _ => None,
+    }
+}
+
+fn composite(alg: &str, parts: &[(Vec<u8>, u64)]) -> Option<String> {
+    use sha1::Digest as _;
+    let cat: Vec<u8> = parts.iter().flat_map(|(r, _)| r.iter().copied()).collect();
+    let digest: Vec<u8> = match alg {
+        "SHA1" => sha1::Sha1::digest(&cat).to_vec(),
+        "SHA256" => sha2::Sha256::digest(&cat).to_vec(),
+        _ => {
+            let (a, width) = crc_algorithm(alg)?;
+            let v = crc_fast::checksum(a, &cat);
+            v.to_be_bytes()[8 - width..].to_vec()
+        }
+    };
+    Some(format!("{}-{}", base64_simd::STANDARD.encode_to_string(&digest), parts.len()))
+}
+
+fn combine_crcs(alg: &str, parts: &[(Vec<u8>, u64)]) -> Option<String> {
+    let (a, width) = crc_algorithm(alg)?;
+    let mut acc: Option<u64> = None;
+    for (raw, size) in parts {
+        if raw.len() != width {
+            return None;
+        }
+        let mut b = [0u8; 8];
+        b[8 - width..].copy_from_slice(raw);
+        let v = u64::from_be_bytes(b);
+        acc = Some(match acc {
+            None => v,
+            Some(prev) => crc_fast::checksum_combine(a, prev, v, *size),
+        });
+    }
+    let v = acc?;
+    Some(base64_simd::STANDARD.encode_to_string(&v.to_be_bytes()[8 - width..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b64(v: u64, width: usize) -> Vec<u8> {
+        v.to_be_bytes()[8 - width..].to_vec()
+    }
+
+    #[test]
+    fn full_object_crc_is_the_crc_of_the_whole() {
+        let (a, b) = (b"hello, ".as_slice(), b"multipart world".as_slice());
+        for (alg, width) in [("CRC32", 4), ("CRC32C", 4), ("CRC64NVME", 8)] {
+            let (c, _) = crc_algorithm(alg).unwrap();
+            let parts = vec![
+                (b64(crc_fast::checksum(c, a), width), a.len() as u64),
+                (b64(crc_fast::checksum(c, b), width), b.len() as u64),
+            ];
+            let whole = [a, b].concat();
+            let want = base64_simd::STANDARD.encode_to_string(b64(crc_fast::checksum(c, &whole), width));
+            assert_eq!(combine_crcs(alg, &parts).unwrap(), want, "{alg}");
+        }
+    }
+
+    #[test]
+    fn composite_checksum_shape() {
+        use sha2::Digest as _;
+        let p1 = sha2::Sha256::digest(b"a").to_vec();
+        let p2 = sha2::Sha256::digest(b"b").to_vec();
+        let want = sha2::Sha256::digest([p1.clone(), p2.clone()].concat());
+        let got = composite("SHA256", &[(p1, 1), (p2, 1)]).unwrap();
+        assert_eq!(got, format!("{}-2", base64_simd::STANDARD.encode_to_string(want)));
+    }
+
+    #[test]
+    fn expected_etag_refuses_non_md5() {
+        let p = |e: &str| ListedPart { number: 1, etag: e.into(), checksums: vec![] };
+        assert!(expected_etag(&[p("\"0123456789abcdef0123456789abcdef\"")]).is_ok());
+        assert!(matches!(expected_etag(&[p("nothex")]), Err(Error::InvalidPart(_))));
+    }
+}

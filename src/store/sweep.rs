@@ -1,0 +1,88 @@
+//! The background sweep of a volume's internal directory (SPEC.md "Multipart uploads":
+//! abandoned uploads are removed after a configurable age; "Writes are atomic": no temp
+//! file stays behind).
+//!
+//! Removes, on one volume: uploads idle for longer than the configured age (no part,
+//! manifest or claim activity), completion records older than [`DONE_KEEP_SECS`] (they
+//! only serve retried Completes), leftovers of completed uploads, and temp files in
+//! `<internal>/tmp` untouched for [`TMP_MAX_AGE_SECS`] (a crashed write's named temp file).
+//! An upload with a live claim (a Complete in progress, on any daemon) is never touched.
+//! It never removes anything outside the internal directory.
+
+use std::os::fd::AsFd;
+
+use super::assemble::{CLAIM, CLAIM_STALE_SECS, DONE};
+use super::multipart;
+use super::volume::Volume;
+use super::{Result, fsx};
+
+/// How long a completion record answers retried Completes (seconds): one day.
+pub const DONE_KEEP_SECS: i64 = 86_400;
+/// Age (seconds since last modification) after which a temp file is a crash leftover:
+/// six hours. A live write modifies its temp file continuously.
+pub const TMP_MAX_AGE_SECS: i64 = 6 * 3600;
+
+/// What one sweep removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Idle uploads removed with their parts.
+    pub uploads: usize,
+    /// Completion records removed.
+    pub records: usize,
+    /// Temp files removed.
+    pub temps: usize,
+}
+
+/// Sweeps volume `vol` at time `now` (seconds since the epoch), removing uploads idle for
+/// more than `max_age_secs`. Errors: the multipart or temp directory cannot be read.
+pub fn sweep(vol: &Volume, max_age_secs: i64, now: i64) -> Result<SweepReport> {
+    let mut report = SweepReport::default();
+    if vol.read_only {
+        return Ok(report);
+    }
+    for e in fsx::read_dir(vol.uploads.as_fd())? {
+        let Ok(id) = std::str::from_utf8(&e.name) else { continue };
+        let Ok(dir) = multipart::open_upload(vol, id) else { continue };
+        let Ok(entries) = fsx::read_dir(dir.as_fd()) else { continue };
+        let mtime = |name: &str| {
+            nix::sys::stat::fstatat(dir.as_fd(), name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+                .ok()
+                .map(|s| s.st_mtime)
+        };
+        let names: Vec<String> = entries.iter().filter_map(|e| String::from_utf8(e.name.clone()).ok()).collect();
+        if let Some(done_at) = names.iter().any(|n| n == DONE).then(|| mtime(DONE)).flatten() {
+            if now - done_at > DONE_KEEP_SECS.min(max_age_secs) {
+                drop(dir);
+                multipart::remove_upload(vol, id)?;
+                report.records += 1;
+            } else if names.len() > 1 {
+                // A completion interrupted during its cleanup.
+                vol.space.add_used(-multipart::remove_files(dir.as_fd(), |n| n != DONE));
+            }
+            continue;
+        }
+        if names.iter().any(|n| n == CLAIM) && mtime(CLAIM).is_some_and(|t| now - t <= CLAIM_STALE_SECS) {
+            continue; // a Complete is running somewhere
+        }
+        let dir_mtime = fsx::fstat(dir.as_fd()).map(|s| s.st_mtime).unwrap_or(now);
+        let last = names.iter().filter_map(|n| mtime(n)).fold(dir_mtime, i64::max);
+        if now - last > max_age_secs {
+            drop(dir);
+            multipart::remove_upload(vol, id)?;
+            report.uploads += 1;
+        }
+    }
+    for e in fsx::read_dir(vol.tmp_dir())? {
+        let Ok(name) = std::str::from_utf8(&e.name) else { continue };
+        let Ok(st) = nix::sys::stat::fstatat(vol.tmp_dir(), name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) else {
+            continue;
+        };
+        if fsx::is_regular(&st)
+            && now - st.st_mtime > TMP_MAX_AGE_SECS
+            && fsx::unlink_at(vol.tmp_dir(), name, false).is_ok()
+        {
+            report.temps += 1;
+        }
+    }
+    Ok(report)
+}
