@@ -1,6 +1,6 @@
 //! Assembles the daemon from checked settings: volumes, keys, the S3 service, the listener,
-//! signals (SIGHUP reloads credentials, SIGTERM/SIGINT stop gracefully), and the embedded
-//! development default.
+//! signals (SIGHUP reloads credentials and the TLS certificate, SIGTERM/SIGINT stop
+//! gracefully), and the embedded development default.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -16,6 +16,7 @@ use tracing::{error, info, warn};
 use crate::auth::{KeyRing, KeySet};
 use crate::config::{RawConfig, RawVolume, Settings};
 use crate::s3::S3Vol;
+use crate::server::ReloadableTls;
 use crate::store::Volumes;
 use crate::store::volume::random_hex;
 
@@ -76,11 +77,12 @@ pub fn check(raw: &RawConfig) -> Result<(Settings, KeySet), String> {
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn serve(settings: Settings, keys: KeySet) -> Result<(), String> {
     let tls = match &settings.tls {
-        Some((c, k)) => Some(crate::server::tls_acceptor(c, k)?),
+        Some((c, k)) => Some(ReloadableTls::load(c, k)?),
         None => None,
     };
     let volumes = Arc::new(Volumes::open(settings.volumes.clone(), settings.volumes_root.clone()));
-    let ring = KeyRing::new(keys, settings.strict_region.then(|| settings.region.clone()));
+    let ring = KeyRing::new(keys, settings.strict_region.then(|| settings.region.clone()))
+        .with_public(settings.public.clone());
     let s3 = S3Vol::new(volumes, ring.clone(), settings.region.clone());
     let mut b = S3ServiceBuilder::new(s3);
     b.set_auth(ring.clone());
@@ -93,24 +95,34 @@ pub async fn serve(settings: Settings, keys: KeySet) -> Result<(), String> {
     let listener =
         TcpListener::bind(settings.listen).await.map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    spawn_reloader(ring, settings.credentials.clone());
+    spawn_reloader(ring, settings.credentials.clone(), tls.clone());
     info!(%addr, tls = tls.is_some(), "listening");
     println!("listening on {addr}");
     let _ = std::io::stdout().flush();
-    crate::server::run(listener, tls, service, shutdown_signal()).await;
+    crate::server::run(listener, tls, service, Arc::new(settings.cors.clone()), shutdown_signal()).await;
     Ok(())
 }
 
-/// SIGHUP: reload the credentials file; a broken file is logged and the old keys stay.
-fn spawn_reloader(ring: KeyRing, path: Option<PathBuf>) {
-    let Some(path) = path else { return };
+/// SIGHUP: reload the credentials file and the TLS certificate; a broken file is logged
+/// and what was in force stays.
+fn spawn_reloader(ring: KeyRing, path: Option<PathBuf>, tls: Option<ReloadableTls>) {
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        warn!("cannot install the SIGHUP handler: credentials reload disabled");
+        warn!("cannot install the SIGHUP handler: credentials and certificate reload disabled");
         return;
     };
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            reload(&ring, &path);
+            if let Some(path) = &path {
+                reload(&ring, path);
+            }
+            if let Some(tls) = &tls {
+                match tls.reload() {
+                    Ok(()) => info!("TLS certificate reloaded"),
+                    Err(e) => {
+                        error!(error = %e, "TLS certificate reload failed: the previous certificate stays in force")
+                    }
+                }
+            }
         }
     });
 }

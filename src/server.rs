@@ -1,13 +1,14 @@
 //! The HTTP(S) server: accepts connections on a bound listener, serves the S3 service with
-//! an `x-amz-request-id` on every response and one log line per request, and stops
-//! gracefully when the shutdown future completes.
+//! an `x-amz-request-id` on every response and one log line per request, answers CORS
+//! preflights and adds CORS headers (rules in [`crate::cors`]), and stops gracefully when
+//! the shutdown future completes. The TLS certificate is reloadable ([`ReloadableTls`]).
 //!
 //! `run` takes a bound listener and a shutdown future (as mini-redis does), so tests and
 //! `main` drive the same code.
 
 use std::future::Future;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
@@ -19,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
+use crate::cors::{CorsRules, Preflight, bucket_of};
 use crate::store::volume::random_hex;
 
 /// How long in-flight requests may take to finish after shutdown begins.
@@ -49,12 +51,44 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
     Ok(TlsAcceptor::from(Arc::new(cfg)))
 }
 
+/// The TLS certificate and key files and the acceptor made from them; [`reload`] swaps in
+/// a new acceptor for new connections while open ones keep theirs.
+///
+/// [`reload`]: ReloadableTls::reload
+#[derive(Clone)]
+pub struct ReloadableTls {
+    cert: PathBuf,
+    key: PathBuf,
+    current: Arc<RwLock<TlsAcceptor>>,
+}
+
+impl ReloadableTls {
+    /// Loads `cert` and `key` ([`tls_acceptor`]'s errors).
+    pub fn load(cert: &Path, key: &Path) -> Result<Self, String> {
+        let acceptor = tls_acceptor(cert, key)?;
+        Ok(Self { cert: cert.to_owned(), key: key.to_owned(), current: Arc::new(RwLock::new(acceptor)) })
+    }
+
+    /// The acceptor for a new connection.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Reads the files again; on error the current certificate stays in force.
+    pub fn reload(&self) -> Result<(), String> {
+        let acceptor = tls_acceptor(&self.cert, &self.key)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = acceptor;
+        Ok(())
+    }
+}
+
 /// Serves `service` on `listener` until `shutdown` completes, then waits up to
-/// [`SHUTDOWN_GRACE`] for in-flight requests.
+/// [`SHUTDOWN_GRACE`] for in-flight requests. `cors` answers preflights.
 pub async fn run(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<ReloadableTls>,
     service: S3Service,
+    cors: Arc<CorsRules>,
     shutdown: impl Future<Output = ()>,
 ) {
     let builder = ConnBuilder::new(TokioExecutor::new());
@@ -75,7 +109,8 @@ pub async fn run(
         // Small responses must not wait for a delayed ACK.
         let _ = socket.set_nodelay(true);
         let svc = service.clone();
-        let handler = service_fn(move |req: http::Request<Incoming>| handle(svc.clone(), req));
+        let cors = cors.clone();
+        let handler = service_fn(move |req: http::Request<Incoming>| handle(svc.clone(), cors.clone(), req));
         match &tls {
             None => {
                 let conn = builder.serve_connection(TokioIo::new(socket), handler).into_owned();
@@ -84,8 +119,8 @@ pub async fn run(
                     let _ = conn.await;
                 });
             }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
+            Some(tls) => {
+                let acceptor = tls.acceptor();
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
@@ -124,14 +159,25 @@ fn expects_continue_without_body(h: &http::HeaderMap) -> bool {
 
 /// One request: a request id, the S3 service, and a log line (path only: a presigned
 /// query string carries a signature and is never logged).
-async fn handle(svc: S3Service, req: http::Request<Incoming>) -> Result<http::Response<s3s::Body>, s3s::HttpError> {
+async fn handle(
+    svc: S3Service,
+    cors: Arc<CorsRules>,
+    req: http::Request<Incoming>,
+) -> Result<http::Response<s3s::Body>, s3s::HttpError> {
     let id = random_hex(8).to_ascii_uppercase();
     let start = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let close_after = expects_continue_without_body(req.headers());
-    let req = req.map(s3s::Body::from);
-    let mut resp = svc.call(req).await?;
+    let bucket = bucket_of(&path);
+    let mut resp = if method == http::Method::OPTIONS {
+        preflight_response(cors.preflight(bucket.as_deref(), req.headers()))
+    } else {
+        let cors_headers = cors.actual(bucket.as_deref(), &method, req.headers());
+        let mut resp = svc.call(req.map(s3s::Body::from)).await?;
+        resp.headers_mut().extend(cors_headers);
+        resp
+    };
     if let Ok(v) = http::HeaderValue::from_str(&id) {
         resp.headers_mut().insert("x-amz-request-id", v);
     }
@@ -140,4 +186,21 @@ async fn handle(svc: S3Service, req: http::Request<Incoming>) -> Result<http::Re
     }
     info!(request_id = %id, %method, path = %path, status = resp.status().as_u16(), ms = start.elapsed().as_millis() as u64, "request");
     Ok(resp)
+}
+
+/// The response to a preflight `OPTIONS`: 200 with the CORS headers, or an S3 error.
+fn preflight_response(p: Preflight) -> http::Response<s3s::Body> {
+    let mut resp = http::Response::new(s3s::Body::empty());
+    match p {
+        Preflight::Allowed(h) => *resp.headers_mut() = h,
+        Preflight::Refused(status, code, message) => {
+            *resp.status_mut() = status;
+            let xml = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>"
+            );
+            resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/xml"));
+            *resp.body_mut() = s3s::Body::from(xml);
+        }
+    }
+    resp
 }
