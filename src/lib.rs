@@ -10,6 +10,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod cors;
+pub mod presign;
 pub mod s3;
 pub mod server;
 pub mod store;

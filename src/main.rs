@@ -20,6 +20,16 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Presign(args) => match s3vol::presign::run(&args) {
+            Ok(url) => {
+                println!("{url}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("presign: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Serve(args) => {
             let prepared = args.merged().and_then(|mut raw| {
                 if args.config.is_none() && raw.is_empty_of_volumes() {
