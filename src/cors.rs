@@ -101,11 +101,18 @@ impl CorsRule {
     }
 }
 
-/// True when `s` matches `pattern`, which may hold one `*` standing for any run of bytes.
+/// True when `s` matches `pattern`, which may hold one `*` standing for any run of bytes
+/// other than `/ @ ? #`: a wildcard origin like `https://*.example.com` must not match
+/// `https://evil.test/.example.com` (no browser sends that, but other clients may).
 pub fn wildcard_match(pattern: &str, s: &str) -> bool {
     match pattern.split_once('*') {
         None => pattern == s,
-        Some((pre, post)) => s.len() >= pre.len() + post.len() && s.starts_with(pre) && s.ends_with(post),
+        Some((pre, post)) => {
+            s.len() >= pre.len() + post.len()
+                && s.starts_with(pre)
+                && s.ends_with(post)
+                && !s[pre.len()..s.len() - post.len()].contains(['/', '@', '?', '#'])
+        }
     }
 }
 
@@ -264,6 +271,9 @@ mod tests {
         assert!(wildcard_match("*", "anything"));
         assert!(wildcard_match("https://*.example.com", "https://app.example.com"));
         assert!(!wildcard_match("https://*.example.com", "https://example.com.evil.net"));
+        assert!(!wildcard_match("https://*.example.com", "https://evil.test/.example.com"));
+        assert!(!wildcard_match("https://*.example.com", "https://u@evil.test#.example.com"));
+        assert!(wildcard_match("http://localhost:*", "http://localhost:8080"));
         assert!(!wildcard_match("https://*.example.com", "http://app.example.com"));
         assert!(wildcard_match("x-amz-*", "x-amz-date"));
         assert!(!wildcard_match("ab*ba", "aba"), "prefix and suffix must not overlap");
