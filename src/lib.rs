@@ -10,6 +10,8 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod cors;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod presign;
 pub mod s3;
 pub mod server;
