@@ -1,6 +1,7 @@
 //! Assembles the daemon from checked settings: volumes, keys, metrics, the S3 service, the
 //! S3 and admin listeners, readiness for systemd (`sd_notify`), signals (SIGHUP reloads
-//! credentials, SIGTERM/SIGINT stop gracefully), and the embedded development default.
+//! credentials and the TLS certificate, SIGTERM/SIGINT stop gracefully), and the embedded
+//! development default.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -20,7 +21,7 @@ use crate::config::{RawConfig, RawVolume, Settings};
 use crate::metrics::Metrics;
 use crate::notify::{State, notify};
 use crate::s3::S3Vol;
-use crate::server::ServeOptions;
+use crate::server::{ReloadableTls, ServeOptions};
 use crate::store::Volumes;
 use crate::store::sweep::{self, SweepReport};
 use crate::store::volume::VolumeState;
@@ -88,13 +89,14 @@ pub fn check(raw: &RawConfig) -> Result<(Settings, KeySet), String> {
 /// SIGINT sends `STOPPING=1` and starts the graceful shutdown.
 pub async fn serve(settings: Settings, keys: KeySet) -> Result<(), String> {
     let tls = match &settings.tls {
-        Some((c, k)) => Some(crate::server::tls_acceptor(c, k)?),
+        Some((c, k)) => Some(ReloadableTls::load(c, k)?),
         None => None,
     };
     let volumes = Arc::new(Volumes::open(settings.volumes.clone(), settings.volumes_root.clone()));
     let metrics = Arc::new(Metrics::new());
     spawn_sweeper(volumes.clone(), settings.multipart_max_age_secs);
-    let ring = KeyRing::new(keys, settings.strict_region.then(|| settings.region.clone()));
+    let ring = KeyRing::new(keys, settings.strict_region.then(|| settings.region.clone()))
+        .with_public(settings.public.clone());
     let s3 = S3Vol::new(volumes.clone(), ring.clone(), settings.region.clone());
     let mut b = S3ServiceBuilder::new(s3);
     b.set_auth(ring.clone());
@@ -115,7 +117,7 @@ pub async fn serve(settings: Settings, keys: KeySet) -> Result<(), String> {
         }
         None => None,
     };
-    spawn_reloader(ring, settings.credentials.clone());
+    spawn_reloader(ring, settings.credentials.clone(), tls.clone());
     info!(%addr, tls = tls.is_some(), "listening");
     println!("listening on {addr}");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -135,7 +137,7 @@ pub async fn serve(settings: Settings, keys: KeySet) -> Result<(), String> {
         notify(State::Stopping);
         let _ = stop_tx.send(true);
     };
-    let opts = ServeOptions { metrics, limits: settings.limits };
+    let opts = ServeOptions { metrics, limits: settings.limits, cors: Arc::new(settings.cors.clone()) };
     crate::server::run(listener, tls, service, opts, shutdown).await;
     drop(stop_rx);
     Ok(())
@@ -175,10 +177,11 @@ fn spawn_sweeper(volumes: Arc<Volumes>, max_age_secs: u64) {
     });
 }
 
-/// SIGHUP: reload the credentials file; a broken file is logged and the old keys stay.
-fn spawn_reloader(ring: KeyRing, path: Option<PathBuf>) {
+/// SIGHUP: reload the credentials file and the TLS certificate; a broken file is logged
+/// and what was in force stays.
+fn spawn_reloader(ring: KeyRing, path: Option<PathBuf>, tls: Option<ReloadableTls>) {
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        warn!("cannot install the SIGHUP handler: credentials reload disabled");
+        warn!("cannot install the SIGHUP handler: credentials and certificate reload disabled");
         return;
     };
     tokio::spawn(async move {
@@ -187,6 +190,14 @@ fn spawn_reloader(ring: KeyRing, path: Option<PathBuf>) {
             match &path {
                 Some(path) => reload(&ring, path),
                 None => info!("SIGHUP: no credentials file to reload"),
+            }
+            if let Some(tls) = &tls {
+                match tls.reload() {
+                    Ok(()) => info!("TLS certificate reloaded"),
+                    Err(e) => {
+                        error!(error = %e, "TLS certificate reload failed: the previous certificate stays in force")
+                    }
+                }
             }
             notify(State::Ready);
         }

@@ -1,16 +1,19 @@
 //! Access keys: the credentials file, each key's volume scope and permissions, and the
 //! `s3s` hooks that enforce them ([`S3Auth`] finds a secret, [`S3Access`] decides).
 //!
+//! Anonymous requests reach only volumes marked `public`, and only to read ([`PublicVolumes`]).
+//!
 //! Secrets never leave this module except into signature checks; nothing here logs one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use s3s::access::{S3Access, S3AccessContext};
-use s3s::auth::{S3Auth, SecretKey};
-use s3s::{S3Result, s3_error};
+use s3s::auth::{Credentials, S3Auth, SecretKey};
+use s3s::dto::{CopyObjectInput, CopySource, GetObjectInput, UploadPartCopyInput};
+use s3s::{S3Request, S3Result, s3_error};
 use serde::Deserialize;
 
 /// What a key may do (SPEC.md "Authentication and access").
@@ -33,10 +36,13 @@ pub enum Permission {
 pub struct KeyEntry {
     /// A name for logs (never the secret).
     pub name: String,
+    /// The access key id clients sign with.
     pub access_key: String,
+    /// The secret; it leaves this module only into signature checks and `s3vol presign`.
     pub secret_key: String,
     /// Volumes the key may use; `["*"]` for all.
     pub volumes: Vec<String>,
+    /// What the key may do on those volumes.
     pub permissions: Vec<Permission>,
 }
 
@@ -107,14 +113,47 @@ impl KeySet {
         Self { keys }
     }
 
+    /// Number of keys.
     pub fn len(&self) -> usize {
         self.keys.len()
     }
 
+    /// True when the set holds no key.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
+
+    /// The key named `name` (the `name` field, not the access key id).
+    pub fn by_name(&self, name: &str) -> Option<Arc<KeyEntry>> {
+        self.keys.values().find(|k| k.name == name).cloned()
+    }
 }
+
+/// Volumes open to anonymous GET, HEAD and list (`public = true`).
+#[derive(Debug, Clone, Default)]
+pub struct PublicVolumes {
+    names: HashSet<String>,
+    /// Every volume is public (`[volume_defaults] public = true` in `volumes_root` mode).
+    all: bool,
+}
+
+impl PublicVolumes {
+    /// The explicit volumes in `names`, or every volume when `all`.
+    pub fn new(names: impl IntoIterator<Item = String>, all: bool) -> Self {
+        Self { names: names.into_iter().collect(), all }
+    }
+
+    /// True when `bucket` may be read anonymously.
+    pub fn contains(&self, bucket: &str) -> bool {
+        self.all || self.names.contains(bucket)
+    }
+}
+
+/// The operations anyone may perform on a public volume, signed or not: read only.
+pub const PUBLIC_OPS: &[&str] = &["GetObject", "HeadObject", "ListObjects", "ListObjectsV2", "HeadBucket"];
+
+/// Presigned URLs may live at most this long (SPEC.md; as S3: 7 days, in seconds).
+pub const MAX_PRESIGNED_EXPIRES_SECS: u64 = 604_800;
 
 /// The shared, reloadable key set: the `s3s` auth and access provider.
 #[derive(Debug, Clone)]
@@ -122,11 +161,25 @@ pub struct KeyRing {
     inner: Arc<RwLock<Arc<KeySet>>>,
     /// With `strict_region`, the only region a request may be signed for.
     strict_region: Option<String>,
+    /// Volumes readable without a key.
+    public: Arc<PublicVolumes>,
 }
 
 impl KeyRing {
+    /// A ring holding `keys`, with no public volume.
     pub fn new(keys: KeySet, strict_region: Option<String>) -> Self {
-        Self { inner: Arc::new(RwLock::new(Arc::new(keys))), strict_region }
+        Self { inner: Arc::new(RwLock::new(Arc::new(keys))), strict_region, public: Arc::default() }
+    }
+
+    /// The same ring, with `public` open to anonymous reads.
+    pub fn with_public(mut self, public: PublicVolumes) -> Self {
+        self.public = Arc::new(public);
+        self
+    }
+
+    /// True when `bucket` is a public volume.
+    pub fn is_public(&self, bucket: &str) -> bool {
+        self.public.contains(bucket)
     }
 
     /// Replaces the key set; a removed key fails from its next request on.
@@ -190,6 +243,93 @@ fn signed_region(cx: &S3AccessContext<'_>) -> Option<String> {
     scope.split('/').nth(2).map(str::to_owned)
 }
 
+/// Decides whether `key` (`None`: anonymous) may perform operation `op` on `bucket`
+/// (`None`: no bucket, i.e. ListBuckets).
+///
+/// A key may use only the volumes in its scope, and each operation needs its
+/// [`permission_for`]; operations s3vol does not implement pass (they answer
+/// `NotImplemented`). Anyone, signed or not, may perform the [`PUBLIC_OPS`] on a public
+/// volume. A DeleteObjects by a key without `delete` passes here: the operation answers
+/// `AccessDenied` for each of its keys, as S3 does.
+///
+/// Errors: `AccessDenied`.
+pub fn decide(key: Option<&KeyEntry>, op: &str, bucket: Option<&str>, public: &PublicVolumes) -> S3Result<()> {
+    let denied = || Err(s3_error!(AccessDenied, "Access Denied"));
+    if let Some(b) = bucket
+        && public.contains(b)
+        && PUBLIC_OPS.contains(&op)
+    {
+        return Ok(());
+    }
+    let Some(key) = key else {
+        return Err(s3_error!(AccessDenied, "Anonymous access is not allowed"));
+    };
+    if let Some(b) = bucket
+        && !key.may_use(b)
+    {
+        return denied();
+    }
+    match permission_for(op) {
+        None => Ok(()),
+        Some(p) if key.has(p) => Ok(()),
+        Some(Permission::Delete) if op == "DeleteObjects" => Ok(()),
+        Some(_) => denied(),
+    }
+}
+
+/// The `X-Amz-Expires` of a SigV4 presigned URL, if the query has one.
+fn presigned_expires(cx: &S3AccessContext<'_>) -> Option<u64> {
+    let q = cx.uri().query()?;
+    let raw = q.split('&').find_map(|kv| kv.strip_prefix("X-Amz-Expires="))?;
+    Some(raw.parse().unwrap_or(u64::MAX))
+}
+
+impl KeyRing {
+    /// The key behind `creds`, if any and still in force.
+    fn key_of(&self, creds: Option<&Credentials>) -> Option<Arc<KeyEntry>> {
+        creds.and_then(|c| self.get(&c.access_key))
+    }
+
+    /// A copy reads its source: the caller needs `read` on the source volume (or the source
+    /// volume is public), on top of `write` on the destination checked by [`decide`].
+    fn check_copy_source(&self, creds: Option<&Credentials>, src: &CopySource) -> S3Result<()> {
+        let CopySource::Bucket { bucket, .. } = src else {
+            return Err(s3_error!(AccessDenied, "Access Denied"));
+        };
+        decide(self.key_of(creds).as_deref(), "GetObject", Some(bucket), &self.public)
+    }
+
+    /// The access decision for one request (SPEC.md "Authentication and access").
+    fn authorize(&self, cx: &S3AccessContext<'_>) -> S3Result<()> {
+        let key = match cx.credentials() {
+            None => None,
+            Some(creds) => match self.get(&creds.access_key) {
+                Some(k) => Some(k),
+                // Removed by a reload between the signature check and now.
+                None => return Err(s3_error!(InvalidAccessKeyId)),
+            },
+        };
+        if key.is_some() {
+            if let Some(want) = &self.strict_region
+                && let Some(got) = signed_region(cx)
+                && &got != want
+            {
+                return Err(s3_error!(
+                    AuthorizationHeaderMalformed,
+                    "the request is signed for region {got}, expected {want}"
+                ));
+            }
+            if presigned_expires(cx).is_some_and(|e| e > MAX_PRESIGNED_EXPIRES_SECS) {
+                return Err(s3_error!(
+                    AuthorizationQueryParametersError,
+                    "X-Amz-Expires must be less than a week (in seconds) that is 604800"
+                ));
+            }
+        }
+        decide(key.as_deref(), cx.s3_op().name(), cx.s3_path().get_bucket_name(), &self.public)
+    }
+}
+
 #[async_trait::async_trait]
 impl S3Access for KeyRing {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
@@ -199,40 +339,32 @@ impl S3Access for KeyRing {
         let path = cx.s3_path();
         let (bucket, object) = (path.get_bucket_name().map(str::to_owned), path.get_object_key().map(str::to_owned));
         crate::request::identify(cx.extensions_mut(), &op, key_name.as_deref(), bucket.as_deref(), object.as_deref());
-        self.decide(cx)?;
+        self.authorize(cx)?;
         crate::request::allowed(cx.extensions_mut());
         Ok(())
     }
-}
 
-impl KeyRing {
-    /// The access decision for one request (SPEC.md "Authentication and access").
-    fn decide(&self, cx: &S3AccessContext<'_>) -> S3Result<()> {
-        let Some(creds) = cx.credentials() else {
-            return Err(s3_error!(AccessDenied, "Anonymous access is not allowed"));
-        };
-        let Some(key) = self.get(&creds.access_key) else {
-            return Err(s3_error!(InvalidAccessKeyId));
-        };
-        if let Some(want) = &self.strict_region
-            && let Some(got) = signed_region(cx)
-            && &got != want
-        {
+    async fn copy_object(&self, req: &mut S3Request<CopyObjectInput>) -> S3Result<()> {
+        self.check_copy_source(req.credentials.as_ref(), &req.input.copy_source)
+    }
+
+    async fn upload_part_copy(&self, req: &mut S3Request<UploadPartCopyInput>) -> S3Result<()> {
+        self.check_copy_source(req.credentials.as_ref(), &req.input.copy_source)
+    }
+
+    async fn get_object(&self, req: &mut S3Request<GetObjectInput>) -> S3Result<()> {
+        let i = &req.input;
+        let overrides = i.response_cache_control.is_some()
+            || i.response_content_disposition.is_some()
+            || i.response_content_encoding.is_some()
+            || i.response_content_language.is_some()
+            || i.response_content_type.is_some()
+            || i.response_expires.is_some();
+        if req.credentials.is_none() && overrides {
             return Err(s3_error!(
-                AuthorizationHeaderMalformed,
-                "the request is signed for region {got}, expected {want}"
+                InvalidRequest,
+                "Request specific response headers cannot be used for anonymous GET requests."
             ));
-        }
-        let Some(perm) = permission_for(cx.s3_op().name()) else {
-            return Ok(());
-        };
-        if !key.has(perm) {
-            return Err(s3_error!(AccessDenied, "Access Denied"));
-        }
-        if let Some(bucket) = cx.s3_path().get_bucket_name()
-            && !key.may_use(bucket)
-        {
-            return Err(s3_error!(AccessDenied, "Access Denied"));
         }
         Ok(())
     }
@@ -294,5 +426,83 @@ mod tests {
         assert_eq!(permission_for("DeleteObjects"), Some(Permission::Delete));
         assert_eq!(permission_for("CreateBucket"), Some(Permission::Admin));
         assert_eq!(permission_for("PutObjectTagging"), None);
+    }
+
+    fn key(volumes: &[&str], perms: &[Permission]) -> KeyEntry {
+        KeyEntry {
+            name: "k".into(),
+            access_key: "AK".into(),
+            secret_key: "s".into(),
+            volumes: volumes.iter().map(|v| (*v).to_owned()).collect(),
+            permissions: perms.to_vec(),
+        }
+    }
+
+    fn allowed(key: Option<&KeyEntry>, op: &str, bucket: Option<&str>, public: &PublicVolumes) -> bool {
+        decide(key, op, bucket, public).is_ok()
+    }
+
+    #[test]
+    fn scope_and_permission_table() {
+        use Permission::*;
+        let none = PublicVolumes::default();
+        let reader = key(&["vol-a"], &[Read]);
+        let writer = key(&["vol-a"], &[Write]);
+        let all = key(&["*"], &[Read, Write, Delete, Admin]);
+        // (key, op, bucket, allowed)
+        let table: &[(&KeyEntry, &str, Option<&str>, bool)] = &[
+            (&reader, "ListBuckets", None, true),
+            (&reader, "GetObject", Some("vol-a"), true),
+            (&reader, "ListObjectsV2", Some("vol-a"), true),
+            (&reader, "GetObject", Some("vol-b"), false),
+            (&reader, "PutObject", Some("vol-a"), false),
+            (&reader, "DeleteObject", Some("vol-a"), false),
+            (&reader, "AbortMultipartUpload", Some("vol-a"), false),
+            (&reader, "CreateBucket", Some("vol-a"), false),
+            // answered per key by the operation
+            (&reader, "DeleteObjects", Some("vol-a"), true),
+            (&reader, "DeleteObjects", Some("vol-b"), false),
+            (&reader, "PutBucketCors", Some("vol-b"), false),
+            (&writer, "PutObject", Some("vol-a"), true),
+            (&writer, "UploadPart", Some("vol-a"), true),
+            (&writer, "GetObject", Some("vol-a"), false),
+            (&writer, "ListBuckets", None, false),
+            (&all, "DeleteBucket", Some("anything"), true),
+            (&all, "PutBucketCors", Some("vol-a"), true),
+        ];
+        for (k, op, b, want) in table {
+            assert_eq!(allowed(Some(k), op, *b, &none), *want, "{op} on {b:?} by {:?}", k.permissions);
+        }
+    }
+
+    #[test]
+    fn anonymous_only_reads_public_volumes() {
+        let public = PublicVolumes::new(["pub".to_owned()], false);
+        for op in PUBLIC_OPS {
+            assert!(allowed(None, op, Some("pub"), &public), "{op}");
+            assert!(!allowed(None, op, Some("vol-a"), &public), "{op}");
+        }
+        for op in [
+            "PutObject",
+            "DeleteObject",
+            "DeleteObjects",
+            "CopyObject",
+            "CreateMultipartUpload",
+            "ListMultipartUploads",
+            "GetBucketLocation",
+            "CreateBucket",
+            "DeleteBucket",
+            "PutBucketCors",
+        ] {
+            assert!(!allowed(None, op, Some("pub"), &public), "{op}");
+        }
+        assert!(!allowed(None, "ListBuckets", None, &public));
+        // a key out of scope still reads what anyone may read
+        let other = key(&["vol-a"], &[]);
+        assert!(allowed(Some(&other), "GetObject", Some("pub"), &public));
+        assert!(!allowed(Some(&other), "PutObject", Some("pub"), &public));
+        let everything = PublicVolumes::new([], true);
+        assert!(allowed(None, "GetObject", Some("any"), &everything));
+        assert!(!allowed(None, "PutObject", Some("any"), &everything));
     }
 }

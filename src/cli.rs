@@ -23,6 +23,36 @@ pub enum Command {
     /// Validate the configuration and credentials, print `config ok` and exit 0, or print
     /// what is wrong and exit 2.
     CheckConfig(ServeArgs),
+    /// Print one SigV4 presigned URL (GET or PUT) for a key of the credentials file; exit 2
+    /// on any error (e.g. an expiry over 7 days).
+    Presign(PresignArgs),
+}
+
+/// Flags of `s3vol presign`.
+#[derive(Debug, Clone, Args)]
+pub struct PresignArgs {
+    /// Credentials file (TOML, as for `serve`).
+    #[arg(long, value_name = "FILE")]
+    pub credentials: PathBuf,
+    /// The `name` of the key to sign with.
+    #[arg(long, value_name = "NAME")]
+    pub key_name: String,
+    /// GET (download) or PUT (upload).
+    #[arg(long, value_name = "GET|PUT", default_value = "GET")]
+    pub method: String,
+    /// Lifetime in seconds, at most 604800 (7 days).
+    #[arg(long, value_name = "SECS", default_value_t = 3600)]
+    pub expires: u64,
+    /// The server's base URL, e.g. https://s3.example.com:9000.
+    #[arg(long, value_name = "URL")]
+    pub endpoint: String,
+    /// Region of the signature's credential scope.
+    #[arg(long, value_name = "NAME", default_value = crate::config::DEFAULT_REGION)]
+    pub region: String,
+    /// Bucket (volume) name.
+    pub bucket: String,
+    /// Object key.
+    pub key: String,
 }
 
 /// Flags shared by `serve` and `check-config`.

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::auth::PublicVolumes;
+use crate::cors::{CorsRule, CorsRules, RawCorsRule};
 use crate::limits::{self, Limits};
 use crate::store::VolumeSettings;
 use crate::store::quota::Limits as VolumeLimits;
@@ -93,7 +95,7 @@ pub struct RawVolumeSettings {
     pub fsync: Option<bool>,
     /// Refuse to serve unless the path is a mount point (default false).
     pub require_mount: Option<bool>,
-    /// Anonymous GET/HEAD/list (access-control work; default false).
+    /// Anonymous GET, HEAD and list on this volume, nothing else (default false).
     pub public: Option<bool>,
     /// Bytes the volume's files may use, e.g. `500GiB`, for volumes that share a file system.
     pub quota: Option<String>,
@@ -106,8 +108,8 @@ pub struct RawVolumeSettings {
     /// How often a quota'd volume's usage is measured again, e.g. `10m` (default 10 minutes;
     /// pods write directly, so s3vol's own bookkeeping drifts between walks).
     pub usage_rescan: Option<String>,
-    /// CORS rules (access-control work).
-    pub cors: Option<Vec<toml::Value>>,
+    /// CORS rules (`[[volume.cors]]`), first match wins.
+    pub cors: Option<Vec<RawCorsRule>>,
 }
 
 /// Checked settings the daemon runs with.
@@ -128,6 +130,10 @@ pub struct Settings {
     pub volumes_root: Option<(PathBuf, VolumeSettings)>,
     /// Multipart uploads idle for longer than this (seconds) are removed by the sweep.
     pub multipart_max_age_secs: u64,
+    /// Volumes open to anonymous reads.
+    pub public: PublicVolumes,
+    /// Each volume's CORS rules.
+    pub cors: CorsRules,
 }
 
 /// S3 bucket naming rules: 3–63 characters of lower-case letters, digits, `-` and `.`,
@@ -279,6 +285,18 @@ impl RawConfig {
                 ..base.clone()
             }
         };
+        let cors_rules = |raw: &RawVolumeSettings, errs: &mut Vec<String>, what: &str| {
+            let mut rules = Vec::new();
+            for (i, r) in raw.cors.iter().flatten().enumerate() {
+                match CorsRule::from_raw(r) {
+                    Ok(rule) => rules.push(rule),
+                    Err(e) => errs.push(format!("{what}: cors rule {}: {e}", i + 1)),
+                }
+            }
+            rules
+        };
+        let mut public = Vec::new();
+        let mut cors = std::collections::HashMap::new();
         let mut volumes = Vec::new();
         let mut names = std::collections::HashSet::new();
         for v in &self.volume {
@@ -293,10 +311,18 @@ impl RawConfig {
                 errs.push(format!("{what}: path is empty"));
             }
             let s = apply(&v.settings, &mut errs, &what);
+            if v.settings.public == Some(true) {
+                public.push(v.name.clone());
+            }
+            cors.insert(v.name.clone(), cors_rules(&v.settings, &mut errs, &what));
             volumes.push((v.name.clone(), v.path.clone(), s));
         }
+        let mut defaults_public = false;
+        let mut default_cors = Vec::new();
         let volumes_root = self.volumes_root.as_ref().map(|root| {
             let d = self.volume_defaults.clone().unwrap_or_default();
+            defaults_public = d.public == Some(true);
+            default_cors = cors_rules(&d, &mut errs, "volume_defaults");
             (root.clone(), apply(&d, &mut errs, "volume_defaults"))
         });
         if volumes.is_empty() && volumes_root.is_none() {
@@ -332,6 +358,8 @@ impl RawConfig {
             volumes,
             volumes_root,
             multipart_max_age_secs,
+            public: PublicVolumes::new(public, defaults_public),
+            cors: CorsRules::new(cors, default_cors),
         })
     }
 }
@@ -471,5 +499,48 @@ mod tests {
             assert!(err.contains(needle), "{err}");
         }
         assert!(toml::from_str::<RawConfig>("bogus = 1").unwrap_err().to_string().contains("bogus"));
+    }
+
+    #[test]
+    fn public_volumes_and_cors_rules() {
+        let raw: RawConfig = toml::from_str(
+            r#"
+            credentials = "/dev/null"
+            [[volume]]
+            name = "pub"
+            path = "/tmp"
+            public = true
+            [[volume.cors]]
+            allowed_origins = ["http://app.test"]
+            allowed_methods = ["GET", "PUT"]
+            allowed_headers = ["*"]
+            expose_headers = ["ETag"]
+            max_age_seconds = 60
+            [[volume]]
+            name = "private"
+            path = "/tmp"
+            "#,
+        )
+        .unwrap();
+        let s = raw.validate().unwrap();
+        assert!(s.public.contains("pub") && !s.public.contains("private"));
+        assert!(!s.cors.is_empty());
+        let bad: RawConfig = toml::from_str(
+            r#"
+            credentials = "/dev/null"
+            [[volume]]
+            name = "vol"
+            path = "/tmp"
+            [[volume.cors]]
+            allowed_origins = ["*"]
+            allowed_methods = ["PATCH"]
+            "#,
+        )
+        .unwrap();
+        let err = bad.validate().unwrap_err();
+        assert!(err.contains("volume \"vol\": cors rule 1") && err.contains("PATCH"), "{err}");
+        let unknown =
+            "[[volume]]\nname='v'\npath='/'\n[[volume.cors]]\nallowed_origins=['*']\nallowed_methods=['GET']\nfly=1\n";
+        assert!(toml::from_str::<RawConfig>(unknown).is_err());
     }
 }

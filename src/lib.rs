@@ -10,9 +10,13 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod cors;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod limits;
 pub mod metrics;
 pub mod notify;
+pub mod presign;
 pub mod request;
 pub mod s3;
 pub mod server;

@@ -13,6 +13,7 @@ fn main() -> ExitCode {
         Command::Serve(args) | Command::CheckConfig(args) => {
             args.merged().ok().and_then(|raw| raw.log_format).and_then(|f| f.parse().ok()).unwrap_or_default()
         }
+        Command::Presign(_) => Default::default(),
     };
     s3vol::telemetry::init(format);
     match cli.command {
@@ -23,6 +24,16 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("config error:\n{e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Presign(args) => match s3vol::presign::run(&args) {
+            Ok(url) => {
+                println!("{url}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("presign: {e}");
                 ExitCode::from(2)
             }
         },

@@ -1,15 +1,16 @@
 //! The HTTP(S) server: accepts connections on a bound listener within the connection
 //! limits, serves the S3 service with an `x-amz-request-id` on every response and one log
-//! line per request ([`crate::request`]), and stops gracefully when the shutdown future
-//! completes.
+//! line per request ([`crate::request`]), answers CORS preflights and adds CORS headers
+//! (rules in [`crate::cors`]), and stops gracefully when the shutdown future completes. The
+//! TLS certificate is reloadable ([`ReloadableTls`]).
 //!
 //! `run` takes a bound listener and a shutdown future (as mini-redis does), so tests and
 //! `main` drive the same code.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -22,6 +23,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
+use crate::cors::{CorsRules, Preflight, bucket_of};
 use crate::limits::{Limits, StallIo, TLS_HANDSHAKE_TIMEOUT};
 use crate::metrics::Metrics;
 use crate::request::{RequestBody, RequestInfo, ResponseBody};
@@ -57,6 +59,39 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
 pub struct ServeOptions {
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
+    /// Each volume's CORS rules (preflights and response headers).
+    pub cors: Arc<CorsRules>,
+}
+
+/// The TLS certificate and key files and the acceptor made from them; [`reload`] swaps in
+/// a new acceptor for new connections while open ones keep theirs.
+///
+/// [`reload`]: ReloadableTls::reload
+#[derive(Clone)]
+pub struct ReloadableTls {
+    cert: PathBuf,
+    key: PathBuf,
+    current: Arc<RwLock<TlsAcceptor>>,
+}
+
+impl ReloadableTls {
+    /// Loads `cert` and `key` ([`tls_acceptor`]'s errors).
+    pub fn load(cert: &Path, key: &Path) -> Result<Self, String> {
+        let acceptor = tls_acceptor(cert, key)?;
+        Ok(Self { cert: cert.to_owned(), key: key.to_owned(), current: Arc::new(RwLock::new(acceptor)) })
+    }
+
+    /// The acceptor for a new connection.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Reads the files again; on error the current certificate stays in force.
+    pub fn reload(&self) -> Result<(), String> {
+        let acceptor = tls_acceptor(&self.cert, &self.key)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = acceptor;
+        Ok(())
+    }
 }
 
 /// Serves `service` on `listener` until `shutdown` completes; then stops accepting (the
@@ -64,7 +99,7 @@ pub struct ServeOptions {
 /// and returns. Idle keep-alive connections are closed at once.
 pub async fn run(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<ReloadableTls>,
     service: S3Service,
     opts: ServeOptions,
     shutdown: impl Future<Output = ()>,
@@ -100,8 +135,9 @@ pub async fn run(
         let open = OpenConnection::new(slot, opts.metrics.clone());
         let svc = service.clone();
         let metrics = opts.metrics.clone();
+        let cors = opts.cors.clone();
         let handler = service_fn(move |req: http::Request<Incoming>| {
-            handle(svc.clone(), metrics.clone(), limits.idle_timeout, peer, req)
+            handle(svc.clone(), metrics.clone(), cors.clone(), limits.idle_timeout, peer, req)
         });
         let builder = builder.clone();
         match &tls {
@@ -114,8 +150,8 @@ pub async fn run(
                     }
                 });
             }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
+            Some(tls) => {
+                let acceptor = tls.acceptor();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
                     let _open = open;
@@ -182,42 +218,93 @@ impl Drop for OpenConnection {
     }
 }
 
-/// One request: a request id, the S3 service, and (through [`RequestInfo`]) one log line
-/// and the metrics when the response body is done.
+/// One request: a request id, CORS (preflights answered here, headers added to S3
+/// answers), the S3 service, and (through [`RequestInfo`]) one log line and the metrics when
+/// the response body is done.
 async fn handle(
     svc: S3Service,
     metrics: Arc<Metrics>,
+    cors: Arc<CorsRules>,
     idle: Duration,
     peer: SocketAddr,
     req: http::Request<Incoming>,
 ) -> Result<http::Response<ResponseBody<s3s::Body>>, s3s::HttpError> {
     let id = random_hex(8).to_ascii_uppercase();
-    let info = RequestInfo::new(id.clone(), req.method().clone(), peer, metrics);
+    let method = req.method().clone();
+    let info = RequestInfo::new(id.clone(), method.clone(), peer, metrics);
+    let bucket = bucket_of(req.uri().path());
     let close_after = expects_continue_without_body(req.headers());
     let has_body = carries_body(req.headers());
-    let (mut parts, body) = req.into_parts();
-    parts.extensions.insert(info.clone());
-    let body = s3s::Body::http_body(RequestBody::new(body, info.clone(), idle));
-    match svc.call(http::Request::from_parts(parts, body)).await {
-        Ok(mut resp) => {
-            if let Ok(v) = http::HeaderValue::from_str(&id) {
-                resp.headers_mut().insert("x-amz-request-id", v);
+    let mut resp = if method == http::Method::OPTIONS {
+        preflight_response(cors.preflight(bucket.as_deref(), req.headers()))
+    } else if xml_body_too_large(&method, req.headers()) {
+        error_response(http::StatusCode::BAD_REQUEST, "MaxMessageLengthExceeded", "Your request was too big.")
+    } else {
+        let cors_headers = cors.actual(bucket.as_deref(), &method, req.headers());
+        let (mut parts, body) = req.into_parts();
+        parts.extensions.insert(info.clone());
+        let body = s3s::Body::http_body(RequestBody::new(body, info.clone(), idle));
+        match svc.call(http::Request::from_parts(parts, body)).await {
+            Ok(mut resp) => {
+                resp.headers_mut().extend(cors_headers);
+                resp
             }
-            // An error may be answered before the body was read (a refused PUT, a failed
-            // signature). hyper would then drain the rest before reading the next request,
-            // and a client that sent `Expect: 100-continue` never sends it: the client's next
-            // request on the connection would be swallowed as that body. Close instead.
-            let failed = resp.status().is_client_error() || resp.status().is_server_error();
-            if close_after || (has_body && failed) {
-                resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+            Err(e) => {
+                info.set_status(500);
+                info.finish();
+                return Err(e);
             }
-            info.set_status(resp.status().as_u16());
-            Ok(resp.map(|b| ResponseBody::new(b, info)))
         }
-        Err(e) => {
-            info.set_status(500);
-            info.finish();
-            Err(e)
+    };
+    if let Ok(v) = http::HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-amz-request-id", v);
+    }
+    // An error may be answered before the body was read (a refused PUT, a failed
+    // signature). hyper would then drain the rest before reading the next request, and a
+    // client that sent `Expect: 100-continue` never sends it: the client's next request on
+    // the connection would be swallowed as that body. Close instead.
+    let failed = resp.status().is_client_error() || resp.status().is_server_error();
+    if close_after || (has_body && failed) {
+        resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
+    info.set_status(resp.status().as_u16());
+    Ok(resp.map(|b| ResponseBody::new(b, info)))
+}
+
+/// Largest XML request body (DeleteObjects, CompleteMultipartUpload), as `s3s`'s default
+/// `xml_max_body_size`.
+pub const XML_MAX_BODY: u64 = 20 * 1024 * 1024;
+
+/// True for a POST (an XML body, unless it is a browser form upload) that declares more
+/// than [`XML_MAX_BODY`]. `s3s` 0.14.1 answers that with a 500 after reading the limit;
+/// refusing it up front is a 400 and reads nothing.
+fn xml_body_too_large(method: &http::Method, h: &http::HeaderMap) -> bool {
+    let form = h
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().to_ascii_lowercase().starts_with(b"multipart/form-data"));
+    let len = h.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    method == http::Method::POST && !form && len.is_some_and(|n| n > XML_MAX_BODY)
+}
+
+/// An S3 error response with `status`, `code` and `message`.
+fn error_response(status: http::StatusCode, code: &str, message: &str) -> http::Response<s3s::Body> {
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>"
+    );
+    let mut resp = http::Response::new(s3s::Body::from(xml));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/xml"));
+    resp
+}
+
+/// The response to a preflight `OPTIONS`: 200 with the CORS headers, or an S3 error.
+fn preflight_response(p: Preflight) -> http::Response<s3s::Body> {
+    match p {
+        Preflight::Allowed(h) => {
+            let mut resp = http::Response::new(s3s::Body::empty());
+            *resp.headers_mut() = h;
+            resp
         }
+        Preflight::Refused(status, code, message) => error_response(status, code, message),
     }
 }

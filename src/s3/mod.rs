@@ -41,8 +41,12 @@ impl S3Vol {
     }
 
     /// Checks that `access_key` holds `perm` on `bucket` (for the second bucket of a copy;
-    /// the first is checked by `S3Access` before the operation runs).
+    /// the first is checked by `S3Access` before the operation runs). Anyone may read a
+    /// public volume.
     fn require(&self, access_key: Option<&str>, bucket: &str, perm: Permission) -> S3Result<()> {
+        if perm == Permission::Read && self.keys.is_public(bucket) {
+            return Ok(());
+        }
         match access_key.and_then(|ak| self.keys.get(ak)) {
             Some(k) if k.has(perm) && k.may_use(bucket) => Ok(()),
             _ => Err(s3_error!(AccessDenied, "Access Denied")),

@@ -9,6 +9,7 @@ use super::S3Vol;
 use super::body::{self, blocking};
 use super::convert::{self, check_acl, check_unsupported, etag, object_meta, timestamp, unix_secs, user_metadata};
 use super::error::to_s3;
+use crate::auth::Permission;
 use crate::store::meta::{ObjectInfo, ObjectMeta};
 use crate::store::read::ObjectReader;
 use crate::store::write::Writer;
@@ -326,7 +327,19 @@ impl S3Vol {
         let quiet = input.delete.quiet.unwrap_or(false);
         let vol = self.volume(&input.bucket)?;
         let keys: Vec<String> = objects.into_iter().map(|o| o.key).collect();
-        let results = blocking(move || Ok(delete_many(&vol, keys))).await?;
+        // `S3Access` lets a key in scope but without `delete` through: as S3, the answer
+        // is 200 with AccessDenied for every key, and nothing is deleted.
+        let may_delete = req
+            .credentials
+            .as_ref()
+            .and_then(|c| self.keys.get(&c.access_key))
+            .is_some_and(|k| k.has(Permission::Delete));
+        let results: Vec<(String, S3Result<()>)> = if may_delete {
+            let done = blocking(move || Ok(delete_many(&vol, keys))).await?;
+            done.into_iter().map(|(k, r)| (k, r.map_err(to_s3))).collect()
+        } else {
+            keys.into_iter().map(|k| (k, Err(s3_error!(AccessDenied, "Access Denied")))).collect()
+        };
         let mut deleted = Vec::new();
         let mut errors = Vec::new();
         for (key, r) in results {
@@ -334,7 +347,6 @@ impl S3Vol {
                 Ok(()) if !quiet => deleted.push(DeletedObject { key: Some(key), ..Default::default() }),
                 Ok(()) => {}
                 Err(e) => {
-                    let e = to_s3(e);
                     errors.push(Error {
                         code: Some(e.code().as_str().to_owned()),
                         key: Some(key),
