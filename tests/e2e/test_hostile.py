@@ -507,3 +507,23 @@ def test_error_answers_keep_the_connection_usable(env, prefix):
                                      "before the body was read must drain it or say `Connection: close`")
             finally:
                 conn.close()
+
+
+def test_errors_are_s3_xml_with_request_id_and_no_paths(env, prefix):
+    cases = [
+        ("GET", f"/vol-a/{prefix}/missing", 404, "NoSuchKey"),
+        ("GET", "/no-such-volume/x", 404, "NoSuchBucket"),
+        ("PUT", "/vol-a/../canary.txt", 400, "InvalidArgument"),
+        ("GET", "/vol-a/etclink/passwd", 404, "NoSuchKey"),
+        ("GET", "/vol-a/fifo", 404, "NoSuchKey"),
+    ]
+    for method, path, status, code in cases:
+        r = env.raw(method, path, body=b"x" if method == "PUT" else b"")
+        assert (r.status, r.code) == (status, code), f"{method} {path}: {r}"
+        assert r.headers.get("x-amz-request-id"), f"{method} {path}: no x-amz-request-id"
+        assert r.headers.get("content-type", "").startswith("application/xml"), r.headers
+        text = r.body.decode("utf-8", "replace")
+        for secret in (str(env.root), str(env.vol("vol-a")), "/etc/", SECRET_KEY):
+            assert secret not in text, f"{method} {path} leaked {secret!r}: {text}"
+    r = env.raw("GET", "/vol-a/good.txt")
+    assert r.status == 200 and r.headers.get("x-amz-request-id")

@@ -155,8 +155,7 @@ def test_file_directory_conflicts(d, s3, prefix):
     expect_client_error(s3.put_object, 409, "ObjectParentIsFile", Bucket="vol-a", Key=f"{prefix}/a/b", Body=b"x")
     expect_client_error(s3.put_object, 409, "ObjectParentIsFile", Bucket="vol-a", Key=f"{prefix}/a/b/c",
                         Body=b"x")
-    expect_client_error(s3.put_object, 409, "ObjectParentIsFile", Bucket="vol-a", Key=f"{prefix}/a/",
-                        Body=b"")
+    expect_client_error(s3.put_object, 409, (), Bucket="vol-a", Key=f"{prefix}/a/", Body=b"")
     assert (vol / prefix / "a").read_bytes() == b"i am a file"
 
     s3.put_object(Bucket="vol-a", Key=f"{prefix}/x/y", Body=b"under x")
@@ -170,6 +169,17 @@ def test_file_directory_conflicts(d, s3, prefix):
                         CopySource={"Bucket": "vol-a", "Key": f"{prefix}/x/y"})
     # GET of a directory without trailing slash is not an object
     expect_client_error(s3.get_object, 404, "NoSuchKey", Bucket="vol-a", Key=f"{prefix}/x")
+    expect_client_error(s3.head_object, 404, (), Bucket="vol-a", Key=f"{prefix}/x")
+    # nor is a path beneath a file
+    expect_client_error(s3.get_object, 404, "NoSuchKey", Bucket="vol-a", Key=f"{prefix}/a/b")
+    expect_client_error(s3.head_object, 404, (), Bucket="vol-a", Key=f"{prefix}/a/b")
+    # deleting such keys is S3's "nothing there" (204) and removes no data
+    s3.delete_object(Bucket="vol-a", Key=f"{prefix}/a/b")
+    s3.delete_object(Bucket="vol-a", Key=f"{prefix}/x")
+    s3.delete_object(Bucket="vol-a", Key=f"{prefix}/x/")
+    r = s3.delete_objects(Bucket="vol-a", Delete={"Objects": [{"Key": f"{prefix}/x"}, {"Key": f"{prefix}/a/b"}]})
+    assert not r.get("Errors"), r
+    assert (vol / prefix / "a").read_bytes() == b"i am a file"
     assert (vol / prefix / "x" / "y").read_bytes() == b"under x"
 
 
