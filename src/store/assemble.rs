@@ -234,12 +234,9 @@ fn choose(dir: BorrowedFd<'_>, listed: &[ListedPart]) -> Result<Vec<Part>> {
 }
 
 fn try_claim(dir: BorrowedFd<'_>) -> Result<Claim> {
-    match nix::fcntl::openat(
-        dir,
-        CLAIM,
-        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
-        Mode::from_bits_truncate(0o600),
-    ) {
+    match fsx::create_excl(dir, CLAIM, OFlag::O_WRONLY, 0o600)
+        .map_err(|e| nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+    {
         Ok(fd) => {
             // Who holds it: lets a daemon restarted on the same node see at once that the
             // holder is gone, and tells an operator who is working.

@@ -111,9 +111,33 @@ pub fn is_xattr_unsupported(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOTSUP | libc::ENOSYS))
 }
 
+/// FUSE network file systems such as sshfs report SFTP's generic failure as EPERM: an
+/// exclusive create or a mkdir that loses a race with another node comes back as EPERM, not
+/// EEXIST, and an rmdir of a non-empty directory as EPERM, not ENOTEMPTY. When the name
+/// exists, give back the errno a local file system would have given (`when_exists`).
+fn refine_eperm(dir: BorrowedFd<'_>, name: &str, e: nix::Error, when_exists: nix::Error) -> io::Error {
+    if e == nix::Error::EPERM && lstat_at(dir, name.as_ref()).is_ok() {
+        return when_exists.into();
+    }
+    e.into()
+}
+
 /// `mkdirat(dir, name, mode)`; EEXIST is returned as an error for the caller to judge.
 pub fn mkdir_at(dir: BorrowedFd<'_>, name: &str, mode: u32) -> io::Result<()> {
-    nix::sys::stat::mkdirat(dir, name, Mode::from_bits_truncate(mode)).map_err(Into::into)
+    nix::sys::stat::mkdirat(dir, name, Mode::from_bits_truncate(mode))
+        .map_err(|e| refine_eperm(dir, name, e, nix::Error::EEXIST))
+}
+
+/// Creates `name` in `dir` exclusively (`O_CREAT|O_EXCL` plus `flags`); EEXIST when it
+/// exists, on network file systems too.
+pub fn create_excl(dir: BorrowedFd<'_>, name: &str, flags: OFlag, mode: u32) -> io::Result<OwnedFd> {
+    nix::fcntl::openat(
+        dir,
+        name,
+        flags | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(mode),
+    )
+    .map_err(|e| refine_eperm(dir, name, e, nix::Error::EEXIST))
 }
 
 /// `renameat(from_dir, from, to_dir, to)`: atomically replaces `to`.
@@ -124,7 +148,8 @@ pub fn rename_at(from_dir: BorrowedFd<'_>, from: &str, to_dir: BorrowedFd<'_>, t
 /// `unlinkat(dir, name)`; with `dir_too` it removes an (empty) directory instead.
 pub fn unlink_at(dir: BorrowedFd<'_>, name: &str, dir_too: bool) -> io::Result<()> {
     let flag = if dir_too { nix::unistd::UnlinkatFlags::RemoveDir } else { nix::unistd::UnlinkatFlags::NoRemoveDir };
-    nix::unistd::unlinkat(dir, name, flag).map_err(Into::into)
+    nix::unistd::unlinkat(dir, name, flag)
+        .map_err(|e| if dir_too { refine_eperm(dir, name, e, nix::Error::ENOTEMPTY) } else { e.into() })
 }
 
 /// Gives an `O_TMPFILE` file a name: `name` inside `dir`.
