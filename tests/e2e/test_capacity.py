@@ -213,6 +213,10 @@ def test_quota_follows_puts_deletes_and_multipart_staging(capd):
     s3.put_object(Bucket="quota", Key="b.bin", Body=a)  # room again after the delete
     # Copies are checked against the quota too.
     refused(lambda: s3.copy_object(Bucket="quota", Key="c.bin", CopySource={"Bucket": "quota", "Key": "b.bin"}))
+    up = s3.create_multipart_upload(Bucket="quota", Key="upc.bin")["UploadId"]
+    refused(lambda: s3.upload_part_copy(Bucket="quota", Key="upc.bin", UploadId=up, PartNumber=1,
+                                        CopySource={"Bucket": "quota", "Key": "b.bin"}))
+    s3.abort_multipart_upload(Bucket="quota", Key="upc.bin", UploadId=up)
     s3.delete_object(Bucket="quota", Key="b.bin")
     # Staged parts count.
     up = s3.create_multipart_upload(Bucket="quota", Key="mp.bin")["UploadId"]
