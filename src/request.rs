@@ -206,13 +206,34 @@ where
 pub struct ResponseBody<B> {
     inner: B,
     info: Arc<RequestInfo>,
+    /// Drop an XML declaration that starts a frame after the first (see
+    /// [`ResponseBody::strip_late_xml_declaration`]).
+    strip_late_decl: bool,
+    sent: bool,
 }
 
 impl<B> ResponseBody<B> {
     /// Wraps `inner`; `info` must already carry the status.
     pub fn new(inner: B, info: Arc<RequestInfo>) -> Self {
-        Self { inner, info }
+        Self { inner, info, strip_late_decl: false, sent: false }
     }
+
+    /// For CompleteMultipartUpload answered with keep-alive spaces: s3s 0.14.1 writes the
+    /// XML declaration first and, when the assembly then fails, an `<Error>` document with
+    /// a declaration of its own, which makes the body invalid XML that botocore cannot
+    /// read. This drops a declaration that starts any frame after the first one.
+    pub fn strip_late_xml_declaration(mut self) -> Self {
+        self.strip_late_decl = true;
+        self
+    }
+}
+
+/// The length of a leading `<?xml ... ?>` declaration in `data`, if it has one.
+fn xml_declaration_len(data: &[u8]) -> Option<usize> {
+    if !data.starts_with(b"<?xml") {
+        return None;
+    }
+    data.windows(2).position(|w| w == b"?>").map(|i| i + 2)
 }
 
 impl<B> Body for ResponseBody<B>
@@ -224,7 +245,18 @@ where
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = &mut *self;
-        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        let mut r = Pin::new(&mut this.inner).poll_frame(cx);
+        if this.strip_late_decl
+            && let Poll::Ready(Some(Ok(frame))) = &mut r
+            && let Some(data) = frame.data_mut()
+        {
+            if this.sent
+                && let Some(n) = xml_declaration_len(data)
+            {
+                *data = data.slice(n..);
+            }
+            this.sent |= !data.is_empty();
+        }
         match &r {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
@@ -256,6 +288,13 @@ impl<B> Drop for ResponseBody<B> {
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
+
+    #[test]
+    fn xml_declarations_are_found() {
+        assert_eq!(xml_declaration_len(br#"<?xml version="1.0" encoding="UTF-8"?><Error/>"#), Some(38));
+        assert_eq!(xml_declaration_len(b"   "), None);
+        assert_eq!(xml_declaration_len(b"<Error/>"), None);
+    }
 
     fn info() -> Arc<RequestInfo> {
         RequestInfo::new("ID".into(), http::Method::PUT, "127.0.0.1:1".parse().unwrap(), Arc::new(Metrics::new()))

@@ -235,6 +235,8 @@ async fn handle(
     let bucket = bucket_of(req.uri().path());
     let close_after = expects_continue_without_body(req.headers());
     let has_body = carries_body(req.headers());
+    // CompleteMultipartUpload (POST ?uploadId=): see ResponseBody::strip_late_xml_declaration.
+    let completes = method == http::Method::POST && req.uri().query().is_some_and(|q| q.contains("uploadId="));
     let mut resp = if method == http::Method::OPTIONS {
         preflight_response(cors.preflight(bucket.as_deref(), req.headers()))
     } else if xml_body_too_large(&method, req.headers()) {
@@ -268,7 +270,10 @@ async fn handle(
         resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
     }
     info.set_status(resp.status().as_u16());
-    Ok(resp.map(|b| ResponseBody::new(b, info)))
+    Ok(resp.map(|b| {
+        let body = ResponseBody::new(b, info);
+        if completes { body.strip_late_xml_declaration() } else { body }
+    }))
 }
 
 /// Largest XML request body (DeleteObjects, CompleteMultipartUpload), as `s3s`'s default
