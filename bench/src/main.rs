@@ -118,6 +118,9 @@ async fn run(cmd: &str, a: &Args) -> Result<()> {
     let (value, unit, note): (f64, &str, String) = match cmd {
         "disk-write" => {
             let f = PathBuf::from(a.s("dir", "/var/tmp")).join("s3vol-bench-disk.bin");
+            // The first write of a run is often several times slower (fresh blocks on a
+            // thin virtual disk): one unmeasured write first.
+            raw::disk_write(&f, a.n("size", 1 << 30), &buf)?;
             let mut v = Vec::new();
             for _ in 0..reps {
                 v.push(raw::disk_write(&f, a.n("size", 1 << 30), &buf)?);
@@ -208,12 +211,17 @@ async fn run(cmd: &str, a: &Args) -> Result<()> {
             let body = buf.slice(..a.n("size", 4096) as usize);
             let mut v = Vec::new();
             let mut errs = 0;
-            for _ in 0..reps {
+            for rep in 0..reps {
+                // PUTs make new objects (a dataset upload) unless --overwrite: on ext4 a rename
+                // over an existing file also flushes it (auto_da_alloc) and frees its blocks.
+                let fresh = a.s("op", "put") == "put" && !a.has("overwrite");
+                let prefix = if fresh { format!("{}r{rep}-", a.s("prefix", "put/")) } else { a.s("prefix", "small/") };
+                let keys = if fresh { u64::MAX } else { a.n("keys", 1000) };
                 let (ops, e) = small(
                     &t,
                     &a.s("op", "put"),
-                    &a.s("prefix", "small/"),
-                    a.n("keys", 1000),
+                    &prefix,
+                    keys,
                     &body,
                     a.n("conc", 16),
                     Duration::from_secs_f64(a.n("millis", 3000) as f64 / 1000.0),
