@@ -10,11 +10,13 @@ use s3s::{S3Error, S3Result, s3_error};
 use tokio::sync::mpsc;
 
 use super::error::{body_error, to_s3};
+use crate::store::meta::Md5Hasher;
 use crate::store::read::ObjectReader;
 use crate::store::write::Writer;
 
-/// Chunks queued between the network and the writer thread (bounds memory per upload).
-const QUEUE: usize = 16;
+/// Chunks queued between the network and each of the writer and hasher threads (bounds
+/// memory per upload).
+const QUEUE: usize = 8;
 /// Response block size for streamed GETs.
 pub const READ_BLOCK: usize = 512 * 1024;
 
@@ -27,29 +29,40 @@ pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> crate::store::Resul
     }
 }
 
-/// Streams `body` into `writer`, hashing the requested checksums on the writer's thread.
+/// Streams `body` into `writer`. Two blocking threads overlap: one writes, the other
+/// hashes (the MD5 for the ETag and the requested checksums), so a single stream is bound
+/// by the slower of disk and MD5, not their sum.
 ///
 /// Errors: the body's own error (hash or signature mismatch, cut off) with the writer
 /// dropped, so its temp file is gone; a store error (no space, ...) after draining the
 /// rest of the body so that the client reads the error instead of a broken pipe.
 pub async fn receive(body: StreamingBlob, writer: Writer, mut hasher: ChecksumHasher) -> S3Result<(Writer, Checksum)> {
-    let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUE);
+    let (wtx, mut wrx) = mpsc::channel::<Bytes>(QUEUE);
+    let (htx, mut hrx) = mpsc::channel::<Bytes>(QUEUE);
     let span = tracing::Span::current();
-    let task = tokio::task::spawn_blocking(move || {
+    let write_task = tokio::task::spawn_blocking(move || {
         let _g = span.enter();
         let mut writer = writer;
-        while let Some(chunk) = rx.blocking_recv() {
-            hasher.update(&chunk);
-            writer.write(&chunk)?;
+        while let Some(chunk) = wrx.blocking_recv() {
+            writer.write_unhashed(&chunk)?;
         }
-        Ok::<_, crate::store::Error>((writer, hasher))
+        Ok::<_, crate::store::Error>(writer)
+    });
+    let hash_task = tokio::task::spawn_blocking(move || {
+        let mut md5 = Md5Hasher::default();
+        while let Some(chunk) = hrx.blocking_recv() {
+            md5.update(&chunk);
+            hasher.update(&chunk);
+        }
+        (md5.finish(), hasher)
     });
     let mut body = body;
     let mut failure = None;
     while let Some(item) = body.next().await {
         match item {
             Ok(chunk) => {
-                if tx.send(chunk).await.is_err() {
+                // Bytes clones share the buffer: both threads see the same chunk.
+                if htx.send(chunk.clone()).await.is_err() || wtx.send(chunk).await.is_err() {
                     break; // the writer stopped on an error: it is reported below
                 }
             }
@@ -59,13 +72,18 @@ pub async fn receive(body: StreamingBlob, writer: Writer, mut hasher: ChecksumHa
             }
         }
     }
-    drop(tx);
-    let result = task.await.map_err(S3Error::internal_error)?;
+    drop(wtx);
+    drop(htx);
+    let written = write_task.await.map_err(S3Error::internal_error)?;
+    let (md5, hasher) = hash_task.await.map_err(S3Error::internal_error)?;
     if let Some(e) = failure {
-        return Err(e); // `result` (and its temp file) is dropped here
+        return Err(e); // `written` (and its temp file) is dropped here
     }
-    match result {
-        Ok((w, h)) => Ok((w, h.finalize())),
+    match written {
+        Ok(mut w) => {
+            w.set_md5(md5);
+            Ok((w, hasher.finalize()))
+        }
         Err(e) => {
             // Drain what the client still sends (bounded by its declared length).
             while let Some(Ok(_)) = body.next().await {}

@@ -180,7 +180,15 @@ impl S3Vol {
         let vol = self.volume(&input.bucket)?;
         let key = vol.key(&input.key).map_err(to_s3)?;
         let (v, k) = (vol.clone(), key.clone());
-        let (mut reader, info) = blocking(move || ObjectReader::open(&v, &k)).await?;
+        // A small whole object is read with the open: one trip to the blocking pool.
+        let whole = input.range.is_none() && input.part_number.is_none();
+        let (mut reader, info, early) = blocking(move || {
+            let (mut reader, info) = ObjectReader::open(&v, &k)?;
+            let early =
+                if whole && info.size <= SMALL_OBJECT { Some(reader.next_block(SMALL_OBJECT as usize)?) } else { None };
+            Ok((reader, info, early))
+        })
+        .await?;
         check_read_conditions(
             &input.if_match,
             &input.if_none_match,
@@ -194,7 +202,9 @@ impl S3Vol {
         let (start, end) = range.as_ref().map_or((0, info.size), |r| (r.start, r.end));
         reader.set_range(start, end);
         let len = end - start;
-        let body = if len <= SMALL_OBJECT {
+        let body = if let Some(data) = early {
+            StreamingBlob::from(s3s::Body::from(data.unwrap_or_default()))
+        } else if len <= SMALL_OBJECT {
             let data = blocking(move || {
                 let mut out = bytes::BytesMut::with_capacity(len as usize);
                 while let Some(b) = reader.next_block(body::READ_BLOCK)? {

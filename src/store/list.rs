@@ -243,9 +243,16 @@ impl Walker<'_, '_> {
 
 /// S3 order of siblings: by name bytes, a directory compared as `name/`.
 fn cmp_entries(a: &Entry, b: &Entry) -> Ordering {
-    let ka = a.name.bytes().chain((a.kind == Kind::Dir).then_some(b'/'));
-    let kb = b.name.bytes().chain((b.kind == Kind::Dir).then_some(b'/'));
-    ka.cmp(kb)
+    let (x, y) = (a.name.as_bytes(), b.name.as_bytes());
+    let n = x.len().min(y.len());
+    match x[..n].cmp(&y[..n]) {
+        Ordering::Equal => {}
+        o => return o,
+    }
+    // One name is a prefix of the other (or they are equal): the next byte decides, with a
+    // directory's name continuing with '/'. Names hold no '/', so this is final.
+    let next = |name: &[u8], e: &Entry| name.get(n).copied().or((e.kind == Kind::Dir).then_some(b'/'));
+    next(x, a).cmp(&next(y, b))
 }
 
 /// The file-system tree of a volume. Hides the internal directory, special files, names
@@ -336,6 +343,7 @@ pub struct Listed {
 /// since the walk is left out.
 pub fn describe(vol: &Volume, items: &[Item]) -> Vec<Listed> {
     let mut out = Vec::with_capacity(items.len());
+    let mut parent_fd: Option<(String, std::os::fd::OwnedFd)> = None;
     for it in items {
         let Item::Object { key, dir } = it else {
             continue;
@@ -351,7 +359,23 @@ pub fn describe(vol: &Volume, items: &[Item]) -> Vec<Listed> {
             continue;
         }
         let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
-        let Ok(fd) = fsx::open_beneath(vol.root(), key, flags, 0) else {
+        // Keys of a page mostly share a directory: open each file relative to its parent,
+        // kept open from the previous key. A link (ELOOP under O_NOFOLLOW) is resolved
+        // from the root, beneath it, as everywhere else.
+        let (parent, leaf) = key.rsplit_once('/').unwrap_or(("", key.as_str()));
+        if parent_fd.as_ref().is_none_or(|(p, _)| p != parent) {
+            parent_fd = fsx::open_dir(vol.root(), parent).ok().map(|fd| (parent.to_owned(), fd));
+        }
+        let direct = parent_fd.as_ref().and_then(|(_, pfd)| {
+            nix::fcntl::openat(
+                pfd.as_fd(),
+                leaf,
+                flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .ok()
+        });
+        let Some(fd) = direct.or_else(|| fsx::open_beneath(vol.root(), key, flags, 0).ok()) else {
             continue;
         };
         let Ok(st) = fsx::fstat(fd.as_fd()) else {

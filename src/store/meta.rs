@@ -100,6 +100,20 @@ impl ObjectInfo {
     }
 }
 
+/// The MD5 of an object's content, fed in order (the single-part ETag rule).
+#[derive(Default, Clone)]
+pub struct Md5Hasher(Md5);
+
+impl Md5Hasher {
+    pub fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+
+    pub fn finish(self) -> [u8; 16] {
+        self.0.finalize().into()
+    }
+}
+
 /// MD5 of the empty string: the ETag of a directory marker object.
 pub const EMPTY_MD5: &str = "d41d8cd98f00b204e9800998ecf8427e";
 

@@ -1,7 +1,7 @@
 //! Reading objects: open once, then positional reads of large blocks.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::os::fd::AsRawFd;
 
 use bytes::{Bytes, BytesMut};
 
@@ -54,14 +54,28 @@ impl ObjectReader {
             return Ok(None);
         }
         let want = usize::try_from(self.end - self.pos).unwrap_or(usize::MAX).min(max);
-        let mut buf = BytesMut::zeroed(want);
-        let mut filled = 0;
-        while filled < want {
-            let n = self.file.read_at(&mut buf[filled..], self.pos + filled as u64)?;
+        // Read into the buffer's spare capacity: no zeroing of each block before the kernel
+        // overwrites it.
+        let mut buf = BytesMut::with_capacity(want);
+        let fd = self.file.as_raw_fd();
+        while buf.len() < want {
+            let (len, off) = (buf.len(), (self.pos + buf.len() as u64) as libc::off_t);
+            let spare = buf.spare_capacity_mut();
+            // SAFETY: `spare` is writable memory of at least `want - len` bytes that pread
+            // fills; only the bytes it reports written are then exposed by `set_len`.
+            let n = unsafe { libc::pread(fd, spare.as_mut_ptr().cast(), want - len, off) };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e.into());
+            }
             if n == 0 {
                 return Err(Error::NotFound);
             }
-            filled += n;
+            // SAFETY: pread initialised exactly `n` more bytes.
+            unsafe { buf.set_len(buf.len() + n as usize) };
         }
         self.pos += want as u64;
         Ok(Some(buf.freeze()))

@@ -23,7 +23,7 @@ use super::volume::{Volume, random_hex};
 use super::{Error, Result, fsx};
 
 /// Write buffer: large blocks keep the syscall count low for streamed bodies.
-const WRITE_BUF: usize = 1 << 20;
+const WRITE_BUF: usize = 256 << 10;
 
 enum TempName {
     /// `O_TMPFILE`: nameless until linked at commit.
@@ -39,6 +39,8 @@ pub struct Writer {
     out: Option<BufWriter<File>>,
     temp: TempName,
     md5: Md5,
+    /// The content MD5 when the caller hashed it elsewhere.
+    md5_given: Option<[u8; 16]>,
     written: u64,
     /// Room admitted for this write; released when the writer ends.
     reservation: Option<Reservation>,
@@ -68,7 +70,7 @@ impl Writer {
         let reservation = declared.map(|n| vol.space.reserve(vol.root(), n)).transpose()?;
         let (fd, temp) = create_temp(&vol)?;
         let out = Some(BufWriter::with_capacity(WRITE_BUF, File::from(fd)));
-        Ok(Self { vol, key, out, temp, md5: Md5::new(), written: 0, reservation })
+        Ok(Self { vol, key, out, temp, md5: Md5::new(), md5_given: None, written: 0, reservation })
     }
 
     /// Appends the first `len` bytes of `src` by reflink (`FICLONERANGE`): the blocks are
@@ -188,6 +190,13 @@ impl Writer {
     /// Appends `data` and folds it into the MD5.
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
         self.md5.update(data);
+        self.write_unhashed(data)
+    }
+
+    /// Appends `data` without folding it into the MD5: the caller hashes the same bytes on
+    /// another thread, overlapping hashing with the write, and hands the digest over with
+    /// [`Writer::set_md5`] before committing.
+    pub fn write_unhashed(&mut self, data: &[u8]) -> Result<()> {
         self.out.as_mut().expect("writer is open").write_all(data)?;
         self.written += data.len() as u64;
         if let Some(r) = self.reservation.as_mut() {
@@ -203,7 +212,12 @@ impl Writer {
 
     /// The MD5 of everything written so far.
     pub fn md5(&self) -> [u8; 16] {
-        self.md5.clone().finalize().into()
+        self.md5_given.unwrap_or_else(|| self.md5.clone().finalize().into())
+    }
+
+    /// The MD5 of everything written, computed by the caller (see [`Writer::write_unhashed`]).
+    pub fn set_md5(&mut self, digest: [u8; 16]) {
+        self.md5_given = Some(digest);
     }
 
     /// The key being written.
@@ -233,13 +247,33 @@ impl Writer {
         if self.vol.settings.fsync {
             fsx::fsync(fd)?;
         }
+        let (parent, leaf) = self.key.split_parent();
         if matches!(self.temp, TempName::Anonymous) {
+            // A new key: give the complete file its final name directly (linkat never
+            // replaces, so a key that exists meanwhile takes the rename path below).
+            let pdir = self.vol.ensure_dir(parent)?;
+            match fsx::link_tmpfile(fd, pdir.as_fd(), leaf) {
+                Ok(()) => {
+                    self.vol.space.add_used(st.st_size);
+                    if self.vol.settings.fsync {
+                        fsx::fsync(pdir.as_fd())?;
+                    }
+                    drop(file);
+                    return Ok(ObjectInfo {
+                        size: st.st_size as u64,
+                        mtime_ns: fsx::mtime_ns(&st),
+                        meta,
+                        from_xattr: self.vol.xattrs,
+                    });
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EEXIST | libc::ENOENT)) => {}
+                Err(e) => return Err(e.into()),
+            }
             let name = format!("w-{}", random_hex(12));
             fsx::link_tmpfile(fd, self.vol.tmp_dir(), &name)?;
             self.temp = TempName::Named(name);
         }
         let TempName::Named(tmp_name) = &self.temp else { unreachable!() };
-        let (parent, leaf) = self.key.split_parent();
         // A concurrent delete may remove an empty parent s3vol made between ensure_dir and
         // rename: make it again once.
         let mut attempt = 0;
