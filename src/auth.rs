@@ -277,11 +277,18 @@ pub fn decide(key: Option<&KeyEntry>, op: &str, bucket: Option<&str>, public: &P
     }
 }
 
-/// The `X-Amz-Expires` of a SigV4 presigned URL, if the query has one.
+/// The lifetime a presigned URL asks for, in seconds: `X-Amz-Expires` for SigV4, or for
+/// SigV2 (boto3's default) its absolute `Expires` minus now. `None` without a query
+/// signature. SPEC.md caps either at 7 days.
 fn presigned_expires(cx: &S3AccessContext<'_>) -> Option<u64> {
     let q = cx.uri().query()?;
-    let raw = q.split('&').find_map(|kv| kv.strip_prefix("X-Amz-Expires="))?;
-    Some(raw.parse().unwrap_or(u64::MAX))
+    let param = |name: &str| q.split('&').find_map(|kv| kv.strip_prefix(name));
+    if let Some(raw) = param("X-Amz-Expires=") {
+        return Some(raw.parse().unwrap_or(u64::MAX));
+    }
+    let (_, at) = (param("Signature=")?, param("Expires=")?);
+    let at: i64 = at.parse().unwrap_or(i64::MAX);
+    Some(u64::try_from(at.saturating_sub(time::OffsetDateTime::now_utc().unix_timestamp())).unwrap_or(0))
 }
 
 impl KeyRing {

@@ -166,3 +166,14 @@ def test_server_refuses_a_url_signed_for_more_than_seven_days(d):
     assert r.status_code == 400 and b"AuthorizationQueryParametersError" in r.content, r.content
     ok = url.replace("X-Amz-Expires=604801", "X-Amz-Expires=604800")
     assert requests.get(ok, timeout=10).status_code == 403, "the signature covers the expiry"
+
+
+def test_server_refuses_a_sigv2_url_valid_for_more_than_seven_days(d):
+    """boto3 presigns with SigV2 by default: an absolute `Expires`, capped at now + 7 days."""
+    s3 = d.client(access_key=READER["access_key"], secret_key=READER["secret_key"])
+    long = s3.generate_presigned_url("get_object", Params={"Bucket": "vol-a", "Key": "doc.txt"}, ExpiresIn=8 * 86400)
+    assert "Signature=" in long and "X-Amz-" not in long, "boto3's default presigner is SigV2"
+    r = requests.get(long, timeout=10)
+    assert r.status_code == 400 and b"AuthorizationQueryParametersError" in r.content, r.content
+    ok = s3.generate_presigned_url("get_object", Params={"Bucket": "vol-a", "Key": "doc.txt"}, ExpiresIn=6 * 86400)
+    assert requests.get(ok, timeout=10).content == b"the document"
