@@ -33,8 +33,9 @@ impl VirtualHosts {
         }
         self.domains.iter().find_map(|d| {
             let cut = name.len().checked_sub(d.len() + 1)?;
-            let (bucket, rest) = name.split_at(cut);
-            (rest.as_bytes()[0] == b'.' && rest[1..].eq_ignore_ascii_case(d) && !bucket.is_empty()).then_some(bucket)
+            let rest = name.get(cut..)?; // None unless `cut` is a character boundary
+            let bucket = &name[..cut];
+            (rest.starts_with('.') && rest[1..].eq_ignore_ascii_case(d) && !bucket.is_empty()).then_some(bucket)
         })
     }
 }
@@ -92,6 +93,8 @@ mod tests {
             ("localhost:9000", None),
             ("node7", None),
             ("[::1]:9000", None),
+            ("ü.s3.example.com", Some("ü")),
+            ("xs3.exampleü.com", None),
         ] {
             assert_eq!(v.bucket_of(host), bucket, "{host}");
         }
