@@ -30,12 +30,15 @@ class Unsupported(Exception):
     """The client has no such operation (the reason says why)."""
 
 
-def run(cmd, env=None, timeout=600, cwd=None) -> str:
+def run(cmd, env=None, timeout=600, cwd=None, stderr_sink: list | None = None) -> str:
+    """Runs a client command; returns its stdout, appends its stderr lines to stderr_sink."""
     r = subprocess.run([str(c) for c in cmd], env=env, cwd=cwd, capture_output=True, timeout=timeout,
                        text=True, encoding="utf-8", errors="replace")
     if r.returncode != 0:
         raise AssertionError(f"{' '.join(map(str, cmd))[:400]} exited {r.returncode}\n"
                              f"stdout:\n{r.stdout[-3000:]}\nstderr:\n{r.stderr[-3000:]}")
+    if stderr_sink is not None:
+        stderr_sink += r.stderr.splitlines()
     return r.stdout
 
 
@@ -417,6 +420,10 @@ class Rclone(Client):
 class Driver(Client):
     """A client driven through a program taking one operation per run (JS, Rust)."""
 
+    def __init__(self, d, work):
+        super().__init__(d, work)
+        self.stderr: list[str] = []  # the drivers' stderr lines, every run
+
     def cmd(self) -> list:
         raise NotImplementedError
 
@@ -427,7 +434,7 @@ class Driver(Client):
         return env
 
     def _op(self, *args) -> str:
-        return run([*self.cmd(), *args], env=self.env())
+        return run([*self.cmd(), *args], env=self.env(), stderr_sink=self.stderr)
 
     def version(self):
         return self._op("version").strip()
@@ -467,6 +474,12 @@ class Driver(Client):
 class JsSdk(Driver):
     name = "@aws-sdk/client-s3"
 
+    def __init__(self, d, work, virtual_domain: str | None = None):
+        """With virtual_domain, virtual-hosted style at SCHEME://DOMAIN:PORT, the names
+        resolved to 127.0.0.1 inside the driver only."""
+        super().__init__(d, work)
+        self.virtual_domain = virtual_domain
+
     def cmd(self):
         return ["node", JS_DIR / "driver.mjs"]
 
@@ -474,6 +487,9 @@ class JsSdk(Driver):
         env = super().env()
         if self.d.ca:
             env["NODE_EXTRA_CA_CERTS"] = str(self.d.ca)
+        if self.virtual_domain:
+            env.update(S3_ENDPOINT=f"{self.d.scheme}://{self.virtual_domain}:{self.d.port}", S3_VIRTUAL="1",
+                       S3_LOOPBACK_DOMAIN=self.virtual_domain)
         return env
 
 

@@ -2,8 +2,9 @@
 `vol-a.s3.localtest` names bucket vol-a, alongside path style on the same listener.
 
 Names are pointed at 127.0.0.1 without touching the machine's resolver: curl gets
-`--resolve`, and boto3 runs in this process with `socket.getaddrinfo` patched for
-`*.s3.localtest` only.
+`--resolve`, boto3 runs in this process with `socket.getaddrinfo` patched for
+`*.s3.localtest` only, and the JavaScript SDK's driver gives its HTTP agents a `lookup`
+that does the same.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from clients import JsSdk
 from conftest import VHOST_DOMAIN
 from helpers import ACCESS_KEY, SECRET_KEY, data, expect_client_error
 
@@ -127,3 +129,28 @@ def test_curl_virtual_hosted_with_resolve(server, prefix, tmp_path):
     # The base domain itself is path style.
     r = curl(server, "-f", f"{named_url(server)}/vol-a/{key}")
     assert r.returncode == 0 and r.stdout == b"from the file tree", r.stderr
+
+
+def test_js_sdk_virtual_hosted_round_trip(server, prefix, tmp_path, localtest_resolves_to_loopback):
+    js = JsSdk(server, tmp_path, virtual_domain=VHOST_DOMAIN)
+    vol = server.vol("vol-a")
+    key = f"{prefix}/js dir/a+b #ü.txt"
+    up = tmp_path / "up"
+    up.write_bytes(data(5000, prefix))
+    js.put("vol-a", key, up)
+    assert (vol / key).read_bytes() == up.read_bytes()
+    js.get("vol-a", key, tmp_path / "down")
+    assert (tmp_path / "down").read_bytes() == up.read_bytes()
+    assert js.list("vol-a", f"{prefix}/", "/") == ([], [f"{prefix}/js dir/"])
+    js.copy("vol-a", key, "vol-b", key)
+    assert (server.vol("vol-b") / key).read_bytes() == up.read_bytes()
+    url = js.presign("vol-a", key)
+    assert url.startswith(named_url(server, "vol-a." + VHOST_DOMAIN) + "/"), url
+    ctx = ssl.create_default_context(cafile=str(server.ca)) if server.ca else None
+    with urllib.request.urlopen(url, context=ctx, timeout=30) as r:
+        assert r.read() == up.read_bytes()
+    js.delete_many("vol-b", f"{prefix}/", [key])
+    assert not (server.vol("vol-b") / key).exists()
+    # Every request the SDK sent named its bucket in the host (none fell back to path style).
+    hosts = {line.split(": ", 1)[1] for line in js.stderr if line.startswith("request-host: ")}
+    assert hosts == {f"vol-a.{VHOST_DOMAIN}", f"vol-b.{VHOST_DOMAIN}"}, js.stderr

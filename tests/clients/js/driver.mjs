@@ -3,9 +3,14 @@
 //
 // Environment: S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION; for
 // HTTPS the caller sets NODE_EXTRA_CA_CERTS to the daemon's CA (Node's own mechanism).
-// S3_VIRTUAL=1 uses virtual-hosted-style addressing instead of forcePathStyle.
+// S3_VIRTUAL=1 uses virtual-hosted-style addressing (the SDK's default) instead of
+// forcePathStyle; S3_LOOPBACK_DOMAIN=D then resolves D and *.D to 127.0.0.1 in this
+// process only (the agents' DNS lookup), never through the machine's resolver.
 // Operations: see tests/clients/rust/src/main.rs (same names, arguments and output).
+import { lookup as dnsLookup } from "node:dns";
 import { createReadStream, createWriteStream, readFileSync } from "node:fs";
+import { Agent as HttpAgent } from "node:http";
+import { Agent as HttpsAgent } from "node:https";
 import { pipeline } from "node:stream/promises";
 import {
   S3Client, ListBucketsCommand, PutObjectCommand, GetObjectCommand, CopyObjectCommand,
@@ -22,7 +27,12 @@ if (op === "version") {
   process.exit(0);
 }
 
+const loopback = process.env.S3_LOOPBACK_DOMAIN;
+const lookup = (host, options, cb) =>
+  dnsLookup(loopback && (host === loopback || host.endsWith(`.${loopback}`)) ? "127.0.0.1" : host, options, cb);
+
 const s3 = new S3Client({
+  requestHandler: { httpAgent: new HttpAgent({ lookup }), httpsAgent: new HttpsAgent({ lookup }) },
   endpoint: process.env.S3_ENDPOINT,
   region: process.env.AWS_REGION,
   credentials: {
@@ -32,6 +42,12 @@ const s3 = new S3Client({
   forcePathStyle: process.env.S3_VIRTUAL !== "1",
   maxAttempts: 1,
 });
+
+// Each request's host on stderr (`request-host: NAME`), for the virtual-hosted-style test.
+s3.middlewareStack.add((next) => async (args) => {
+  console.error(`request-host: ${args.request.hostname}`);
+  return next(args);
+}, { step: "finalizeRequest", name: "s3volTraceHost" });
 
 // The SDK sends x-amz-copy-source as given: the caller URL-encodes the key.
 const copySource = (bucket, key) => `${bucket}/${key.split("/").map(encodeURIComponent).join("/")}`;
