@@ -24,29 +24,23 @@ from helpers import MiB, start_daemon, stop_daemon, unique_prefix  # noqa: E402
 VHOST_DOMAIN = "s3.localtest"
 
 
-def make_tls_material(d: Path) -> tuple[Path, Path, Path]:
-    """A private CA and a server certificate it signs, for 127.0.0.1, localhost and
-    *.s3.localtest: (server cert, server key, CA cert). The server certificate is not its
-    own CA: rustls (the Rust SDK) refuses a CA certificate as the server's
-    (`CaUsedAsEndEntity`), as the WebPKI rules say."""
+def make_tls_material(d: Path) -> tuple[Path, Path]:
+    """A self-signed server certificate for 127.0.0.1, localhost and *.s3.localtest, and
+    its key; the clients are given the certificate itself as their CA file.
+
+    It says `CA:FALSE`: rustls (the Rust SDK) refuses a certificate that is a CA as the
+    server's own (`CaUsedAsEndEntity`), and `openssl req -x509` marks it a CA by default."""
     d.mkdir(parents=True, exist_ok=True)
-    ca, ca_key = d / "ca.pem", d / "ca-key.pem"
-    cert, key, csr, ext = d / "cert.pem", d / "key.pem", d / "server.csr", d / "server.ext"
-
-    def openssl(*args):
-        subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
-
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=s3vol test CA",
-            "-keyout", ca_key, "-out", ca)
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", key, "-out", csr)
-    ext.write_text("basicConstraints=critical,CA:FALSE\n"
-                   "keyUsage=critical,digitalSignature,keyEncipherment\n"
-                   "extendedKeyUsage=serverAuth\n"
-                   f"subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:{VHOST_DOMAIN},DNS:*.{VHOST_DOMAIN}\n")
-    openssl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-days", "2",
-            "-extfile", ext, "-out", cert)
+    cert, key = d / "cert.pem", d / "key.pem"
+    san = f"subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:{VHOST_DOMAIN},DNS:*.{VHOST_DOMAIN}"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "basicConstraints=critical,CA:FALSE", "-addext", "extendedKeyUsage=serverAuth",
+         "-addext", san, "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
     os.chmod(key, 0o600)
-    return cert, key, ca
+    return cert, key
 
 
 @pytest.fixture(scope="session")
@@ -57,11 +51,9 @@ def tls_material(tmp_path_factory):
 @pytest.fixture(scope="module", params=["http", "https"])
 def server(request, tmp_path_factory, tls_material):
     """The daemon with volumes vol-a and vol-b (and the virtual-host domain), per scheme."""
-    tls = tls_material[:2] if request.param == "https" else None
+    tls = tls_material if request.param == "https" else None
     workdir = tmp_path_factory.mktemp(f"{request.module.__name__}-{request.param}")
-    d = start_daemon(workdir, tls=tls, extra_config=f'domain = "{VHOST_DOMAIN}"')
-    if tls:
-        d.ca = tls_material[2]  # clients trust the CA, not the server certificate itself
+    d = start_daemon(workdir, tls=tls, extra_config=f'domain = "{VHOST_DOMAIN}"')  # d.ca: the cert
     yield d
     early = stop_daemon(d)
     if early is not None:
