@@ -154,7 +154,7 @@ def test_presigned_get(client, server, prefix):
         assert r.read() == body
 
 
-def test_sync_twice_second_transfers_nothing(client, server, prefix, tmp_path):
+def test_sync_twice_second_transfers_nothing_then_only_a_change(client, server, prefix, tmp_path):
     if client.sync_command is None:
         pytest.skip(f"{client.name} has no sync command")
     local = tmp_path / "local"
@@ -166,6 +166,10 @@ def test_sync_twice_second_transfers_nothing(client, server, prefix, tmp_path):
     for rel, content in files.items():
         assert (server.vol(BUCKET) / prefix / rel).read_bytes() == content, rel
     assert client.sync(local, BUCKET, prefix) == 0
+    # A changed file is sent again, and only that one.
+    write(local / "a.txt", b"changed, and longer")
+    assert client.sync(local, BUCKET, prefix) == 1
+    assert (server.vol(BUCKET) / prefix / "a.txt").read_bytes() == b"changed, and longer"
 
 
 def test_client_version(client, record_property):
