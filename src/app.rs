@@ -101,6 +101,9 @@ pub async fn serve(settings: Settings, keys: KeySet) -> Result<(), String> {
     let mut b = S3ServiceBuilder::new(s3);
     b.set_auth(ring.clone());
     b.set_access(ring.clone());
+    if !settings.domains.is_empty() {
+        b.set_host(crate::s3::host::VirtualHosts::new(&settings.domains));
+    }
     let mut cfg = S3Config::default();
     cfg.presigned_url_max_skew_time_secs = MAX_SKEW_SECS;
     b.set_config(Arc::new(StaticConfigProvider::new(Arc::new(cfg))));

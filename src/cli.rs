@@ -73,6 +73,10 @@ pub struct ServeArgs {
     /// Credentials file (TOML; must be readable by the service only).
     #[arg(long, value_name = "FILE")]
     pub credentials: Option<PathBuf>,
+    /// Base domain for virtual-hosted-style requests (BUCKET.DOMAIN); repeat for more.
+    /// Replaces the config file's `domain`.
+    #[arg(long = "domain", value_name = "DOMAIN")]
+    pub domains: Vec<String>,
     /// Region reported to clients.
     #[arg(long, value_name = "NAME")]
     pub region: Option<String>,
@@ -122,6 +126,9 @@ impl ServeArgs {
         }
         if let Some(v) = &self.credentials {
             raw.credentials = Some(v.clone());
+        }
+        if !self.domains.is_empty() {
+            raw.domain = Some(crate::config::OneOrMany::Many(self.domains.clone()));
         }
         if let Some(v) = &self.region {
             raw.region = Some(v.clone());

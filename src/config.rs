@@ -46,6 +46,10 @@ pub struct RawConfig {
     /// Most client connections open at once on the S3 listener (default 4096); more wait
     /// in the kernel's listen backlog.
     pub max_connections: Option<usize>,
+    /// Base domain(s) for virtual-hosted-style requests: with `s3.example.com`, the host
+    /// `vol-a.s3.example.com` names bucket `vol-a`. A string or a list; path style always
+    /// works too. Default: none (path style only).
+    pub domain: Option<OneOrMany>,
     /// Region returned by GetBucketLocation (default `us-east-1`).
     pub region: Option<String>,
     /// Reject requests signed for another region than `region` (default false: any region).
@@ -73,6 +77,23 @@ pub struct RawConfig {
     pub volume: Vec<RawVolume>,
     /// Settings for every volume discovered under `volumes_root`.
     pub volume_defaults: Option<RawVolumeSettings>,
+}
+
+/// A TOML value given as one string or a list of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            Self::One(s) => vec![s.clone()],
+            Self::Many(v) => v.clone(),
+        }
+    }
 }
 
 /// One `[[volume]]` table.
@@ -120,6 +141,8 @@ pub struct Settings {
     pub admin_listen: Option<SocketAddr>,
     pub log_format: LogFormat,
     pub limits: Limits,
+    /// Base domains for virtual-hosted-style addressing (checked, lower case; may be empty).
+    pub domains: Vec<String>,
     pub region: String,
     pub strict_region: bool,
     /// The credentials file; `None` only for the embedded default (dev key generated).
@@ -339,6 +362,21 @@ impl RawConfig {
         if self.credentials.is_none() {
             errs.push("credentials: no credentials file given".into());
         }
+        let domains: Vec<String> = self
+            .domain
+            .as_ref()
+            .map(OneOrMany::to_vec)
+            .unwrap_or_default()
+            .iter()
+            .map(|d| d.to_ascii_lowercase())
+            .collect();
+        for (i, d) in domains.iter().enumerate() {
+            if !crate::s3::host::valid_domain(d) {
+                errs.push(format!("domain: {d:?} is not a domain name like s3.example.com (no port, not an IP)"));
+            } else if domains[..i].contains(d) {
+                errs.push(format!("domain: {d:?} is given twice"));
+            }
+        }
         let region = self.region.clone().unwrap_or_else(|| DEFAULT_REGION.into());
         if region.is_empty() || !region.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
             errs.push(format!("region: {region:?} is not a region name"));
@@ -351,6 +389,7 @@ impl RawConfig {
             admin_listen,
             log_format,
             limits,
+            domains,
             region,
             strict_region: self.strict_region.unwrap_or(false),
             credentials: self.credentials.clone(),
@@ -542,5 +581,17 @@ mod tests {
         let unknown =
             "[[volume]]\nname='v'\npath='/'\n[[volume.cors]]\nallowed_origins=['*']\nallowed_methods=['GET']\nfly=1\n";
         assert!(toml::from_str::<RawConfig>(unknown).is_err());
+    }
+
+    #[test]
+    fn domain_is_one_or_many_and_checked() {
+        let base = "credentials = \"/c\"\n[[volume]]\nname = \"vol-a\"\npath = \"/tmp\"\n";
+        let parse = |d: &str| toml::from_str::<RawConfig>(&format!("{d}\n{base}")).unwrap().validate();
+        assert_eq!(parse("").unwrap().domains, Vec::<String>::new());
+        assert_eq!(parse("domain = \"S3.Example.com\"").unwrap().domains, ["s3.example.com"]);
+        assert_eq!(parse("domain = [\"s3.a.com\", \"s3.b.com\"]").unwrap().domains, ["s3.a.com", "s3.b.com"]);
+        for bad in ["domain = \"s3.example.com:9000\"", "domain = \"127.0.0.1\"", "domain = [\"a.b\", \"A.b\"]"] {
+            assert!(parse(bad).unwrap_err().contains("domain"), "{bad}");
+        }
     }
 }

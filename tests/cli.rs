@@ -128,6 +128,19 @@ fn check_config_refuses_a_bad_bucket_name() {
 }
 
 #[test]
+fn check_config_takes_domains_from_the_file_and_the_flag() {
+    let dir = TestDir::new("check-domain");
+    let config = valid_setup(&dir, 0o600);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("domain = [\"s3.example.com\", \"s3.internal\"]\n{text}")).unwrap();
+    let config = config.to_str().unwrap();
+    dir.run(&["check-config", "--config", config]).assert_code(0);
+    let out = dir.run(&["check-config", "--config", config, "--domain", "s3.example.com:9000"]);
+    out.assert_code(2);
+    assert!(out.stderr.contains("s3.example.com:9000"), "stderr does not name the bad domain\n{out}");
+}
+
+#[test]
 fn check_config_refuses_tls_cert_without_key() {
     let dir = TestDir::new("check-tls");
     let config = valid_setup(&dir, 0o600);

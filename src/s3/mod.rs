@@ -9,6 +9,7 @@ mod bucket;
 mod convert;
 mod copy;
 pub mod error;
+pub mod host;
 mod list;
 mod multipart;
 mod object;
