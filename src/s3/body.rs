@@ -14,9 +14,11 @@ use crate::store::meta::Md5Hasher;
 use crate::store::read::ObjectReader;
 use crate::store::write::Writer;
 
-/// Chunks queued between the network and each of the writer and hasher threads (bounds
-/// memory per upload).
-const QUEUE: usize = 8;
+/// Batches queued between the network and each of the writer and hasher threads (bounds
+/// memory per upload: QUEUE x BATCH).
+const QUEUE: usize = 4;
+/// Bytes gathered before a hand-off to the writer and hasher threads.
+const BATCH: usize = 256 * 1024;
 /// Response block size for streamed GETs.
 pub const READ_BLOCK: usize = 512 * 1024;
 
@@ -37,37 +39,59 @@ pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> crate::store::Resul
 /// dropped, so its temp file is gone; a store error (no space, ...) after draining the
 /// rest of the body so that the client reads the error instead of a broken pipe.
 pub async fn receive(body: StreamingBlob, writer: Writer, mut hasher: ChecksumHasher) -> S3Result<(Writer, Checksum)> {
-    let (wtx, mut wrx) = mpsc::channel::<Bytes>(QUEUE);
-    let (htx, mut hrx) = mpsc::channel::<Bytes>(QUEUE);
+    let (wtx, mut wrx) = mpsc::channel::<Batch>(QUEUE);
+    let (htx, mut hrx) = mpsc::channel::<Batch>(QUEUE);
     let span = tracing::Span::current();
     let write_task = tokio::task::spawn_blocking(move || {
         let _g = span.enter();
         let mut writer = writer;
-        while let Some(chunk) = wrx.blocking_recv() {
-            writer.write_unhashed(&chunk)?;
+        while let Some(batch) = wrx.blocking_recv() {
+            for chunk in batch.iter() {
+                writer.write_unhashed(chunk)?;
+            }
         }
         Ok::<_, crate::store::Error>(writer)
     });
     let hash_task = tokio::task::spawn_blocking(move || {
         let mut md5 = Md5Hasher::default();
-        while let Some(chunk) = hrx.blocking_recv() {
-            md5.update(&chunk);
-            hasher.update(&chunk);
+        while let Some(batch) = hrx.blocking_recv() {
+            for chunk in batch.iter() {
+                md5.update(chunk);
+                hasher.update(chunk);
+            }
         }
         (md5.finish(), hasher)
     });
     let mut body = body;
     let mut failure = None;
-    while let Some(item) = body.next().await {
-        match item {
-            Ok(chunk) => {
-                // Bytes clones share the buffer: both threads see the same chunk.
-                if htx.send(chunk.clone()).await.is_err() || wtx.send(chunk).await.is_err() {
-                    break; // the writer stopped on an error: it is reported below
+    let mut batch: Vec<Bytes> = Vec::new();
+    let mut batched = 0usize;
+    let send = async |batch: Vec<Bytes>| -> bool {
+        // One shared batch for both threads: each hand-off wakes a thread, so chunks go
+        // over in batches of about BATCH bytes rather than one by one.
+        let batch = Batch::new(batch);
+        htx.send(batch.clone()).await.is_ok() && wtx.send(batch).await.is_ok()
+    };
+    loop {
+        match body.next().await {
+            Some(Ok(chunk)) => {
+                batched += chunk.len();
+                batch.push(chunk);
+                if batched >= BATCH {
+                    batched = 0;
+                    if !send(std::mem::take(&mut batch)).await {
+                        break; // the writer stopped on an error: it is reported below
+                    }
                 }
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 failure = Some(body_error(e.as_ref()));
+                break;
+            }
+            None => {
+                if !batch.is_empty() {
+                    send(std::mem::take(&mut batch)).await;
+                }
                 break;
             }
         }
@@ -91,6 +115,9 @@ pub async fn receive(body: StreamingBlob, writer: Writer, mut hasher: ChecksumHa
         }
     }
 }
+
+/// Chunks handed to the writing and hashing threads together.
+type Batch = std::sync::Arc<Vec<Bytes>>;
 
 /// Most of a refused body that is read and discarded so the client sees the error rather
 /// than a broken pipe; past this the connection is closed instead.
