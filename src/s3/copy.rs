@@ -10,29 +10,37 @@ use super::body::blocking;
 use super::convert::{check_acl, check_unsupported, etag, object_meta, timestamp};
 use super::error::to_s3;
 use super::object::check_read_conditions;
-use crate::auth::Permission;
-use crate::store::multipart;
+use std::sync::Arc;
+
 use crate::store::read::ObjectReader;
 use crate::store::write::{Writer, rewrite_meta};
+use crate::store::{self, Volume, multipart};
 
 /// Copy block size.
 const COPY_BLOCK: usize = 1 << 20;
 
 impl S3Vol {
-    pub(super) async fn do_copy_object(
-        &self,
-        req: S3Request<CopyObjectInput>,
-    ) -> S3Result<S3Response<CopyObjectOutput>> {
-        let access_key = req.credentials.as_ref().map(|c| c.access_key.clone());
-        let input = req.input;
-        let CopySource::Bucket { bucket: src_bucket, key: src_key, version_id } = &input.copy_source else {
+    /// The volume and key a copy reads (`x-amz-copy-source`). Access points and versions
+    /// are not supported.
+    fn copy_source(&self, src: &CopySource) -> S3Result<(Arc<Volume>, store::ObjectKey)> {
+        let CopySource::Bucket { bucket, key, version_id } = src else {
             return Err(s3_error!(NotImplemented, "Access points are not supported"));
         };
         if version_id.is_some() {
             return Err(s3_error!(NotImplemented, "Versioning is not supported"));
         }
-        // Copying needs read on the source as well as write on the destination.
-        self.require(access_key.as_deref(), src_bucket, Permission::Read)?;
+        let vol = self.volume(bucket)?;
+        let key = vol.key(key).map_err(to_s3)?;
+        Ok((vol, key))
+    }
+
+    pub(super) async fn do_copy_object(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
+        let input = req.input;
+        // Read on the source was checked with write on the destination (auth.rs).
+        let (src_vol, src) = self.copy_source(&input.copy_source)?;
         check_acl(
             input.acl.as_ref().map(|a| a.as_str()),
             input.grant_full_control.is_some()
@@ -48,8 +56,6 @@ impl S3Vol {
             input.object_lock_mode.is_some() || input.object_lock_legal_hold_status.is_some(),
             input.storage_class.as_ref().map(|s| s.as_str()),
         )?;
-        let src_vol = self.volume(src_bucket)?;
-        let src = src_vol.key(src_key).map_err(to_s3)?;
         let dst_vol = self.volume(&input.bucket)?;
         let dst = dst_vol.key(&input.key).map_err(to_s3)?;
         let replace = input.metadata_directive.as_ref().is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
@@ -130,21 +136,12 @@ impl S3Vol {
         &self,
         req: S3Request<UploadPartCopyInput>,
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
-        let access_key = req.credentials.as_ref().map(|c| c.access_key.clone());
         let input = req.input;
-        let CopySource::Bucket { bucket: src_bucket, key: src_key, version_id } = &input.copy_source else {
-            return Err(s3_error!(NotImplemented, "Access points are not supported"));
-        };
-        if version_id.is_some() {
-            return Err(s3_error!(NotImplemented, "Versioning is not supported"));
-        }
-        // Copying needs read on the source as well as write on the destination.
-        self.require(access_key.as_deref(), src_bucket, Permission::Read)?;
+        // Read on the source was checked with write on the destination (auth.rs).
+        let (src_vol, src) = self.copy_source(&input.copy_source)?;
         if input.sse_customer_algorithm.is_some() || input.copy_source_sse_customer_algorithm.is_some() {
             return Err(s3_error!(NotImplemented, "Server-side encryption is not supported"));
         }
-        let src_vol = self.volume(src_bucket)?;
-        let src = src_vol.key(src_key).map_err(to_s3)?;
         let dst_vol = self.volume(&input.bucket)?;
         let dst = dst_vol.key(&input.key).map_err(to_s3)?;
         if src.is_dir_marker() {

@@ -17,10 +17,10 @@ mod object;
 use std::sync::Arc;
 
 use s3s::dto::*;
-use s3s::{S3, S3Request, S3Response, S3Result, s3_error};
+use s3s::{S3, S3Request, S3Response, S3Result};
 use tracing::instrument;
 
-use crate::auth::{KeyRing, Permission};
+use crate::auth::KeyRing;
 use crate::store::{Volume, Volumes};
 
 /// The S3 service over a set of volumes.
@@ -39,19 +39,6 @@ impl S3Vol {
 
     fn volume(&self, bucket: &str) -> S3Result<Arc<Volume>> {
         self.volumes.get(bucket).map_err(error::to_s3)
-    }
-
-    /// Checks that `access_key` holds `perm` on `bucket` (for the second bucket of a copy;
-    /// the first is checked by `S3Access` before the operation runs). Anyone may read a
-    /// public volume.
-    fn require(&self, access_key: Option<&str>, bucket: &str, perm: Permission) -> S3Result<()> {
-        if perm == Permission::Read && self.keys.is_public(bucket) {
-            return Ok(());
-        }
-        match access_key.and_then(|ak| self.keys.get(ak)) {
-            Some(k) if k.has(perm) && k.may_use(bucket) => Ok(()),
-            _ => Err(s3_error!(AccessDenied, "Access Denied")),
-        }
     }
 }
 
