@@ -36,8 +36,13 @@ pub fn parse_http_date(s: &str) -> Option<Timestamp> {
     Timestamp::parse(TimestampFormat::HttpDate, s).ok()
 }
 
+/// S3: user metadata (`x-amz-meta-*` names plus values, UTF-8 bytes) is at most 2 KB.
+pub const MAX_USER_METADATA: usize = 2048;
+
 /// The HTTP metadata of a PUT / CreateMultipartUpload / CopyObject(REPLACE), as stored.
 /// `aws-chunked` is a transfer detail, never stored (SPEC.md).
+///
+/// Errors: `MetadataTooLarge` past [`MAX_USER_METADATA`] (checked before any body byte).
 #[allow(clippy::too_many_arguments)]
 pub fn object_meta(
     content_type: Option<String>,
@@ -48,13 +53,20 @@ pub fn object_meta(
     expires: Option<&Timestamp>,
     user: Option<Metadata>,
     key: &str,
-) -> ObjectMeta {
+) -> S3Result<ObjectMeta> {
+    let user_bytes: usize = user.as_ref().map_or(0, |m| m.iter().map(|(k, v)| k.len() + v.len()).sum());
+    if user_bytes > MAX_USER_METADATA {
+        return Err(s3_error!(
+            MetadataTooLarge,
+            "Your metadata headers exceed the maximum allowed metadata size of 2 KB"
+        ));
+    }
     let content_encoding = content_encoding.and_then(|ce| {
         let kept: Vec<&str> =
             ce.split(',').map(str::trim).filter(|e| !e.eq_ignore_ascii_case("aws-chunked") && !e.is_empty()).collect();
         (!kept.is_empty()).then(|| kept.join(", "))
     });
-    ObjectMeta {
+    Ok(ObjectMeta {
         etag: String::new(),
         content_type: Some(content_type.unwrap_or_else(|| crate::store::meta::guess_content_type(key))),
         content_encoding,
@@ -66,7 +78,7 @@ pub fn object_meta(
         checksums: BTreeMap::new(),
         parts: Vec::new(),
         fp: None,
-    }
+    })
 }
 
 /// User metadata for a response.
@@ -115,11 +127,19 @@ mod tests {
 
     #[test]
     fn aws_chunked_is_never_stored() {
-        let m = object_meta(None, Some("aws-chunked".into()), None, None, None, None, None, "x.txt");
+        let m = object_meta(None, Some("aws-chunked".into()), None, None, None, None, None, "x.txt").unwrap();
         assert_eq!(m.content_encoding, None);
-        let m = object_meta(None, Some("aws-chunked, gzip".into()), None, None, None, None, None, "x.txt");
+        let m = object_meta(None, Some("aws-chunked, gzip".into()), None, None, None, None, None, "x.txt").unwrap();
         assert_eq!(m.content_encoding.as_deref(), Some("gzip"));
         assert_eq!(m.content_type.as_deref(), Some("text/plain"));
+    }
+
+    #[test]
+    fn user_metadata_is_capped_at_2_kb() {
+        let meta = |n: usize| Some([("k".to_owned(), "v".repeat(n))].into_iter().collect::<Metadata>());
+        assert!(object_meta(None, None, None, None, None, None, meta(2047), "x").is_ok());
+        let e = object_meta(None, None, None, None, None, None, meta(2048), "x").unwrap_err();
+        assert_eq!(e.code().as_str(), "MetadataTooLarge");
     }
 
     #[test]

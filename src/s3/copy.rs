@@ -95,7 +95,7 @@ impl S3Vol {
                 input.expires.as_ref(),
                 input.metadata,
                 dst.as_str(),
-            )
+            )?
         } else {
             let mut m = info.meta.clone();
             m.etag.clear();

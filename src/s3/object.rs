@@ -118,7 +118,7 @@ impl S3Vol {
             input.expires.as_ref(),
             input.metadata,
             key.as_str(),
-        );
+        )?;
         if !vol.xattrs && !meta.user.is_empty() {
             return Err(to_s3(store::Error::MetadataUnsupported));
         }
