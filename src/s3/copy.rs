@@ -12,6 +12,7 @@ use super::error::to_s3;
 use super::object::check_read_conditions;
 use std::sync::Arc;
 
+use crate::store::meta::ObjectInfo;
 use crate::store::read::ObjectReader;
 use crate::store::write::{Writer, rewrite_meta};
 use crate::store::{self, Volume, multipart};
@@ -71,20 +72,13 @@ impl S3Vol {
         }
         let (v, k) = (src_vol.clone(), src.clone());
         let (reader, info) = blocking(move || ObjectReader::open(&v, &k)).await?;
-        check_read_conditions(
+        check_copy_conditions(
             &input.copy_source_if_match,
             &input.copy_source_if_none_match,
             &input.copy_source_if_modified_since,
             &input.copy_source_if_unmodified_since,
             &info,
-        )
-        .map_err(|e| {
-            if e.code() == &s3s::S3ErrorCode::NotModified {
-                s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold")
-            } else {
-                e
-            }
-        })?;
+        )?;
         let meta = if replace {
             object_meta(
                 input.content_type.map(|c| c.to_string()),
@@ -150,20 +144,13 @@ impl S3Vol {
         let number = u32::try_from(input.part_number).map_err(|_| to_s3(crate::store::Error::InvalidPartNumber))?;
         let (v, k) = (src_vol.clone(), src.clone());
         let (mut reader, info) = blocking(move || ObjectReader::open(&v, &k)).await?;
-        check_read_conditions(
+        check_copy_conditions(
             &input.copy_source_if_match,
             &input.copy_source_if_none_match,
             &input.copy_source_if_modified_since,
             &input.copy_source_if_unmodified_since,
             &info,
-        )
-        .map_err(|e| {
-            if e.code() == &s3s::S3ErrorCode::NotModified {
-                s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold")
-            } else {
-                e
-            }
-        })?;
+        )?;
         let (start, end) = match &input.copy_source_range {
             None => (0, info.size),
             Some(r) => copy_range(r, info.size)?,
@@ -222,6 +209,24 @@ fn copy_range(r: &str, size: u64) -> S3Result<(u64, u64)> {
         return Err(s3_error!(InvalidRange, "The requested range is not satisfiable"));
     }
     Ok((first, last + 1))
+}
+
+/// The `x-amz-copy-source-if-*` conditions: GET's rules, except that a copy answers a
+/// would-be 304 with 412 PreconditionFailed (S3).
+fn check_copy_conditions(
+    if_match: &Option<ETagCondition>,
+    if_none_match: &Option<ETagCondition>,
+    if_modified_since: &Option<Timestamp>,
+    if_unmodified_since: &Option<Timestamp>,
+    info: &ObjectInfo,
+) -> S3Result<()> {
+    check_read_conditions(if_match, if_none_match, if_modified_since, if_unmodified_since, info).map_err(|e| {
+        if e.code() == &s3s::S3ErrorCode::NotModified {
+            s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold")
+        } else {
+            e
+        }
+    })
 }
 
 #[cfg(test)]
