@@ -86,6 +86,29 @@ pub fn user_metadata(m: &ObjectMeta) -> Option<Metadata> {
     (!m.user.is_empty()).then(|| m.user.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
 }
 
+/// Runs [`check_acl`] and [`check_unsupported`] on a PutObject, CopyObject or
+/// CreateMultipartUpload input: the three s3s input types carry the same header fields
+/// but share no trait.
+macro_rules! refuse_unsupported_write_options {
+    ($input:expr) => {{
+        let i = &$input;
+        $crate::s3::convert::check_acl(
+            i.acl.as_ref().map(|a| a.as_str()),
+            i.grant_full_control.is_some()
+                || i.grant_read.is_some()
+                || i.grant_read_acp.is_some()
+                || i.grant_write_acp.is_some(),
+        )?;
+        $crate::s3::convert::check_unsupported(
+            i.server_side_encryption.is_some() || i.sse_customer_algorithm.is_some() || i.ssekms_key_id.is_some(),
+            i.tagging.is_some(),
+            i.object_lock_mode.is_some() || i.object_lock_legal_hold_status.is_some(),
+            i.storage_class.as_ref().map(|s| s.as_str()),
+        )?;
+    }};
+}
+pub(crate) use refuse_unsupported_write_options;
+
 /// Refuses the ACL and grant headers s3vol does not implement. `private` and
 /// `bucket-owner-full-control` are accepted and ignored (SPEC.md).
 pub fn check_acl(acl: Option<&str>, has_grants: bool) -> S3Result<()> {

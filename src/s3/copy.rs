@@ -7,7 +7,7 @@ use s3s::{S3Request, S3Response, S3Result, s3_error};
 
 use super::S3Vol;
 use super::body::blocking;
-use super::convert::{check_acl, check_unsupported, etag, object_meta, timestamp};
+use super::convert::{etag, object_meta, refuse_unsupported_write_options, timestamp};
 use super::error::to_s3;
 use super::object::check_read_conditions;
 use std::sync::Arc;
@@ -42,21 +42,7 @@ impl S3Vol {
         let input = req.input;
         // Read on the source was checked with write on the destination (auth.rs).
         let (src_vol, src) = self.copy_source(&input.copy_source)?;
-        check_acl(
-            input.acl.as_ref().map(|a| a.as_str()),
-            input.grant_full_control.is_some()
-                || input.grant_read.is_some()
-                || input.grant_read_acp.is_some()
-                || input.grant_write_acp.is_some(),
-        )?;
-        check_unsupported(
-            input.server_side_encryption.is_some()
-                || input.sse_customer_algorithm.is_some()
-                || input.ssekms_key_id.is_some(),
-            input.tagging.is_some(),
-            input.object_lock_mode.is_some() || input.object_lock_legal_hold_status.is_some(),
-            input.storage_class.as_ref().map(|s| s.as_str()),
-        )?;
+        refuse_unsupported_write_options!(input);
         let dst_vol = self.volume(&input.bucket)?;
         let dst = dst_vol.key(&input.key).map_err(to_s3)?;
         let replace = input.metadata_directive.as_ref().is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);

@@ -9,7 +9,7 @@ use s3s::{S3Error, S3Request, S3Response, S3Result, s3_error};
 
 use super::S3Vol;
 use super::body::{blocking, checksum_from_meta};
-use super::convert::{check_acl, check_unsupported, etag, object_meta, timestamp, url_encode};
+use super::convert::{etag, object_meta, refuse_unsupported_write_options, timestamp, url_encode};
 use super::error::to_s3;
 use super::list::{MAX_KEYS, encoding_url};
 use super::object::{given_checksums, receive_verified};
@@ -39,21 +39,7 @@ impl S3Vol {
             .map(|k| k.name.clone())
             .unwrap_or_default();
         let input = req.input;
-        check_acl(
-            input.acl.as_ref().map(|a| a.as_str()),
-            input.grant_full_control.is_some()
-                || input.grant_read.is_some()
-                || input.grant_read_acp.is_some()
-                || input.grant_write_acp.is_some(),
-        )?;
-        check_unsupported(
-            input.server_side_encryption.is_some()
-                || input.sse_customer_algorithm.is_some()
-                || input.ssekms_key_id.is_some(),
-            input.tagging.is_some(),
-            input.object_lock_mode.is_some() || input.object_lock_legal_hold_status.is_some(),
-            input.storage_class.as_ref().map(|s| s.as_str()),
-        )?;
+        refuse_unsupported_write_options!(input);
         let vol = self.volume(&input.bucket)?;
         let key = vol.key(&input.key).map_err(to_s3)?;
         let meta = object_meta(

@@ -7,7 +7,7 @@ use s3s::{S3Request, S3Response, S3Result, s3_error};
 
 use super::S3Vol;
 use super::body::{self, blocking};
-use super::convert::{self, check_acl, check_unsupported, etag, object_meta, timestamp, unix_secs, user_metadata};
+use super::convert::{self, etag, object_meta, refuse_unsupported_write_options, timestamp, unix_secs, user_metadata};
 use super::error::to_s3;
 use crate::auth::Permission;
 use crate::store::meta::{ObjectInfo, ObjectMeta};
@@ -79,21 +79,7 @@ impl S3Vol {
         let headers = req.headers;
         let trailers = req.trailing_headers;
         let input = req.input;
-        check_acl(
-            input.acl.as_ref().map(|a| a.as_str()),
-            input.grant_full_control.is_some()
-                || input.grant_read.is_some()
-                || input.grant_read_acp.is_some()
-                || input.grant_write_acp.is_some(),
-        )?;
-        check_unsupported(
-            input.server_side_encryption.is_some()
-                || input.sse_customer_algorithm.is_some()
-                || input.ssekms_key_id.is_some(),
-            input.tagging.is_some(),
-            input.object_lock_mode.is_some() || input.object_lock_legal_hold_status.is_some(),
-            input.storage_class.as_ref().map(|s| s.as_str()),
-        )?;
+        refuse_unsupported_write_options!(input);
         if input.write_offset_bytes.is_some() {
             return Err(s3_error!(NotImplemented, "Appends (x-amz-write-offset-bytes) are not supported"));
         }
