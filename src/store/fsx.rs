@@ -184,11 +184,7 @@ pub struct RawEntry {
 
 /// Reads every entry of the directory open at `dir` (except `.` and `..`), in no order.
 pub fn read_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<RawEntry>> {
-    // A fresh open of the directory, not a dup: a dup shares the read position, and some
-    // network file systems (sshfs) cannot rewind a directory handle, so a long-lived handle
-    // would list nothing the second time.
-    let fresh = nix::fcntl::openat(dir, ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
-    let mut d = nix::dir::Dir::from_fd(fresh)?;
+    let mut d = reopen_dir(dir)?;
     let mut out = Vec::new();
     for ent in d.iter() {
         let ent = ent?;
@@ -206,6 +202,27 @@ pub fn read_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<RawEntry>> {
         out.push(RawEntry { name: name.to_vec(), d_type });
     }
     Ok(out)
+}
+
+/// True when the directory open at `dir` has no entry but `.` and `..`; stops at the
+/// first one (a HEAD of `k/` must not read a directory of a million names).
+pub fn dir_is_empty(dir: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut d = reopen_dir(dir)?;
+    for ent in d.iter() {
+        let name = ent?.file_name().to_bytes().to_vec();
+        if name != b"." && name != b".." {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// A fresh open of the directory, not a dup: a dup shares the read position, and some
+/// network file systems (sshfs) cannot rewind a directory handle, so a long-lived handle
+/// would list nothing the second time.
+fn reopen_dir(dir: BorrowedFd<'_>) -> io::Result<nix::dir::Dir> {
+    let fresh = nix::fcntl::openat(dir, ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
+    Ok(nix::dir::Dir::from_fd(fresh)?)
 }
 
 /// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`: the entry itself, never what a link points to.

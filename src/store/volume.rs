@@ -206,7 +206,7 @@ impl Volume {
             Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return Err(Error::NotFound),
             Err(e) => return Err(e.into()),
         };
-        if !(self.dir_mark(dir.as_fd()) == Some(DirMark::Marker) || self.dir_is_empty(dir.as_fd())?) {
+        if !(self.dir_mark(dir.as_fd()) == Some(DirMark::Marker) || fsx::dir_is_empty(dir.as_fd())?) {
             return Err(Error::NotFound);
         }
         let st = fsx::fstat(dir.as_fd())?;
@@ -220,10 +220,6 @@ impl Volume {
             },
             from_xattr: false,
         })
-    }
-
-    fn dir_is_empty(&self, dir: BorrowedFd<'_>) -> Result<bool> {
-        Ok(fsx::read_dir(dir)?.is_empty())
     }
 
     /// s3vol's mark on a directory, if any.
