@@ -106,6 +106,15 @@ def test_requests_signed_for_another_region_accepted(d):
     assert get_bytes(other, "vol-a", "region-x") == b"r"
 
 
+def test_strict_region_refuses_requests_signed_for_another_region(tmp_path_factory):
+    for sd in _daemon(tmp_path_factory, "strict", region=REGION, extra_config="strict_region = true"):
+        expect_client_error(sd.client(region="us-east-1").put_object, 400, "AuthorizationHeaderMalformed",
+                            Bucket="vol-a", Key="wrong-region", Body=b"r")
+        assert not (sd.vol("vol-a") / "wrong-region").exists()
+        sd.client(region=REGION).put_object(Bucket="vol-a", Key="right-region", Body=b"r")
+        assert (sd.vol("vol-a") / "right-region").read_bytes() == b"r"
+
+
 def test_key_scopes_and_permissions(d, s3):
     s3.put_object(Bucket="vol-a", Key="readable", Body=b"r")
     s3.put_object(Bucket="vol-b", Key="hidden", Body=b"h")
