@@ -12,7 +12,10 @@
 //! [`FsTree`] is the file-system side.
 
 use std::cmp::Ordering;
+use std::ops::Deref;
 use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use nix::fcntl::OFlag;
 use tracing::debug;
@@ -20,7 +23,7 @@ use tracing::debug;
 use super::key::MAX_KEY_LEN;
 use super::meta::{self, EMPTY_MD5};
 use super::volume::{DirMark, Volume};
-use super::{Result, fsx};
+use super::{Result, dircache, fsx};
 
 /// What a directory entry is, for listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,10 +41,29 @@ pub struct Entry {
     pub kind: Kind,
 }
 
+/// The entries of one directory in S3 order (see [`cmp_entries`]), cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Sorted(Arc<[Entry]>);
+
+impl Sorted {
+    /// Sorts `entries` (given in any order) into S3 order.
+    pub fn new(mut entries: Vec<Entry>) -> Self {
+        entries.sort_unstable_by(cmp_entries);
+        Self(entries.into())
+    }
+}
+
+impl Deref for Sorted {
+    type Target = [Entry];
+    fn deref(&self) -> &[Entry] {
+        &self.0
+    }
+}
+
 /// The tree a listing walks. Paths are relative, without a trailing `/`; `""` is the root.
 pub trait Tree {
-    /// The visible entries of directory `dir`, in any order; `None` when it is not a directory.
-    fn read_dir(&mut self, dir: &str) -> Result<Option<Vec<Entry>>>;
+    /// The visible entries of directory `dir`; `None` when it is not a directory.
+    fn read_dir(&mut self, dir: &str) -> Result<Option<Sorted>>;
     /// True when directory `dir` carries s3vol's `k/` marker (listed even when not empty).
     fn is_marker(&mut self, dir: &str) -> bool;
 }
@@ -108,7 +130,7 @@ pub fn walk(tree: &mut impl Tree, q: &Query<'_>) -> Result<Page> {
     {
         return Ok(w.page);
     }
-    w.visit(tree, base, entries, rest)?;
+    w.visit(tree, base, &entries, rest)?;
     Ok(w.page)
 }
 
@@ -119,29 +141,18 @@ struct Walker<'q, 'a> {
 }
 
 impl Walker<'_, '_> {
-    /// Visits the sorted entries of `dir` whose names start with `filter`. False: page full.
     /// Visits the entries of `dir` whose names start with `filter`, in S3 order. False: page full.
     ///
-    /// Entries wholly at or before the resume point are dropped unsorted, and of the rest only
-    /// as many as the page can still take are selected and sorted at a time, so a page from a
-    /// directory of a million names costs one pass over them, not a full sort.
-    fn visit(&mut self, tree: &mut impl Tree, dir: &str, mut entries: Vec<Entry>, filter: &str) -> Result<bool> {
+    /// Entries sorting before `filter`, or wholly at or before the resume point, form a
+    /// leading run of the sorted entries (a directory holding the resume point is the last
+    /// entry before it), so the page starts at a binary search: a page from a directory of
+    /// a million names costs its own keys, not a pass over the million.
+    fn visit(&mut self, tree: &mut impl Tree, dir: &str, entries: &[Entry], filter: &str) -> Result<bool> {
         let base = if dir.is_empty() { String::new() } else { format!("{dir}/") };
-        entries.retain(|e| e.name.starts_with(filter) && !self.before_resume(&base, e));
-        while !entries.is_empty() {
-            let room = self.q.max_keys.saturating_sub(self.page.items.len()).saturating_add(1);
-            let mut batch: Vec<Entry> = if entries.len() > room {
-                entries.select_nth_unstable_by(room - 1, cmp_entries);
-                let rest = entries.split_off(room);
-                std::mem::replace(&mut entries, rest)
-            } else {
-                std::mem::take(&mut entries)
-            };
-            batch.sort_by(cmp_entries);
-            for e in batch {
-                if !self.visit_entry(tree, dir, e)? {
-                    return Ok(false);
-                }
+        let start = entries.partition_point(|e| sorts_before(e, filter) || self.before_resume(&base, e));
+        for e in entries[start..].iter().take_while(|e| e.name.starts_with(filter)) {
+            if !self.visit_entry(tree, dir, e)? {
+                return Ok(false);
             }
         }
         Ok(true)
@@ -167,8 +178,8 @@ impl Walker<'_, '_> {
     }
 
     /// Visits one entry of `dir`. False: page full.
-    fn visit_entry(&mut self, tree: &mut impl Tree, dir: &str, e: Entry) -> Result<bool> {
-        let path = if dir.is_empty() { e.name } else { format!("{dir}/{}", e.name) };
+    fn visit_entry(&mut self, tree: &mut impl Tree, dir: &str, e: &Entry) -> Result<bool> {
+        let path = if dir.is_empty() { e.name.clone() } else { format!("{dir}/{}", e.name) };
         if e.kind == Kind::File {
             if !self.offer_key(&path, false) {
                 return Ok(false);
@@ -202,7 +213,7 @@ impl Walker<'_, '_> {
         if (children.is_empty() || tree.is_marker(&path)) && !self.offer_key(&dkey, true) {
             return Ok(false);
         }
-        if !self.visit(tree, &path, children, "")? {
+        if !self.visit(tree, &path, &children, "")? {
             return Ok(false);
         }
         Ok(true)
@@ -241,6 +252,13 @@ impl Walker<'_, '_> {
     }
 }
 
+/// True when `e` (a directory compared as `name/`) sorts before every name starting with
+/// `filter` (which holds no `/`).
+fn sorts_before(e: &Entry, filter: &str) -> bool {
+    let slash = (e.kind == Kind::Dir).then_some(b'/');
+    e.name.bytes().chain(slash).take(filter.len()).lt(filter.bytes())
+}
+
 /// S3 order of siblings: by name bytes, a directory compared as `name/`.
 fn cmp_entries(a: &Entry, b: &Entry) -> Ordering {
     let (x, y) = (a.name.as_bytes(), b.name.as_bytes());
@@ -275,9 +293,10 @@ impl<'v> FsTree<'v> {
 }
 
 impl Tree for FsTree<'_> {
-    fn read_dir(&mut self, dir: &str) -> Result<Option<Vec<Entry>>> {
+    fn read_dir(&mut self, dir: &str) -> Result<Option<Sorted>> {
         // The internal directory is never listed, whatever prefix asks for it.
-        if dir.split('/').next() == Some(self.vol.settings.internal_dir.as_str()) {
+        let internal = self.vol.settings.internal_dir.as_str();
+        if dir.split('/').next() == Some(internal) {
             return Ok(None);
         }
         let fd = match fsx::open_dir(self.vol.root(), dir) {
@@ -287,19 +306,24 @@ impl Tree for FsTree<'_> {
             }
             Err(e) => return Err(e.into()),
         };
+        // The stamp is taken before the read: a change during the read changes it.
+        let hidden = if dir.is_empty() { internal } else { "" };
+        let read_at = SystemTime::now();
+        let stamp = dircache::Stamp::of(&fsx::fstat(fd.as_fd())?);
+        if let Some(hit) = dircache::get(&stamp, hidden) {
+            return Ok(Some(hit));
+        }
         let raw = fsx::read_dir(fd.as_fd())?;
         let mut out = Vec::with_capacity(raw.len());
+        let mut links = false;
         for r in raw {
             let Ok(name) = String::from_utf8(r.name) else {
                 debug!(volume = %self.vol.name, dir, "skipping a name that is not UTF-8");
                 continue;
             };
-            if dir.is_empty() && name == self.vol.settings.internal_dir {
+            if name == hidden {
                 continue;
             }
-            let path = || {
-                if dir.is_empty() { name.clone() } else { format!("{dir}/{name}") }
-            };
             let d_type = if r.d_type == libc::DT_UNKNOWN {
                 match fsx::lstat_at(fd.as_fd(), name.as_ref()).map(|st| st.st_mode & libc::S_IFMT) {
                     Ok(libc::S_IFREG) => libc::DT_REG,
@@ -313,15 +337,23 @@ impl Tree for FsTree<'_> {
             let kind = match d_type {
                 libc::DT_REG => Kind::File,
                 libc::DT_DIR => Kind::Dir,
-                libc::DT_LNK => match self.classify_link(&path()) {
-                    Some(k) => k,
-                    None => continue,
-                },
+                libc::DT_LNK => {
+                    links = true;
+                    let path = if dir.is_empty() { name.clone() } else { format!("{dir}/{name}") };
+                    match self.classify_link(&path) {
+                        Some(k) => k,
+                        None => continue,
+                    }
+                }
                 _ => continue,
             };
             out.push(Entry { name, kind });
         }
-        Ok(Some(out))
+        let sorted = Sorted::new(out);
+        if !links {
+            dircache::offer(stamp, read_at, hidden, &sorted);
+        }
+        Ok(Some(sorted))
     }
 
     fn is_marker(&mut self, dir: &str) -> bool {
@@ -445,10 +477,10 @@ mod tests {
     }
 
     impl Tree for MemTree {
-        fn read_dir(&mut self, dir: &str) -> Result<Option<Vec<Entry>>> {
+        fn read_dir(&mut self, dir: &str) -> Result<Option<Sorted>> {
             self.reads += 1;
-            // Return entries in reverse order: the walk must sort, not trust readdir.
-            Ok(self.dirs.get(dir).map(|v| v.iter().rev().cloned().collect()))
+            // Entries in reverse order: Sorted must sort, not trust readdir.
+            Ok(self.dirs.get(dir).map(|v| Sorted::new(v.iter().rev().cloned().collect())))
         }
         fn is_marker(&mut self, dir: &str) -> bool {
             self.markers.iter().any(|m| m == dir)
@@ -617,6 +649,54 @@ mod tests {
         let p = page(&mut t, q("", None, None, 2));
         assert_eq!(names(&p), ["a", "b"]);
         assert!(!p.truncated, "exactly full is not truncated");
+    }
+
+    /// Every page of `prefix` in `vol`, 400 items at a time.
+    fn all_pages(vol: &Volume, prefix: &str) -> Vec<String> {
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let p = walk(&mut FsTree::new(vol), &q(prefix, None, after.as_deref(), 400)).unwrap();
+            seen.extend(names(&p));
+            if !p.truncated {
+                return seen;
+            }
+            after = Some(p.items.last().unwrap().name().to_owned());
+        }
+    }
+
+    #[test]
+    fn a_cached_large_directory_still_sees_every_change() {
+        let root = std::env::temp_dir().join(format!("s3vol-dircache-{}", std::process::id()));
+        let flat = root.join("flat");
+        std::fs::create_dir_all(&flat).unwrap();
+        let mut want: Vec<String> = (0..1500).map(|i| format!("flat/f{i:05}")).collect();
+        for k in &want {
+            std::fs::write(root.join(k), b"x").unwrap();
+        }
+        std::fs::create_dir(flat.join("sub")).unwrap();
+        want.push("flat/sub/".into());
+        want.sort();
+        let vol = Volume::open("t", &root, Default::default()).unwrap();
+
+        // Just written: read afresh for every page (not settled), complete and in order.
+        let before = dircache::hits();
+        assert_eq!(all_pages(&vol, "flat/"), want);
+        assert_eq!(dircache::hits(), before, "a directory changed within SETTLE is not cached");
+
+        // Settled: pages after the first come from the cache.
+        std::thread::sleep(dircache::SETTLE + std::time::Duration::from_millis(100));
+        assert_eq!(all_pages(&vol, "flat/"), want);
+        assert!(dircache::hits() >= before + 3, "four pages, three served from the cache");
+
+        // A pod adds and removes files: the next page sees both, though the names are cached.
+        std::fs::write(flat.join("f00750a"), b"x").unwrap();
+        std::fs::remove_file(flat.join("f01499")).unwrap();
+        want.retain(|k| k != "flat/f01499");
+        want.push("flat/f00750a".into());
+        want.sort();
+        assert_eq!(all_pages(&vol, "flat/"), want);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

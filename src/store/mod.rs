@@ -5,6 +5,7 @@
 //! its operations are blocking; the protocol adapter runs them on the blocking pool.
 
 pub mod assemble;
+pub mod dircache;
 mod fsx;
 pub mod key;
 pub mod list;
