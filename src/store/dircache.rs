@@ -24,7 +24,7 @@ use nix::sys::stat::FileStat;
 use super::list::Sorted;
 
 /// Directories with fewer entries are read afresh for every page (one read serves them).
-pub const MIN_ENTRIES: usize = 1024;
+pub const MIN_ENTRIES: usize = 256;
 
 /// Memory the cache may hold, estimated from names and entry sizes (bytes). The least
 /// recently used directories are dropped first.
