@@ -32,6 +32,45 @@ pub fn open_beneath(root: BorrowedFd<'_>, path: &str, flags: OFlag, mode: u32) -
     }
 }
 
+/// Like [`open_beneath`], but only when every component of `path` is already in the
+/// kernel's lookup cache (`RESOLVE_CACHED`, Linux 5.12), so that the call cannot wait on a
+/// device or a server. `Ok(None)`: the lookup would have to wait (EAGAIN), a rename raced
+/// it, or the kernel is older (EINVAL); the caller retries with [`open_beneath`] on a
+/// blocking thread, which also reports the real error.
+pub fn open_beneath_cached(root: BorrowedFd<'_>, path: &str, flags: OFlag) -> io::Result<Option<OwnedFd>> {
+    let path = if path.is_empty() { "." } else { path };
+    let how = OpenHow::new().flags(flags | OFlag::O_CLOEXEC).resolve(
+        ResolveFlag::RESOLVE_BENEATH
+            | ResolveFlag::RESOLVE_NO_MAGICLINKS
+            | ResolveFlag::from_bits_retain(libc::RESOLVE_CACHED),
+    );
+    match nix::fcntl::openat2(root, path, how) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(nix::Error::EAGAIN | nix::Error::EINTR | nix::Error::EINVAL) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// True when the file system of `fd` keeps its metadata on this node (a local disk file
+/// system, tmpfs or ramfs), so that a lookup found in the dentry cache needs no round trip
+/// to a server. By `statfs` magic (linux/magic.h); NFS, FUSE, SMB, Ceph and anything
+/// unknown are not local.
+pub fn is_local_fs(fd: BorrowedFd<'_>) -> bool {
+    use nix::sys::statfs::FsType;
+    const LOCAL: [FsType; 8] = [
+        FsType(0xEF53),      // ext2, ext3, ext4
+        FsType(0x5846_5342), // xfs
+        FsType(0x9123_683E), // btrfs
+        FsType(0x0102_1994), // tmpfs
+        FsType(0x8584_58f6), // ramfs
+        FsType(0xF2F5_2010), // f2fs
+        FsType(0x2fc1_2fc1), // zfs
+        FsType(0xca45_1a4e), // bcachefs
+    ];
+    let Ok(st) = nix::sys::statfs::fstatfs(fd) else { return false };
+    LOCAL.contains(&st.filesystem_type())
+}
+
 /// Opens a directory beneath `root` for reading and as a base for `*at` calls.
 pub fn open_dir(root: BorrowedFd<'_>, path: &str) -> io::Result<OwnedFd> {
     open_beneath(root, path, OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0)

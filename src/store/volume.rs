@@ -71,6 +71,9 @@ pub struct Volume {
     pub(super) uploads: OwnedFd,
     /// The file system keeps user extended attributes.
     pub xattrs: bool,
+    /// The file system keeps its metadata on this node ([`fsx::is_local_fs`]): lookups
+    /// found in the dentry cache are served without a blocking thread ([`Volume::head_cached`]).
+    pub local: bool,
     /// The file system is mounted read-only.
     pub read_only: bool,
     /// Creation time of the root directory (ListBuckets CreationDate), ns since the epoch.
@@ -136,6 +139,7 @@ impl Volume {
                 "the file system has no user extended attributes: ETags are synthesized, content types guessed, and user metadata is refused"
             );
         }
+        let local = fsx::is_local_fs(root.as_fd());
         let created_ns = i128::from(st.st_ctime) * 1_000_000_000 + i128::from(st.st_ctime_nsec);
         let space = Arc::new(super::quota::Space::new(settings.limits.clone()));
         Ok(Self {
@@ -147,6 +151,7 @@ impl Volume {
             tmp,
             uploads,
             xattrs,
+            local,
             read_only,
             created_ns,
         })
@@ -188,16 +193,26 @@ impl Volume {
     ///
     /// `O_NONBLOCK` so that a FIFO swapped in can never block the open.
     pub fn open_regular(&self, key: &ObjectKey) -> Result<(OwnedFd, FileStat)> {
-        let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
-        let fd = fsx::open_beneath(self.root(), key.path(), flags, 0).map_err(|e| match e.raw_os_error() {
-            Some(libc::ENOTDIR | libc::ENXIO) => Error::NotFound,
-            _ => e.into(),
-        })?;
-        let st = fsx::fstat(fd.as_fd())?;
-        if !fsx::is_regular(&st) {
-            return Err(Error::NotFound);
+        let fd = fsx::open_beneath(self.root(), key.path(), READ_FLAGS, 0).map_err(open_error)?;
+        regular(fd)
+    }
+
+    /// [`Volume::head`] for the async threads: `None` unless the volume is local and every
+    /// component of the key is in the kernel's lookup cache (`RESOLVE_CACHED`), so that
+    /// nothing here waits on a device or a server; the caller then runs [`Volume::head`]
+    /// on the blocking pool. (An `fgetxattr` whose attribute block was evicted from the
+    /// buffer cache is the one read that can still reach the disk.) Directory markers
+    /// (`k/`) always take the blocking path.
+    pub fn head_cached(&self, key: &ObjectKey) -> Option<Result<ObjectInfo>> {
+        if !self.local || key.is_dir_marker() {
+            return None;
         }
-        Ok((fd, st))
+        let fd = match fsx::open_beneath_cached(self.root(), key.path(), READ_FLAGS) {
+            Ok(Some(fd)) => fd,
+            Ok(None) => return None,
+            Err(e) => return Some(Err(open_error(e))),
+        };
+        Some(regular(fd).map(|(fd, st)| meta::load(fd.as_fd(), &st, key.as_str(), self.xattrs)))
     }
 
     fn head_marker(&self, key: &ObjectKey) -> Result<ObjectInfo> {
@@ -419,6 +434,28 @@ fn probe_xattrs_read(root: BorrowedFd<'_>) -> bool {
     }
 }
 
+/// How objects are opened for reading: `O_NONBLOCK` so that a FIFO swapped in can never
+/// block the open.
+const READ_FLAGS: OFlag = OFlag::O_RDONLY.union(OFlag::O_NONBLOCK).union(OFlag::O_NOCTTY);
+
+/// The store error for a failed open of an object: a parent that is a file or a special
+/// file is no such key.
+fn open_error(e: std::io::Error) -> Error {
+    match e.raw_os_error() {
+        Some(libc::ENOTDIR | libc::ENXIO) => Error::NotFound,
+        _ => e.into(),
+    }
+}
+
+/// `fd` with its `fstat` when it is a regular file; `NotFound` otherwise.
+fn regular(fd: OwnedFd) -> Result<(OwnedFd, FileStat)> {
+    let st = fsx::fstat(fd.as_fd())?;
+    if !fsx::is_regular(&st) {
+        return Err(Error::NotFound);
+    }
+    Ok((fd, st))
+}
+
 pub(super) fn is_mount_point(path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     let (Ok(me), Ok(parent)) = (std::fs::metadata(path), std::fs::metadata(path.join(".."))) else {
@@ -569,5 +606,43 @@ fn open_state(name: &str, path: &Path, settings: VolumeSettings) -> VolumeState 
             warn!(volume = name, %reason, "volume unavailable: it answers 503 ServiceUnavailable");
             VolumeState::Unavailable(reason, path.to_owned())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_cached_agrees_with_head_or_defers_to_it() {
+        let root = std::env::temp_dir().join(format!("s3vol-headc-{}", std::process::id()));
+        let outside = std::env::temp_dir().join(format!("s3vol-headc-out-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("d")).unwrap();
+        std::fs::write(root.join("d/f.txt"), b"hello").unwrap();
+        std::fs::write(&outside, b"secret").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("d/out")).unwrap();
+        let vol = Volume::open("t", &root, VolumeSettings::default()).unwrap();
+        assert!(vol.local, "the tests' temp directory is on a local file system");
+
+        let key = vol.key("d/f.txt").unwrap();
+        let slow = vol.head(&key).unwrap();
+        // Just looked up, so every component is cached: answered on this thread.
+        let fast = vol.head_cached(&key).expect("cached lookup").unwrap();
+        assert_eq!((fast.size, fast.mtime_ns, &fast.meta.etag), (slow.size, slow.mtime_ns, &slow.meta.etag));
+
+        // Missing keys, parents that are files, links out of the volume, directories: the
+        // same refusal as head(), or a deferral to it, never an answer head() would not give.
+        for k in ["d/missing", "d/f.txt/x", "d/out", "d"] {
+            let key = vol.key(k).unwrap();
+            let slow = vol.head(&key).map(|i| i.size).map_err(|e| e.to_string());
+            assert!(slow.is_err(), "{k}: {slow:?}");
+            if let Some(fast) = vol.head_cached(&key) {
+                assert_eq!(fast.map(|i| i.size).map_err(|e| e.to_string()), slow, "{k}");
+            }
+        }
+        // Directory markers always take the blocking path.
+        assert!(vol.head_cached(&vol.key("d/").unwrap()).is_none());
+        std::fs::remove_dir_all(&root).unwrap();
+        std::fs::remove_file(&outside).unwrap();
     }
 }
