@@ -13,6 +13,7 @@ pub mod meta;
 pub mod multipart;
 pub mod quota;
 pub mod read;
+mod sink;
 pub mod status;
 pub mod sweep;
 pub mod volume;

@@ -8,7 +8,6 @@
 //! failed or cancelled PUT leaves the old object untouched and nothing behind.
 
 use std::fs::File;
-use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
@@ -19,11 +18,13 @@ use nix::sys::stat::Mode;
 use super::key::ObjectKey;
 use super::meta::{self, Fingerprint, META_XATTR, ObjectInfo, ObjectMeta};
 use super::quota::Reservation;
+use super::sink::Sink;
 use super::volume::{Volume, random_hex};
 use super::{Error, Result, fsx};
 
-/// Write buffer: large blocks keep the syscall count low for streamed bodies.
-const WRITE_BUF: usize = 256 << 10;
+/// Declared sizes from which a write bypasses the page cache (see [`Sink`]): a large
+/// object's bytes are not read back soon, small ones are (and are cheaper buffered).
+const DIRECT_FROM: u64 = 8 << 20;
 
 enum TempName {
     /// `O_TMPFILE`: nameless until linked at commit.
@@ -36,7 +37,7 @@ enum TempName {
 pub struct Writer {
     pub(super) vol: Arc<Volume>,
     key: ObjectKey,
-    out: Option<BufWriter<File>>,
+    out: Option<Sink>,
     temp: TempName,
     md5: Md5,
     /// The content MD5 when the caller hashed it elsewhere.
@@ -69,7 +70,10 @@ impl Writer {
     pub(super) fn begin_unchecked(vol: Arc<Volume>, key: ObjectKey, declared: Option<u64>) -> Result<Self> {
         let reservation = declared.map(|n| vol.space.reserve(vol.root(), n)).transpose()?;
         let (fd, temp) = create_temp(&vol)?;
-        let out = Some(BufWriter::with_capacity(WRITE_BUF, File::from(fd)));
+        // Direct I/O only where the kernel is the file system (not NFS or FUSE, whose
+        // O_DIRECT means an uncached round trip per write).
+        let direct = vol.local && declared.is_some_and(|n| n >= DIRECT_FROM);
+        let out = Some(Sink::new(File::from(fd), direct));
         Ok(Self { vol, key, out, temp, md5: Md5::new(), md5_given: None, written: 0, reservation })
     }
 
@@ -109,7 +113,7 @@ impl Writer {
         }
         self.written += len;
         // The ioctl does not move the file position; later writes must land after the clone.
-        out.seek(SeekFrom::Start(self.written))?;
+        out.seek(self.written)?;
         Ok(true)
     }
 
@@ -158,13 +162,13 @@ impl Writer {
             done += n as u64;
         }
         self.written += len;
-        out.seek(SeekFrom::Start(self.written))?;
+        out.seek(self.written)?;
         Ok(())
     }
 
     /// Finishes a staged part: fsync, then link it into `dir` as `name`. Returns its size.
     pub(super) fn commit_into(mut self, dir: std::os::fd::BorrowedFd<'_>, name: &str) -> Result<u64> {
-        let file = self.out.take().expect("writer is open").into_inner().map_err(|e| e.into_error())?;
+        let file = self.out.take().expect("writer is open").into_inner()?;
         if self.vol.settings.fsync {
             fsx::fsync(file.as_fd())?;
         }
@@ -232,7 +236,7 @@ impl Writer {
     /// [`Error::ParentIsFile`], [`Error::NoSpace`] / [`Error::QuotaExceeded`]; on any error
     /// the temp file is removed and the old object is untouched.
     pub fn commit(mut self, mut meta: ObjectMeta) -> Result<ObjectInfo> {
-        let file = self.out.take().expect("writer is open").into_inner().map_err(|e| e.into_error())?;
+        let file = self.out.take().expect("writer is open").into_inner()?;
         // Keep the descriptor in `self` so Drop can still clean up if a step below fails.
         let fd = file.as_fd();
         self.vol.apply_owner_mode(fd, false)?;
