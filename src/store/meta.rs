@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use super::fsx;
 
-/// The extended attribute that holds [`ObjectMeta`] as JSON.
+/// The extended attribute that holds [`ObjectMeta`]: compact binary for a plain object,
+/// else JSON (see [`ObjectMeta::to_bytes`]).
 pub const META_XATTR: &CStr = c"user.s3vol.meta";
 /// The extended attribute on directories s3vol created: `auto` (made as a parent of a key)
 /// or `marker` (made or claimed by a `k/` PUT, so listed as an object).
@@ -68,15 +69,83 @@ pub struct ObjectMeta {
     pub fp: Option<Fingerprint>,
 }
 
+/// Tag byte of the compact encoding (JSON always starts with `{`).
+const COMPACT: u8 = 1;
+/// Length of the compact encoding: tag, content-type code, MD5, inode, size, mtime ns.
+const COMPACT_LEN: usize = 2 + 16 + 8 + 8 + 8;
+/// Content types the compact encoding names by their index (code 0: none stored).
+const COMPACT_TYPES: [&str; 11] = [
+    "application/octet-stream",
+    "binary/octet-stream",
+    "text/plain",
+    "application/json",
+    "application/x-tar",
+    "application/gzip",
+    "application/zip",
+    "image/jpeg",
+    "image/png",
+    "text/csv",
+    "text/html",
+];
+
 impl ObjectMeta {
     /// Encodes for the attribute.
+    ///
+    /// A plain object (single-part MD5 ETag, at most a common Content-Type, nothing else)
+    /// takes 42 bytes of binary, small enough for ext4 to keep the attribute inside a
+    /// 256-byte inode; as JSON (~145 bytes) it needs a 4 KiB attribute block per file, one
+    /// more block to read for every HEAD, GET and listed key. Anything else is JSON.
     pub fn to_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("ObjectMeta serializes")
+        self.to_compact().unwrap_or_else(|| serde_json::to_vec(self).expect("ObjectMeta serializes"))
     }
 
-    /// Decodes an attribute value; `None` when it is not ours or is damaged.
+    fn to_compact(&self) -> Option<Vec<u8>> {
+        let fp = self.fp?;
+        let plain = self.content_encoding.is_none()
+            && self.content_disposition.is_none()
+            && self.content_language.is_none()
+            && self.cache_control.is_none()
+            && self.expires.is_none()
+            && self.user.is_empty()
+            && self.checksums.is_empty()
+            && self.parts.is_empty();
+        let etag = self.etag.as_bytes();
+        if !plain || etag.len() != 32 || !etag.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return None;
+        }
+        let ct = match &self.content_type {
+            None => 0,
+            Some(t) => 1 + COMPACT_TYPES.iter().position(|c| c == t)? as u8,
+        };
+        let mtime = i64::try_from(fp.mtime_ns).ok()?;
+        let mut out = Vec::with_capacity(COMPACT_LEN);
+        out.extend_from_slice(&[COMPACT, ct]);
+        out.extend_from_slice(&hex_simd::decode_to_vec(etag).ok()?);
+        out.extend_from_slice(&fp.ino.to_le_bytes());
+        out.extend_from_slice(&fp.size.to_le_bytes());
+        out.extend_from_slice(&mtime.to_le_bytes());
+        Some(out)
+    }
+
+    /// Decodes an attribute value (either encoding); `None` when it is not ours or is damaged.
     pub fn from_bytes(b: &[u8]) -> Option<Self> {
-        serde_json::from_slice(b).ok()
+        if b.first() != Some(&COMPACT) {
+            return serde_json::from_slice(b).ok();
+        }
+        if b.len() != COMPACT_LEN {
+            return None;
+        }
+        let content_type = match b[1] {
+            0 => None,
+            c => Some((*COMPACT_TYPES.get(usize::from(c) - 1)?).to_owned()),
+        };
+        let word = |at: usize| <[u8; 8]>::try_from(&b[at..at + 8]).expect("8 bytes");
+        let fp = Fingerprint {
+            ino: u64::from_le_bytes(word(18)),
+            size: u64::from_le_bytes(word(26)),
+            mtime_ns: i128::from(i64::from_le_bytes(word(34))),
+        };
+        Some(Self { etag: hex_lower(&b[2..18]), content_type, fp: Some(fp), ..Self::default() })
     }
 }
 
@@ -182,6 +251,47 @@ mod tests {
         st.st_mtime_nsec = nsec;
         st.st_mode = libc::S_IFREG | 0o644;
         st
+    }
+
+    #[test]
+    fn plain_metadata_is_compact_and_round_trips() {
+        let fp = Some(Fingerprint { ino: 835_940, size: 1 << 40, mtime_ns: 1_795_260_164_430_847_810 });
+        let plain = ObjectMeta {
+            etag: "d41d8cd98f00b204e9800998ecf8427e".into(),
+            content_type: Some("binary/octet-stream".into()),
+            fp,
+            ..ObjectMeta::default()
+        };
+        let b = plain.to_bytes();
+        assert_eq!(b.len(), COMPACT_LEN, "fits in an ext4 inode's attribute space");
+        assert_eq!(ObjectMeta::from_bytes(&b), Some(plain.clone()));
+        let untyped = ObjectMeta { content_type: None, ..plain.clone() };
+        assert_eq!(ObjectMeta::from_bytes(&untyped.to_bytes()), Some(untyped));
+
+        // Anything the compact form cannot hold stays JSON, and JSON written before still reads.
+        let mut user = BTreeMap::new();
+        user.insert("k".to_owned(), "v".to_owned());
+        for m in [
+            ObjectMeta { content_type: Some("text/x-rare".into()), ..plain.clone() },
+            ObjectMeta { user, ..plain.clone() },
+            ObjectMeta { etag: multipart_etag(&[[1; 16], [2; 16]]), parts: vec![5, 5], ..plain.clone() },
+            ObjectMeta { cache_control: Some("no-cache".into()), ..plain.clone() },
+            ObjectMeta { fp: fp.map(|f| Fingerprint { mtime_ns: i128::MAX, ..f }), ..plain.clone() },
+            ObjectMeta { fp: None, ..plain.clone() },
+        ] {
+            let b = m.to_bytes();
+            assert_eq!(b[0], b'{', "{m:?}");
+            assert_eq!(ObjectMeta::from_bytes(&b), Some(m));
+        }
+        assert_eq!(ObjectMeta::from_bytes(&serde_json::to_vec(&plain).unwrap()), Some(plain));
+
+        // Damaged or foreign values are not ours.
+        for bad in [&b[..COMPACT_LEN - 1], &[COMPACT, 200, 0, 0][..], b"", b"not json"] {
+            assert_eq!(ObjectMeta::from_bytes(bad), None);
+        }
+        let mut bad_type = b.clone();
+        bad_type[1] = COMPACT_TYPES.len() as u8 + 1;
+        assert_eq!(ObjectMeta::from_bytes(&bad_type), None);
     }
 
     #[test]

@@ -73,7 +73,7 @@ impl Writer {
         // Direct I/O only where the kernel is the file system (not NFS or FUSE, whose
         // O_DIRECT means an uncached round trip per write).
         let direct = vol.local && declared.is_some_and(|n| n >= DIRECT_FROM);
-        let out = Some(Sink::new(File::from(fd), direct));
+        let out = Some(Sink::new(File::from(fd), direct, declared));
         Ok(Self { vol, key, out, temp, md5: Md5::new(), md5_given: None, written: 0, reservation })
     }
 
