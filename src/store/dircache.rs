@@ -26,9 +26,10 @@ use super::list::Sorted;
 /// Directories with fewer entries are read afresh for every page (one read serves them).
 pub const MIN_ENTRIES: usize = 256;
 
-/// Memory the cache may hold, estimated from names and entry sizes (bytes). The least
-/// recently used directories are dropped first.
-pub const CAPACITY_BYTES: usize = 24 << 20;
+/// Memory the cache may hold (bytes of packed names and indexes: a flat directory of a
+/// million 10-byte names takes ~14 MB). The least recently used directories are dropped
+/// first.
+pub const CAPACITY_BYTES: usize = 32 << 20;
 
 /// How long a directory must have been unchanged before its stamp is trusted (clock
 /// granularity of local file systems is ≤ 10 ms; the rest covers clock skew between this
@@ -115,8 +116,8 @@ pub fn offer(stamp: Stamp, read_at: SystemTime, hidden: &str, dir: &Sorted) {
     if dir.len() < MIN_ENTRIES || !stamp.settled(read_at) {
         return;
     }
-    let bytes = dir.iter().map(|e| std::mem::size_of_val(e) + e.name.len() + 16).sum::<usize>();
-    if bytes > CAPACITY_BYTES / 2 {
+    let bytes = dir.heap_bytes();
+    if bytes > CAPACITY_BYTES {
         return;
     }
     let mut c = CACHE.lock().unwrap_or_else(|e| e.into_inner());

@@ -215,16 +215,24 @@ pub fn link_tmpfile(file: BorrowedFd<'_>, dir: BorrowedFd<'_>, name: &str) -> io
     if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
-/// One entry of a directory: its name (raw bytes) and `d_type`.
+/// One entry of a directory: its name (raw bytes).
 pub struct RawEntry {
     pub name: Vec<u8>,
-    pub d_type: u8,
 }
 
 /// Reads every entry of the directory open at `dir` (except `.` and `..`), in no order.
 pub fn read_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<RawEntry>> {
-    let mut d = reopen_dir(dir)?;
     let mut out = Vec::new();
+    read_dir_each(dir, |name, _| out.push(RawEntry { name: name.to_vec() }))?;
+    Ok(out)
+}
+
+/// Calls `f(name, d_type)` for every entry of the directory open at `dir` (except `.` and
+/// `..`), in no order, without allocating per entry (a directory of a million names).
+/// `d_type` is `DT_REG`, `DT_DIR`, `DT_LNK`, `DT_FIFO` for any other special file, or
+/// `DT_UNKNOWN` where the file system does not tell.
+pub fn read_dir_each(dir: BorrowedFd<'_>, mut f: impl FnMut(&[u8], u8)) -> io::Result<()> {
+    let mut d = reopen_dir(dir)?;
     for ent in d.iter() {
         let ent = ent?;
         let name = ent.file_name().to_bytes();
@@ -238,9 +246,9 @@ pub fn read_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<RawEntry>> {
             Some(_) => libc::DT_FIFO, // any other special file: never an object
             None => libc::DT_UNKNOWN,
         };
-        out.push(RawEntry { name: name.to_vec(), d_type });
+        f(name, d_type);
     }
-    Ok(out)
+    Ok(())
 }
 
 /// True when the directory open at `dir` has no entry but `.` and `..`; stops at the

@@ -12,7 +12,6 @@
 //! [`FsTree`] is the file-system side.
 
 use std::cmp::Ordering;
-use std::ops::Deref;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -41,22 +40,105 @@ pub struct Entry {
     pub kind: Kind,
 }
 
-/// The entries of one directory in S3 order (see [`cmp_entries`]), cheap to clone.
+/// One entry of a [`Sorted`] directory, borrowed.
+#[derive(Debug, Clone, Copy)]
+pub struct EntryRef<'a> {
+    pub name: &'a str,
+    pub kind: Kind,
+}
+
+/// The entries of one directory in S3 order (see [`cmp_names`]), packed (all names in one
+/// string, 8 bytes of index per entry: a million short names take ~15 MB, not the ~60 MB
+/// of a string each) and cheap to clone.
 #[derive(Debug, Clone)]
-pub struct Sorted(Arc<[Entry]>);
+pub struct Sorted(Arc<Packed>);
+
+#[derive(Debug, Default)]
+struct Packed {
+    text: String,
+    /// Per entry: end offset of its name in `text` (it starts where the previous ends),
+    /// with the top bit set for a directory.
+    ends: Vec<u32>,
+}
+
+const DIR_BIT: u32 = 1 << 31;
 
 impl Sorted {
     /// Sorts `entries` (given in any order) into S3 order.
-    pub fn new(mut entries: Vec<Entry>) -> Self {
-        entries.sort_unstable_by(cmp_entries);
-        Self(entries.into())
+    pub fn new(entries: Vec<Entry>) -> Self {
+        let mut b = Builder::default();
+        for e in &entries {
+            b.push(&e.name, e.kind);
+        }
+        b.finish().expect("names fit in 2 GiB")
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.0.ends.len()
+    }
+
+    /// True when the directory has no visible entries.
+    pub fn is_empty(&self) -> bool {
+        self.0.ends.is_empty()
+    }
+
+    /// Entry `i` (0-based, in S3 order).
+    pub fn get(&self, i: usize) -> EntryRef<'_> {
+        let p = &self.0;
+        let start = if i == 0 { 0 } else { (p.ends[i - 1] & !DIR_BIT) as usize };
+        let end = p.ends[i];
+        let kind = if end & DIR_BIT != 0 { Kind::Dir } else { Kind::File };
+        EntryRef { name: &p.text[start..(end & !DIR_BIT) as usize], kind }
+    }
+
+    /// Memory held, in bytes (for the directory cache's budget).
+    pub fn heap_bytes(&self) -> usize {
+        self.0.text.len() + self.0.ends.len() * std::mem::size_of::<u32>()
+    }
+
+    /// The first index at which `pred` is false (`pred` true on a leading run).
+    fn partition_point(&self, mut pred: impl FnMut(EntryRef<'_>) -> bool) -> usize {
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if pred(self.get(mid)) { lo = mid + 1 } else { hi = mid }
+        }
+        lo
     }
 }
 
-impl Deref for Sorted {
-    type Target = [Entry];
-    fn deref(&self) -> &[Entry] {
-        &self.0
+/// Collects a directory's entries, then sorts and packs them into a [`Sorted`].
+#[derive(Default)]
+pub struct Builder {
+    text: String,
+    /// (start, len, kind) of each name in `text`, in arrival order.
+    spans: Vec<(u32, u32, Kind)>,
+}
+
+impl Builder {
+    /// Adds an entry.
+    pub fn push(&mut self, name: &str, kind: Kind) {
+        let start = self.text.len() as u32;
+        self.text.push_str(name);
+        self.spans.push((start, name.len() as u32, kind));
+    }
+
+    /// Sorts into S3 order and packs; `None` when the names exceed 2 GiB (offsets are 31 bits).
+    pub fn finish(self) -> Option<Sorted> {
+        if self.text.len() >= DIR_BIT as usize {
+            return None;
+        }
+        let Builder { text, mut spans } = self;
+        let name = |(start, len, _): &(u32, u32, Kind)| &text.as_bytes()[*start as usize..(*start + *len) as usize];
+        spans.sort_unstable_by(|a, b| cmp_names(name(a), a.2, name(b), b.2));
+        let mut packed = Packed { text: String::with_capacity(text.len()), ends: Vec::with_capacity(spans.len()) };
+        for sp in &spans {
+            packed.text.push_str(&text[sp.0 as usize..(sp.0 + sp.1) as usize]);
+            let dir = if sp.2 == Kind::Dir { DIR_BIT } else { 0 };
+            packed.ends.push(packed.text.len() as u32 | dir);
+        }
+        Some(Sorted(Arc::new(packed)))
     }
 }
 
@@ -147,10 +229,14 @@ impl Walker<'_, '_> {
     /// leading run of the sorted entries (a directory holding the resume point is the last
     /// entry before it), so the page starts at a binary search: a page from a directory of
     /// a million names costs its own keys, not a pass over the million.
-    fn visit(&mut self, tree: &mut impl Tree, dir: &str, entries: &[Entry], filter: &str) -> Result<bool> {
+    fn visit(&mut self, tree: &mut impl Tree, dir: &str, entries: &Sorted, filter: &str) -> Result<bool> {
         let base = if dir.is_empty() { String::new() } else { format!("{dir}/") };
         let start = entries.partition_point(|e| sorts_before(e, filter) || self.before_resume(&base, e));
-        for e in entries[start..].iter().take_while(|e| e.name.starts_with(filter)) {
+        for i in start..entries.len() {
+            let e = entries.get(i);
+            if !e.name.starts_with(filter) {
+                break;
+            }
             if !self.visit_entry(tree, dir, e)? {
                 return Ok(false);
             }
@@ -159,7 +245,7 @@ impl Walker<'_, '_> {
     }
 
     /// True when everything `e` holds sorts at or before the resume point.
-    fn before_resume(&self, base: &str, e: &Entry) -> bool {
+    fn before_resume(&self, base: &str, e: EntryRef<'_>) -> bool {
         let Some(a) = self.q.after else { return false };
         let a = a.as_bytes();
         // Compare base + name (+ '/') with `a` without building the key.
@@ -178,8 +264,8 @@ impl Walker<'_, '_> {
     }
 
     /// Visits one entry of `dir`. False: page full.
-    fn visit_entry(&mut self, tree: &mut impl Tree, dir: &str, e: &Entry) -> Result<bool> {
-        let path = if dir.is_empty() { e.name.clone() } else { format!("{dir}/{}", e.name) };
+    fn visit_entry(&mut self, tree: &mut impl Tree, dir: &str, e: EntryRef<'_>) -> Result<bool> {
+        let path = if dir.is_empty() { e.name.to_owned() } else { format!("{dir}/{}", e.name) };
         if e.kind == Kind::File {
             if !self.offer_key(&path, false) {
                 return Ok(false);
@@ -254,14 +340,13 @@ impl Walker<'_, '_> {
 
 /// True when `e` (a directory compared as `name/`) sorts before every name starting with
 /// `filter` (which holds no `/`).
-fn sorts_before(e: &Entry, filter: &str) -> bool {
+fn sorts_before(e: EntryRef<'_>, filter: &str) -> bool {
     let slash = (e.kind == Kind::Dir).then_some(b'/');
     e.name.bytes().chain(slash).take(filter.len()).lt(filter.bytes())
 }
 
 /// S3 order of siblings: by name bytes, a directory compared as `name/`.
-fn cmp_entries(a: &Entry, b: &Entry) -> Ordering {
-    let (x, y) = (a.name.as_bytes(), b.name.as_bytes());
+fn cmp_names(x: &[u8], xk: Kind, y: &[u8], yk: Kind) -> Ordering {
     let n = x.len().min(y.len());
     match x[..n].cmp(&y[..n]) {
         Ordering::Equal => {}
@@ -269,8 +354,8 @@ fn cmp_entries(a: &Entry, b: &Entry) -> Ordering {
     }
     // One name is a prefix of the other (or they are equal): the next byte decides, with a
     // directory's name continuing with '/'. Names hold no '/', so this is final.
-    let next = |name: &[u8], e: &Entry| name.get(n).copied().or((e.kind == Kind::Dir).then_some(b'/'));
-    next(x, a).cmp(&next(y, b))
+    let next = |name: &[u8], k: Kind| name.get(n).copied().or((k == Kind::Dir).then_some(b'/'));
+    next(x, xk).cmp(&next(y, yk))
 }
 
 /// The file-system tree of a volume. Hides the internal directory, special files, names
@@ -313,43 +398,48 @@ impl Tree for FsTree<'_> {
         if let Some(hit) = dircache::get(&stamp, hidden) {
             return Ok(Some(hit));
         }
-        let raw = fsx::read_dir(fd.as_fd())?;
-        let mut out = Vec::with_capacity(raw.len());
+        let mut out = Builder::default();
         let mut links = false;
-        for r in raw {
-            let Ok(name) = String::from_utf8(r.name) else {
-                debug!(volume = %self.vol.name, dir, "skipping a name that is not UTF-8");
-                continue;
+        let mut non_utf8 = false;
+        fsx::read_dir_each(fd.as_fd(), |raw, d_type| {
+            let Ok(name) = std::str::from_utf8(raw) else {
+                non_utf8 = true;
+                return;
             };
             if name == hidden {
-                continue;
+                return;
             }
-            let d_type = if r.d_type == libc::DT_UNKNOWN {
+            let d_type = if d_type == libc::DT_UNKNOWN {
                 match fsx::lstat_at(fd.as_fd(), name.as_ref()).map(|st| st.st_mode & libc::S_IFMT) {
                     Ok(libc::S_IFREG) => libc::DT_REG,
                     Ok(libc::S_IFDIR) => libc::DT_DIR,
                     Ok(libc::S_IFLNK) => libc::DT_LNK,
-                    _ => continue,
+                    _ => return,
                 }
             } else {
-                r.d_type
+                d_type
             };
             let kind = match d_type {
                 libc::DT_REG => Kind::File,
                 libc::DT_DIR => Kind::Dir,
                 libc::DT_LNK => {
                     links = true;
-                    let path = if dir.is_empty() { name.clone() } else { format!("{dir}/{name}") };
+                    let path = if dir.is_empty() { name.to_owned() } else { format!("{dir}/{name}") };
                     match self.classify_link(&path) {
                         Some(k) => k,
-                        None => continue,
+                        None => return,
                     }
                 }
-                _ => continue,
+                _ => return,
             };
-            out.push(Entry { name, kind });
+            out.push(name, kind);
+        })?;
+        if non_utf8 {
+            debug!(volume = %self.vol.name, dir, "skipping names that are not UTF-8");
         }
-        let sorted = Sorted::new(out);
+        let Some(sorted) = out.finish() else {
+            return Err(std::io::Error::from_raw_os_error(libc::E2BIG).into());
+        };
         if !links {
             dircache::offer(stamp, read_at, hidden, &sorted);
         }
