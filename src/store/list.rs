@@ -48,7 +48,7 @@ pub struct EntryRef<'a> {
 }
 
 /// The entries of one directory in S3 order (see [`cmp_names`]), packed (all names in one
-/// string, 8 bytes of index per entry: a million short names take ~15 MB, not the ~60 MB
+/// string, 4 bytes of index per entry: a million short names take ~15 MB, not the ~60 MB
 /// of a string each) and cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Sorted(Arc<Packed>);
