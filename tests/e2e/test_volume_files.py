@@ -270,3 +270,37 @@ def test_concurrent_puts_and_readers_see_whole_objects(d, s3, prefix):
     assert g["ETag"] == md5_etag(body)
     assert (d.vol("vol-a") / key).read_bytes() == body
     assert [p for p in (d.vol("vol-a") / prefix).iterdir()] == [d.vol("vol-a") / key], "stray files"
+
+
+def test_paging_a_large_directory_sees_pod_changes_between_pages(d, s3, prefix):
+    """Large directories are cached between pages (stateless tokens would otherwise re-read
+    them for every page); the cache must never hide what a pod did between two pages."""
+    base = d.vol("vol-a") / prefix / "flat"
+    base.mkdir(parents=True)
+    for i in range(1500):
+        (base / f"f{i:05d}").write_bytes(b"x")
+    time.sleep(1.2)  # only directories unchanged for a second are cached
+    key = lambda name: f"{prefix}/flat/{name}"  # noqa: E731
+    want = [key(f"f{i:05d}") for i in range(1500)]
+    assert list_all_keys(s3, "vol-a", f"{prefix}/flat/", MaxKeys=400) == want
+
+    first = s3.list_objects_v2(Bucket="vol-a", Prefix=f"{prefix}/flat/", MaxKeys=500)
+    assert [o["Key"] for o in first["Contents"]] == want[:500]
+    # Between pages a pod removes a file ahead, adds one ahead and one behind the resume
+    # point, and rewrites one ahead with other contents.
+    (base / "f00999").unlink()
+    (base / "f00750x").write_bytes(b"new")
+    (base / "f00100x").write_bytes(b"behind")
+    (base / "f01200").write_bytes(b"longer now")
+    rest, token = [], first["NextContinuationToken"]
+    while token:
+        r = s3.list_objects_v2(Bucket="vol-a", Prefix=f"{prefix}/flat/", MaxKeys=500, ContinuationToken=token)
+        rest += r.get("Contents", [])
+        token = r.get("NextContinuationToken")
+    assert [o["Key"] for o in rest] == sorted((set(want[500:]) - {key("f00999")}) | {key("f00750x")})
+    assert {o["Key"]: o["Size"] for o in rest}[key("f01200")] == len(b"longer now")
+
+    # An upload through S3 shows at once, too.
+    s3.put_object(Bucket="vol-a", Key=key("f01499a"), Body=b"s3")
+    assert key("f01499a") in list_all_keys(s3, "vol-a", f"{prefix}/flat/", MaxKeys=1000)
+    assert key("f00100x") in list_all_keys(s3, "vol-a", f"{prefix}/flat/", MaxKeys=1000)
