@@ -165,16 +165,30 @@ impl S3Vol {
         }
         let vol = self.volume(&input.bucket)?;
         let key = vol.key(&input.key).map_err(to_s3)?;
-        let (v, k) = (vol.clone(), key.clone());
-        // A small whole object is read with the open: one trip to the blocking pool.
+        // A small whole object is read with the open: on this thread when the lookup and
+        // the bytes are cached on a local file system (as HEAD), else one trip to the
+        // blocking pool.
         let whole = input.range.is_none() && input.part_number.is_none();
-        let (mut reader, info, early) = blocking(move || {
-            let (mut reader, info) = ObjectReader::open(&v, &k)?;
-            let early =
-                if whole && info.size <= SMALL_OBJECT { Some(reader.next_block(SMALL_OBJECT as usize)?) } else { None };
-            Ok((reader, info, early))
-        })
-        .await?;
+        let small = move |info: &ObjectInfo| whole && info.size <= SMALL_OBJECT;
+        let (mut reader, info, early) = match ObjectReader::open_cached(&vol, &key) {
+            Some(opened) => {
+                let (mut reader, info) = opened.map_err(to_s3)?;
+                let early = match small(&info).then(|| reader.next_block_cached(SMALL_OBJECT as usize)).flatten() {
+                    Some(read) => Some(read.map_err(to_s3)?),
+                    None => None,
+                };
+                (reader, info, early)
+            }
+            None => {
+                let (v, k) = (vol.clone(), key.clone());
+                blocking(move || {
+                    let (mut reader, info) = ObjectReader::open(&v, &k)?;
+                    let early = if small(&info) { Some(reader.next_block(SMALL_OBJECT as usize)?) } else { None };
+                    Ok((reader, info, early))
+                })
+                .await?
+            }
+        };
         check_read_conditions(
             &input.if_match,
             &input.if_none_match,

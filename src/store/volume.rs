@@ -197,22 +197,27 @@ impl Volume {
         regular(fd)
     }
 
-    /// [`Volume::head`] for the async threads: `None` unless the volume is local and every
-    /// component of the key is in the kernel's lookup cache (`RESOLVE_CACHED`), so that
-    /// nothing here waits on a device or a server; the caller then runs [`Volume::head`]
-    /// on the blocking pool. (An `fgetxattr` whose attribute block was evicted from the
-    /// buffer cache is the one read that can still reach the disk.) Directory markers
-    /// (`k/`) always take the blocking path.
-    pub fn head_cached(&self, key: &ObjectKey) -> Option<Result<ObjectInfo>> {
+    /// [`Volume::open_regular`] for the async threads: `None` unless the volume is local
+    /// and every component of the key is in the kernel's lookup cache (`RESOLVE_CACHED`),
+    /// so that nothing here waits on a device or a server; the caller then uses the
+    /// blocking pool. Directory markers (`k/`) always take the blocking path.
+    pub fn open_regular_cached(&self, key: &ObjectKey) -> Option<Result<(OwnedFd, FileStat)>> {
         if !self.local || key.is_dir_marker() {
             return None;
         }
-        let fd = match fsx::open_beneath_cached(self.root(), key.path(), READ_FLAGS) {
-            Ok(Some(fd)) => fd,
-            Ok(None) => return None,
-            Err(e) => return Some(Err(open_error(e))),
-        };
-        Some(regular(fd).map(|(fd, st)| meta::load(fd.as_fd(), &st, key.as_str(), self.xattrs)))
+        match fsx::open_beneath_cached(self.root(), key.path(), READ_FLAGS) {
+            Ok(Some(fd)) => Some(regular(fd)),
+            Ok(None) => None,
+            Err(e) => Some(Err(open_error(e))),
+        }
+    }
+
+    /// [`Volume::head`] for the async threads, on the terms of
+    /// [`Volume::open_regular_cached`]. (An `fgetxattr` whose attribute was evicted is the
+    /// one read that can still reach the disk; plain metadata lives in the inode.)
+    pub fn head_cached(&self, key: &ObjectKey) -> Option<Result<ObjectInfo>> {
+        let opened = self.open_regular_cached(key)?;
+        Some(opened.map(|(fd, st)| meta::load(fd.as_fd(), &st, key.as_str(), self.xattrs)))
     }
 
     fn head_marker(&self, key: &ObjectKey) -> Result<ObjectInfo> {
