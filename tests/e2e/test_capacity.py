@@ -139,8 +139,9 @@ def test_filling_by_a_pod_during_an_upload_yields_507_and_keeps_the_old_object(c
         sock.sendall(head.encode())
         sock.sendall(b"a" * (2 * MiB))
         time.sleep(0.5)
-        # A pod fills the file system while the upload is under way.
-        with open(filler, "wb") as f:
+        # A pod fills the file system while the upload is under way. Unbuffered: a buffered
+        # file keeps the bytes a full disk refused and raises ENOSPC again from close().
+        with open(filler, "wb", buffering=0) as f:
             try:
                 while True:
                     f.write(b"\0" * MiB)

@@ -639,7 +639,7 @@ def test_full_volume_during_assembly_fails_cleanly(work):
         second = {n: os.urandom(8 * MiB) for n in range(1, 5)}
         uid, etags = upload_parts(s3, "vol-a", "full/obj", second)
         filler = mnt / "filler"
-        with open(filler, "wb") as f:
+        with open(filler, "wb", buffering=0) as f:  # no buffered bytes for close() to retry
             try:
                 while shutil.disk_usage(mnt).free > 4 * MiB:
                     f.write(b"\0" * MiB)
