@@ -33,13 +33,6 @@ pub enum Kind {
     Dir,
 }
 
-/// One visible entry of a directory.
-#[derive(Debug, Clone)]
-pub struct Entry {
-    pub name: String,
-    pub kind: Kind,
-}
-
 /// One entry of a [`Sorted`] directory, borrowed.
 #[derive(Debug, Clone, Copy)]
 pub struct EntryRef<'a> {
@@ -64,15 +57,6 @@ struct Packed {
 const DIR_BIT: u32 = 1 << 31;
 
 impl Sorted {
-    /// Sorts `entries` (given in any order) into S3 order.
-    pub fn new(entries: Vec<Entry>) -> Self {
-        let mut b = Builder::default();
-        for e in &entries {
-            b.push(&e.name, e.kind);
-        }
-        b.finish().expect("names fit in 2 GiB")
-    }
-
     /// Number of entries.
     pub fn len(&self) -> usize {
         self.0.ends.len()
@@ -537,7 +521,7 @@ mod tests {
     /// An in-memory tree: paths of files; directories implied, plus explicit empty/marker dirs.
     #[derive(Default)]
     struct MemTree {
-        dirs: BTreeMap<String, Vec<Entry>>,
+        dirs: BTreeMap<String, Vec<(String, Kind)>>,
         markers: Vec<String>,
         reads: usize,
     }
@@ -554,8 +538,8 @@ mod tests {
                     let name = segs[i].to_owned();
                     let k = if i + 1 == segs.len() { kind } else { Kind::Dir };
                     let list = t.dirs.entry(parent).or_default();
-                    if !list.iter().any(|e| e.name == name) {
-                        list.push(Entry { name, kind: k });
+                    if !list.iter().any(|(n, _)| *n == name) {
+                        list.push((name, k));
                     }
                     if k == Kind::Dir {
                         t.dirs.entry(segs[..=i].join("/")).or_default();
@@ -569,8 +553,14 @@ mod tests {
     impl Tree for MemTree {
         fn read_dir(&mut self, dir: &str) -> Result<Option<Sorted>> {
             self.reads += 1;
-            // Entries in reverse order: Sorted must sort, not trust readdir.
-            Ok(self.dirs.get(dir).map(|v| Sorted::new(v.iter().rev().cloned().collect())))
+            // Entries in reverse order: the builder must sort, not trust readdir.
+            Ok(self.dirs.get(dir).map(|v| {
+                let mut b = Builder::default();
+                for (name, kind) in v.iter().rev() {
+                    b.push(name, *kind);
+                }
+                b.finish().unwrap()
+            }))
         }
         fn is_marker(&mut self, dir: &str) -> bool {
             self.markers.iter().any(|m| m == dir)
