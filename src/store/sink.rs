@@ -86,36 +86,26 @@ impl Sink {
     /// Writes out whatever is buffered (the file is complete up to here afterwards). An
     /// unaligned remainder ends direct I/O for this file.
     pub fn flush(&mut self) -> io::Result<()> {
-        if self.direct && !self.len.is_multiple_of(ALIGN) {
-            self.direct = false;
-            set_direct(&self.file, false)?;
-        }
+        self.keep_direct_if(self.len.is_multiple_of(ALIGN))?;
         self.drain()
     }
 
     fn drain(&mut self) -> io::Result<()> {
-        let mut done = 0;
-        while done < self.len {
-            let len = self.len;
+        let (mut done, len) = (0, self.len);
+        while done < len {
             match (&self.file).write(&self.bytes_ref()[done..len]) {
                 Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // Refused as direct I/O (or a short direct write left the rest unaligned):
                 // the rest goes through the page cache.
-                Err(e) if self.direct && e.raw_os_error() == Some(libc::EINVAL) => {
-                    self.direct = false;
-                    set_direct(&self.file, false)?;
-                }
+                Err(e) if self.direct && e.raw_os_error() == Some(libc::EINVAL) => self.keep_direct_if(false)?,
                 Err(e) => {
                     self.len = 0;
                     return Err(e);
                 }
             }
-            if self.direct && !done.is_multiple_of(ALIGN) {
-                self.direct = false;
-                set_direct(&self.file, false)?;
-            }
+            self.keep_direct_if(done.is_multiple_of(ALIGN))?;
         }
         self.len = 0;
         Ok(())
@@ -135,20 +125,25 @@ impl Sink {
     /// are written first; direct I/O ends unless `pos` is aligned.
     pub fn seek(&mut self, pos: u64) -> io::Result<()> {
         self.flush()?;
-        if self.direct && !pos.is_multiple_of(ALIGN as u64) {
-            self.direct = false;
-            set_direct(&self.file, false)?;
-        }
+        self.keep_direct_if(pos.is_multiple_of(ALIGN as u64))?;
         self.file.seek(SeekFrom::Start(pos)).map(drop)
     }
 
     /// Flushes and returns the file, with `O_DIRECT` off.
     pub fn into_inner(mut self) -> io::Result<File> {
         self.flush()?;
-        if self.direct {
+        self.keep_direct_if(false)?;
+        Ok(self.file)
+    }
+
+    /// Ends direct I/O for the rest of the file unless `aligned` (the next write's offset or
+    /// length is a multiple of [`ALIGN`]); the bytes are the same either way.
+    fn keep_direct_if(&mut self, aligned: bool) -> io::Result<()> {
+        if self.direct && !aligned {
+            self.direct = false;
             set_direct(&self.file, false)?;
         }
-        Ok(self.file)
+        Ok(())
     }
 }
 
