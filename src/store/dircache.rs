@@ -21,6 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::sys::stat::FileStat;
 
+use super::fsx;
 use super::list::Sorted;
 
 /// Directories with fewer entries are read afresh for every page (one read serves them).
@@ -53,8 +54,8 @@ impl Stamp {
         Self {
             dev: st.st_dev,
             ino: st.st_ino,
-            mtime_ns: i128::from(st.st_mtime) * 1_000_000_000 + i128::from(st.st_mtime_nsec),
-            ctime_ns: i128::from(st.st_ctime) * 1_000_000_000 + i128::from(st.st_ctime_nsec),
+            mtime_ns: fsx::mtime_ns(st),
+            ctime_ns: fsx::ctime_ns(st),
             size: st.st_size,
             nlink: st.st_nlink,
         }

@@ -96,6 +96,11 @@ pub fn mtime_ns(st: &FileStat) -> i128 {
     i128::from(st.st_mtime) * 1_000_000_000 + i128::from(st.st_mtime_nsec)
 }
 
+/// Status-change time (ctime) of `st` in nanoseconds since the epoch.
+pub fn ctime_ns(st: &FileStat) -> i128 {
+    i128::from(st.st_ctime) * 1_000_000_000 + i128::from(st.st_ctime_nsec)
+}
+
 fn cstr(s: &str) -> io::Result<CString> {
     CString::new(s).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }

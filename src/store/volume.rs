@@ -140,7 +140,7 @@ impl Volume {
             );
         }
         let local = fsx::is_local_fs(root.as_fd());
-        let created_ns = i128::from(st.st_ctime) * 1_000_000_000 + i128::from(st.st_ctime_nsec);
+        let created_ns = fsx::ctime_ns(&st);
         let space = Arc::new(super::quota::Space::new(settings.limits.clone()));
         Ok(Self {
             space,
