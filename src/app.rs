@@ -18,6 +18,7 @@ use tracing::{error, info, warn};
 use crate::admin::Admin;
 use crate::auth::{KeyRing, KeySet};
 use crate::config::{RawConfig, RawVolume, Settings};
+use crate::guard::{AuthRules, Guard};
 use crate::metrics::Metrics;
 use crate::notify::{State, notify};
 use crate::s3::S3Vol;
@@ -76,7 +77,7 @@ pub fn check(raw: &RawConfig) -> Result<(Settings, KeySet), String> {
     let creds = settings.credentials.as_deref().expect("validate requires credentials");
     let keys = KeySet::load(creds)?;
     if let Some((cert, key)) = &settings.tls {
-        crate::server::tls_acceptor(cert, key)?;
+        crate::server::tls_acceptor(cert, key, settings.limits.http2)?;
     }
     Ok((settings, keys))
 }
@@ -89,7 +90,7 @@ pub fn check(raw: &RawConfig) -> Result<(Settings, KeySet), String> {
 /// SIGINT sends `STOPPING=1` and starts the graceful shutdown.
 pub async fn serve(settings: Settings, keys: KeySet) -> Result<(), String> {
     let tls = match &settings.tls {
-        Some((c, k)) => Some(ReloadableTls::load(c, k)?),
+        Some((c, k)) => Some(ReloadableTls::load(c, k, settings.limits.http2)?),
         None => None,
     };
     let volumes = Arc::new(Volumes::open(settings.volumes.clone(), settings.volumes_root.clone()));
@@ -104,8 +105,16 @@ pub async fn serve(settings: Settings, keys: KeySet) -> Result<(), String> {
     if !settings.domains.is_empty() {
         b.set_host(crate::s3::host::VirtualHosts::new(&settings.domains));
     }
-    let mut cfg = S3Config::default();
+    let l = &settings.limits;
+    let guard = Arc::new(Guard::new(
+        AuthRules { sigv2: settings.sigv2, max_skew_secs: i64::from(MAX_SKEW_SECS) },
+        l.max_chunk_size,
+        l.max_form_upload_size,
+        l.max_form_uploads,
+    ));
+    let mut cfg = guard.s3s_config(S3Config::default());
     cfg.presigned_url_max_skew_time_secs = MAX_SKEW_SECS;
+    cfg.xml_max_body_size = crate::server::XML_MAX_BODY as usize;
     b.set_config(Arc::new(StaticConfigProvider::new(Arc::new(cfg))));
     let service = b.build();
 
@@ -140,7 +149,7 @@ pub async fn serve(settings: Settings, keys: KeySet) -> Result<(), String> {
         notify(State::Stopping);
         let _ = stop_tx.send(true);
     };
-    let opts = ServeOptions { metrics, limits: settings.limits, cors: Arc::new(settings.cors.clone()) };
+    let opts = ServeOptions { metrics, limits: settings.limits, cors: Arc::new(settings.cors.clone()), guard };
     crate::server::run(listener, tls, service, opts, shutdown).await;
     drop(stop_rx);
     Ok(())

@@ -16,6 +16,8 @@ use s3s::dto::{CopyObjectInput, CopySource, GetObjectInput, UploadPartCopyInput}
 use s3s::{S3Request, S3Result, s3_error};
 use serde::Deserialize;
 
+use crate::guard::AuthParams;
+
 /// What a key may do (SPEC.md "Authentication and access").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -205,50 +207,67 @@ impl S3Auth for KeyRing {
     }
 }
 
-/// The permission an S3 operation needs; `None` for operations s3vol does not implement
-/// (they answer NotImplemented to any valid key).
+/// The permission an S3 operation needs; `None` denies it to every key (fail closed: an
+/// operation this table does not name, such as one a later `s3s` adds, is refused before
+/// it reaches the S3 implementation). Operations s3vol does not implement still need
+/// their permission and then answer `NotImplemented`.
+///
+/// Reads of objects and bucket settings need `read`; writes of objects (PutObject and
+/// PostObject, the browser form upload, alike) `write`; removals of objects `delete`;
+/// creating, removing or configuring a bucket `admin` (as S3's bucket-owner actions).
 pub fn permission_for(op: &str) -> Option<Permission> {
+    use Permission::*;
     Some(match op {
         "ListBuckets"
+        | "ListDirectoryBuckets"
         | "HeadBucket"
-        | "GetBucketLocation"
-        | "GetBucketVersioning"
         | "ListObjects"
         | "ListObjectsV2"
+        | "ListObjectVersions"
+        | "ListMultipartUploads"
+        | "ListParts"
         | "GetObject"
         | "HeadObject"
-        | "ListMultipartUploads"
-        | "ListParts" => Permission::Read,
+        | "GetObjectAttributes"
+        | "GetObjectAcl"
+        | "GetObjectTagging"
+        | "GetObjectLegalHold"
+        | "GetObjectRetention"
+        | "GetObjectTorrent"
+        | "SelectObjectContent" => Read,
+        op if op.starts_with("GetBucket") || op.starts_with("ListBucket") => Read,
+        "GetObjectLockConfiguration" | "GetPublicAccessBlock" => Read,
         "PutObject"
+        | "PostObject"
         | "CopyObject"
         | "CreateMultipartUpload"
         | "UploadPart"
         | "UploadPartCopy"
-        | "CompleteMultipartUpload" => Permission::Write,
-        "DeleteObject" | "DeleteObjects" | "AbortMultipartUpload" => Permission::Delete,
-        "CreateBucket" | "DeleteBucket" => Permission::Admin,
+        | "CompleteMultipartUpload"
+        | "PutObjectAcl"
+        | "PutObjectTagging"
+        | "PutObjectLegalHold"
+        | "PutObjectRetention"
+        | "RestoreObject" => Write,
+        "DeleteObject" | "DeleteObjects" | "AbortMultipartUpload" | "DeleteObjectTagging" => Delete,
+        "CreateBucket"
+        | "DeleteBucket"
+        | "PutObjectLockConfiguration"
+        | "PutPublicAccessBlock"
+        | "DeletePublicAccessBlock"
+        | "CreateBucketMetadataTableConfiguration" => Admin,
+        op if op.starts_with("PutBucket") || op.starts_with("DeleteBucket") => Admin,
+        // CreateSession (S3 Express sessions) and WriteGetObjectResponse (Object Lambda)
+        // have no meaning here; anything unknown is denied.
         _ => return None,
     })
-}
-
-/// The region of a SigV4 credential scope in the Authorization header or presigned query.
-fn signed_region(cx: &S3AccessContext<'_>) -> Option<String> {
-    let scope = if let Some(auth) = cx.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        auth.split("Credential=").nth(1)?.split(',').next()?.to_owned()
-    } else {
-        let q = cx.uri().query()?;
-        let raw = q.split('&').find_map(|kv| kv.strip_prefix("X-Amz-Credential="))?;
-        urlencoding::decode(raw).ok()?.into_owned()
-    };
-    scope.split('/').nth(2).map(str::to_owned)
 }
 
 /// Decides whether `key` (`None`: anonymous) may perform operation `op` on `bucket`
 /// (`None`: no bucket, i.e. ListBuckets).
 ///
 /// A key may use only the volumes in its scope, and each operation needs its
-/// [`permission_for`]; operations s3vol does not implement pass (they answer
-/// `NotImplemented`). Anyone, signed or not, may perform the [`PUBLIC_OPS`] on a public
+/// [`permission_for`]; an operation without one is denied to every key. Anyone, signed or not, may perform the [`PUBLIC_OPS`] on a public
 /// volume. A DeleteObjects by a key without `delete` passes here: the operation answers
 /// `AccessDenied` for each of its keys, as S3 does.
 ///
@@ -270,25 +289,21 @@ pub fn decide(key: Option<&KeyEntry>, op: &str, bucket: Option<&str>, public: &P
         return denied();
     }
     match permission_for(op) {
-        None => Ok(()),
+        None => denied(),
         Some(p) if key.has(p) => Ok(()),
         Some(Permission::Delete) if op == "DeleteObjects" => Ok(()),
         Some(_) => denied(),
     }
 }
 
-/// The lifetime a presigned URL asks for, in seconds: `X-Amz-Expires` for SigV4, or for
-/// SigV2 (boto3's default) its absolute `Expires` minus now. `None` without a query
-/// signature. SPEC.md caps either at 7 days.
-fn presigned_expires(cx: &S3AccessContext<'_>) -> Option<u64> {
-    let q = cx.uri().query()?;
-    let param = |name: &str| q.split('&').find_map(|kv| kv.strip_prefix(name));
-    if let Some(raw) = param("X-Amz-Expires=") {
-        return Some(raw.parse().unwrap_or(u64::MAX));
+/// The request's authentication parameters as the guard decoded them (the same decoding
+/// `s3s` used), or decoded here when the guard did not run (in-process callers).
+fn auth_params(cx: &mut S3AccessContext<'_>) -> Option<AuthParams> {
+    if let Some(p) = cx.extensions_mut().get::<AuthParams>() {
+        return Some(p.clone());
     }
-    let (_, at) = (param("Signature=")?, param("Expires=")?);
-    let at: i64 = at.parse().unwrap_or(i64::MAX);
-    Some(u64::try_from(at.saturating_sub(time::OffsetDateTime::now_utc().unix_timestamp())).unwrap_or(0))
+    let rules = crate::guard::AuthRules { sigv2: true, max_skew_secs: i64::MAX / 4 };
+    crate::guard::auth_params::inspect(cx.method(), cx.uri(), cx.headers(), rules, 0).ok()
 }
 
 impl KeyRing {
@@ -307,7 +322,7 @@ impl KeyRing {
     }
 
     /// The access decision for one request (SPEC.md "Authentication and access").
-    fn authorize(&self, cx: &S3AccessContext<'_>) -> S3Result<()> {
+    fn authorize(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
         let key = match cx.credentials() {
             None => None,
             Some(creds) => match self.get(&creds.access_key) {
@@ -317,16 +332,20 @@ impl KeyRing {
             },
         };
         if key.is_some() {
+            let Some(params) = auth_params(cx) else {
+                return Err(s3_error!(AccessDenied, "Access Denied"));
+            };
             if let Some(want) = &self.strict_region
-                && let Some(got) = signed_region(cx)
-                && &got != want
+                && let Some(got) = params.region()
+                && got != want
             {
                 return Err(s3_error!(
                     AuthorizationHeaderMalformed,
                     "the request is signed for region {got}, expected {want}"
                 ));
             }
-            if presigned_expires(cx).is_some_and(|e| e > MAX_PRESIGNED_EXPIRES_SECS) {
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            if params.presigned_lifetime(now).is_some_and(|e| e > MAX_PRESIGNED_EXPIRES_SECS) {
                 return Err(s3_error!(
                     AuthorizationQueryParametersError,
                     "X-Amz-Expires must be less than a week (in seconds) that is 604800"
@@ -432,7 +451,53 @@ mod tests {
         assert_eq!(permission_for("UploadPart"), Some(Permission::Write));
         assert_eq!(permission_for("DeleteObjects"), Some(Permission::Delete));
         assert_eq!(permission_for("CreateBucket"), Some(Permission::Admin));
-        assert_eq!(permission_for("PutObjectTagging"), None);
+        assert_eq!(permission_for("PostObject"), Some(Permission::Write));
+        assert_eq!(permission_for("PutBucketCors"), Some(Permission::Admin));
+        assert_eq!(permission_for("SomethingNew"), None);
+    }
+
+    /// Every operation `s3s` can dispatch, read from its source: each maps to a
+    /// permission or is deliberately denied, and none reaches the S3 implementation by
+    /// default (an operation a later `s3s` adds is denied until this table names it).
+    #[test]
+    fn every_s3s_operation_is_decided() {
+        // The s3s source cargo built against: its version from Cargo.lock, in the registry.
+        let lock = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.lock")).unwrap();
+        let version = lock
+            .split("[[package]]")
+            .find(|p| p.contains("name = \"s3s\"\n"))
+            .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = \"")))
+            .map(|v| v.trim_end_matches('"').to_owned())
+            .expect("s3s in Cargo.lock");
+        let home = std::env::var_os("CARGO_HOME")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| std::path::PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cargo"));
+        let generated = std::fs::read_dir(home.join("registry/src"))
+            .unwrap()
+            .filter_map(|d| {
+                std::fs::read_to_string(d.ok()?.path().join(format!("s3s-{version}/src/ops/generated.rs"))).ok()
+            })
+            .next()
+            .expect("the s3s source in the cargo registry");
+        // `impl super::Operation for X { fn name(&self) -> &'static str { "X" } ...`
+        let names: Vec<&str> = generated
+            .split("fn name(&self) -> &'static str {")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').nth(1))
+            .collect();
+        assert!(names.len() > 90, "found only {} operations in s3s", names.len());
+        const DENIED: [&str; 2] = ["CreateSession", "WriteGetObjectResponse"];
+        let all = key(&["*"], &[Permission::Read, Permission::Write, Permission::Delete, Permission::Admin]);
+        let none = key(&["*"], &[]);
+        for op in &names {
+            let p = permission_for(op);
+            assert_eq!(p.is_none(), DENIED.contains(op), "{op}: {p:?}");
+            // DeleteObjects answers AccessDenied per key inside the operation, as S3 does.
+            let per_key = *op == "DeleteObjects";
+            assert_eq!(allowed(Some(&none), op, Some("vol-a"), &PublicVolumes::default()), per_key, "{op}");
+            assert_eq!(allowed(Some(&all), op, Some("vol-a"), &PublicVolumes::default()), p.is_some(), "{op}");
+        }
+        assert!(names.contains(&"PostObject") && names.contains(&"PutObject"));
     }
 
     fn key(volumes: &[&str], perms: &[Permission]) -> KeyEntry {
@@ -470,6 +535,10 @@ mod tests {
             (&reader, "DeleteObjects", Some("vol-a"), true),
             (&reader, "DeleteObjects", Some("vol-b"), false),
             (&reader, "PutBucketCors", Some("vol-b"), false),
+            (&reader, "PutBucketCors", Some("vol-a"), false),
+            (&reader, "PostObject", Some("vol-a"), false),
+            (&reader, "PutObjectTagging", Some("vol-a"), false),
+            (&writer, "PostObject", Some("vol-a"), true),
             (&writer, "PutObject", Some("vol-a"), true),
             (&writer, "UploadPart", Some("vol-a"), true),
             (&writer, "GetObject", Some("vol-a"), false),

@@ -46,6 +46,26 @@ pub struct RawConfig {
     /// Most client connections open at once on the S3 listener (default 4096); more wait
     /// in the kernel's listen backlog.
     pub max_connections: Option<usize>,
+    /// A request body slower than this is cut, bytes per second averaged over 20 s of
+    /// waiting, e.g. `4KiB` (default); `0` turns the check off.
+    pub min_body_rate: Option<String>,
+    /// Longest time any request body may take, e.g. `12h` (default).
+    pub max_body_time: Option<String>,
+    /// Longest time a body read before its request is authorized (a browser form upload)
+    /// may take, e.g. `60s` (default).
+    pub unauthenticated_body_time: Option<String>,
+    /// Serve HTTP/2 as well as HTTP/1.1 (default false: HTTP/1.1 only, as S3).
+    pub http2: Option<bool>,
+    /// Largest aws-chunked chunk accepted, e.g. `8MiB` (default; SDKs send 64 KiB-1 MiB).
+    pub max_chunk_size: Option<String>,
+    /// Largest browser form upload (PostObject), e.g. `16MiB` (default). It is held in
+    /// memory while read.
+    pub max_form_upload_size: Option<String>,
+    /// Form uploads read at once (default 4); more answer 503 SlowDown.
+    pub max_form_uploads: Option<usize>,
+    /// Accept AWS Signature Version 2 (header auth and presigned URLs; default true:
+    /// boto3 presigns with it). Off: only SigV4.
+    pub sigv2: Option<bool>,
     /// Base domain(s) for virtual-hosted-style requests: with `s3.example.com`, the host
     /// `vol-a.s3.example.com` names bucket `vol-a`. A string or a list; path style always
     /// works too. Default: none (path style only).
@@ -145,6 +165,8 @@ pub struct Settings {
     pub domains: Vec<String>,
     pub region: String,
     pub strict_region: bool,
+    /// SigV2 (header and presigned) accepted.
+    pub sigv2: bool,
     /// The credentials file; `None` only for the embedded default (dev key generated).
     pub credentials: Option<PathBuf>,
     pub tls: Option<(PathBuf, PathBuf)>,
@@ -220,7 +242,7 @@ impl RawConfig {
                 }
             },
         };
-        let limits = Limits {
+        let mut limits = Limits {
             shutdown_grace: duration("shutdown_grace", &self.shutdown_grace, limits::DEFAULT_SHUTDOWN_GRACE),
             header_read_timeout: duration(
                 "header_read_timeout",
@@ -229,10 +251,40 @@ impl RawConfig {
             ),
             idle_timeout: duration("idle_timeout", &self.idle_timeout, limits::DEFAULT_IDLE_TIMEOUT),
             max_connections: self.max_connections.unwrap_or(limits::DEFAULT_MAX_CONNECTIONS),
+            max_body_time: duration("max_body_time", &self.max_body_time, limits::DEFAULT_MAX_BODY_TIME),
+            unauthenticated_body_time: duration(
+                "unauthenticated_body_time",
+                &self.unauthenticated_body_time,
+                limits::DEFAULT_UNAUTHENTICATED_BODY_TIME,
+            ),
+            http2: self.http2.unwrap_or(false),
+            min_body_rate: limits::DEFAULT_MIN_BODY_RATE,
+            max_chunk_size: crate::guard::chunked::DEFAULT_MAX_CHUNK_SIZE,
+            max_form_upload_size: crate::guard::DEFAULT_MAX_FORM_UPLOAD,
+            max_form_uploads: self.max_form_uploads.unwrap_or(crate::guard::DEFAULT_MAX_FORM_UPLOADS),
         };
         if limits.max_connections == 0 {
             errs.push("max_connections: must be at least 1".into());
         }
+        if limits.max_form_uploads == 0 {
+            errs.push("max_form_uploads: must be at least 1".into());
+        }
+        let mut edge_size = |field: &str, v: &Option<String>, default: u64, min: u64| match v {
+            None => default,
+            Some(s) => match parse_size(s) {
+                Some(n) if n >= min => n,
+                _ => {
+                    errs.push(format!("{field}: {s:?} is not a size of at least {min} bytes, like 8MiB"));
+                    default
+                }
+            },
+        };
+        limits.min_body_rate = edge_size("min_body_rate", &self.min_body_rate, limits::DEFAULT_MIN_BODY_RATE, 0);
+        // A chunk cap below what SDKs send (64 KiB) would refuse every aws-chunked upload.
+        limits.max_chunk_size =
+            edge_size("max_chunk_size", &self.max_chunk_size, crate::guard::chunked::DEFAULT_MAX_CHUNK_SIZE, 64 << 10);
+        limits.max_form_upload_size =
+            edge_size("max_form_upload_size", &self.max_form_upload_size, crate::guard::DEFAULT_MAX_FORM_UPLOAD, 1);
         let internal_dir = self.internal_dir.clone().unwrap_or_else(|| ".s3vol".into());
         if internal_dir.is_empty() || internal_dir.contains('/') || internal_dir == "." || internal_dir == ".." {
             errs.push(format!("internal_dir: {internal_dir:?} must be a single directory name"));
@@ -392,6 +444,7 @@ impl RawConfig {
             domains,
             region,
             strict_region: self.strict_region.unwrap_or(false),
+            sigv2: self.sigv2.unwrap_or(true),
             credentials: self.credentials.clone(),
             tls,
             volumes,
@@ -459,6 +512,14 @@ mod tests {
             header_read_timeout = "10s"
             idle_timeout = "90s"
             max_connections = 100
+            min_body_rate = "1KiB"
+            max_body_time = "2h"
+            unauthenticated_body_time = "30s"
+            http2 = true
+            max_chunk_size = "1MiB"
+            max_form_upload_size = "5MiB"
+            max_form_uploads = 2
+            sigv2 = false
             credentials = "/c"
             [[volume]]
             name = "vol-a"
@@ -477,9 +538,21 @@ mod tests {
                 shutdown_grace: secs(120),
                 header_read_timeout: secs(10),
                 idle_timeout: secs(90),
-                max_connections: 100
+                max_connections: 100,
+                min_body_rate: 1024,
+                max_body_time: secs(7200),
+                unauthenticated_body_time: secs(30),
+                http2: true,
+                max_chunk_size: 1 << 20,
+                max_form_upload_size: 5 << 20,
+                max_form_uploads: 2,
             }
         );
+        assert!(!s.sigv2);
+        let bad: RawConfig =
+            toml::from_str("credentials = '/c'\nmax_chunk_size = '1KiB'\n[[volume]]\nname = 'vol-a'\npath = '/tmp'")
+                .unwrap();
+        assert!(bad.validate().unwrap_err().contains("max_chunk_size"));
         assert_eq!(s.volumes[0].2.limits.quota, Some(1 << 30));
     }
 

@@ -13,6 +13,7 @@ pub mod config;
 pub mod cors;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod guard;
 pub mod limits;
 pub mod metrics;
 pub mod notify;

@@ -28,6 +28,19 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// How long a TLS handshake may take.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `min_body_rate`: a request body slower than this, bytes per second averaged over
+/// [`RATE_WINDOW`] of waiting, is cut (a trickle cannot hold a connection slot).
+pub const DEFAULT_MIN_BODY_RATE: u64 = 4096;
+/// The span of waiting for body bytes over which `min_body_rate` is measured.
+pub const RATE_WINDOW: Duration = Duration::from_secs(20);
+/// Default `max_body_time`: no request body may take longer than this in all.
+pub const DEFAULT_MAX_BODY_TIME: Duration = Duration::from_secs(12 * 3600);
+/// Default `unauthenticated_body_time`: a body read before its request is authorized (a
+/// browser form upload, whose signature is inside the body) must arrive within this.
+pub const DEFAULT_UNAUTHENTICATED_BODY_TIME: Duration = Duration::from_secs(60);
+/// Largest read buffer of an HTTP/1.1 connection, bytes: the most a request head may take
+/// (hyper's default is ~400 KiB; S3 itself refuses heads over 8 KiB of headers).
+pub const MAX_HEAD_BUFFER: usize = 128 * 1024;
 
 /// The checked limits the S3 listener runs with (config keys of the same names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +54,22 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// After SIGTERM, how long in-flight requests may take before connections are closed.
     pub shutdown_grace: Duration,
+    /// A request body that arrives slower than this (bytes per second, over
+    /// [`RATE_WINDOW`] of waiting) is cut; 0 turns the check off.
+    pub min_body_rate: u64,
+    /// Longest time a request body may take in all.
+    pub max_body_time: Duration,
+    /// Longest time a body read before the request is authorized may take.
+    pub unauthenticated_body_time: Duration,
+    /// Serve HTTP/2 too (h2 over TLS by ALPN, h2c by prior knowledge). Off: HTTP/1.1 only,
+    /// as S3 itself.
+    pub http2: bool,
+    /// Largest aws-chunked chunk accepted, bytes ([`crate::guard::chunked`]).
+    pub max_chunk_size: u64,
+    /// Largest browser form upload (PostObject) file, bytes.
+    pub max_form_upload_size: u64,
+    /// Form uploads read at once; more answer 503 SlowDown.
+    pub max_form_uploads: usize,
 }
 
 impl Default for Limits {
@@ -50,6 +79,13 @@ impl Default for Limits {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            min_body_rate: DEFAULT_MIN_BODY_RATE,
+            max_body_time: DEFAULT_MAX_BODY_TIME,
+            unauthenticated_body_time: DEFAULT_UNAUTHENTICATED_BODY_TIME,
+            http2: false,
+            max_chunk_size: crate::guard::chunked::DEFAULT_MAX_CHUNK_SIZE,
+            max_form_upload_size: crate::guard::DEFAULT_MAX_FORM_UPLOAD,
+            max_form_uploads: crate::guard::DEFAULT_MAX_FORM_UPLOADS,
         }
     }
 }

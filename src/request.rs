@@ -19,9 +19,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
-use tokio::time::Sleep;
+use tokio::time::{Instant as TokioInstant, Sleep};
 use tracing::info;
 
+use crate::limits::RATE_WINDOW;
 use crate::metrics::Metrics;
 
 /// An error type any body error converts into.
@@ -54,6 +55,8 @@ pub struct RequestInfo {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     finished: AtomicBool,
+    /// The access hook allowed the request (its body is then on the longer deadline).
+    authorized: AtomicBool,
 }
 
 impl RequestInfo {
@@ -72,6 +75,7 @@ impl RequestInfo {
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             finished: AtomicBool::new(false),
+            authorized: AtomicBool::new(false),
         })
     }
 
@@ -130,6 +134,7 @@ pub fn identify(ext: &http::Extensions, op: &str, key_name: Option<&str>, volume
 /// that volume's writes-in-flight gauge until the request finishes.
 pub fn allowed(ext: &http::Extensions) {
     let Some(info) = ext.get::<Arc<RequestInfo>>() else { return };
+    info.authorized.store(true, Ordering::Relaxed);
     let Some(ident) = info.ident.get() else { return };
     if let Some(volume) = &ident.volume
         && WRITE_OPS.contains(&ident.op.as_str())
@@ -139,27 +144,105 @@ pub fn allowed(ext: &http::Extensions) {
     }
 }
 
-/// A request body that counts its bytes and fails when the client sends nothing for
-/// `stall` while the server waits for data (a slow or stuck uploader cannot hold a
-/// request, a temp file and a connection slot forever).
+/// The limits one request body runs under (config keys of the same names).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    /// Nothing received for this long while the server waits: cut.
+    pub stall: Duration,
+    /// Bytes per second averaged over [`RATE_WINDOW`] of waiting; 0: no check.
+    pub min_rate: u64,
+    /// The whole body within this, once the request is authorized.
+    pub max_time: Duration,
+    /// The whole body within this while the request is not yet authorized (a form upload).
+    pub unauthenticated_time: Duration,
+}
+
+impl BodyLimits {
+    /// The body limits of the listener's `limits`.
+    pub fn of(l: &crate::limits::Limits) -> Self {
+        Self {
+            stall: l.idle_timeout,
+            min_rate: l.min_body_rate,
+            max_time: l.max_body_time,
+            unauthenticated_time: l.unauthenticated_body_time,
+        }
+    }
+}
+
+/// A request body that counts its bytes and is cut when the client sends nothing for
+/// `stall`, sends slower than `min_rate` while the server waits for it, or takes longer
+/// than its deadline in all (shorter before the request is authorized): a slow or stuck
+/// uploader cannot hold a request, a temp file and a connection slot for free.
 pub struct RequestBody<B> {
     inner: B,
     info: Arc<RequestInfo>,
-    stall: Duration,
+    limits: BodyLimits,
+    started: TokioInstant,
     timer: Option<Pin<Box<Sleep>>>,
+    /// When the current wait for data began.
+    waiting_since: Option<TokioInstant>,
+    /// Time spent waiting for data, and bytes received, in the current rate window.
+    waited: Duration,
+    window_bytes: u64,
 }
 
 impl<B> RequestBody<B> {
     /// Wraps `inner`, counting into `info`.
-    pub fn new(inner: B, info: Arc<RequestInfo>, stall: Duration) -> Self {
-        Self { inner, info, stall, timer: None }
+    pub fn new(inner: B, info: Arc<RequestInfo>, limits: BodyLimits) -> Self {
+        Self {
+            inner,
+            info,
+            limits,
+            started: TokioInstant::now(),
+            timer: None,
+            waiting_since: None,
+            waited: Duration::ZERO,
+            window_bytes: 0,
+        }
+    }
+
+    /// The time by which the whole body must have arrived.
+    fn deadline(&self) -> TokioInstant {
+        let allowed = if self.info.authorized.load(Ordering::Relaxed) {
+            self.limits.max_time
+        } else {
+            self.limits.unauthenticated_time
+        };
+        self.started + allowed
+    }
+
+    /// Accounts a frame of `n` bytes; an error when the window's rate was too low.
+    fn arrived(&mut self, n: u64, now: TokioInstant) -> Result<(), BodyTooSlow> {
+        if let Some(since) = self.waiting_since.take() {
+            self.waited += now - since;
+        }
+        self.window_bytes += n;
+        if self.waited >= RATE_WINDOW {
+            let needed = self.limits.min_rate.saturating_mul(self.waited.as_secs());
+            if self.window_bytes < needed {
+                return Err(BodyTooSlow::Rate(self.limits.min_rate));
+            }
+            self.waited = Duration::ZERO;
+            self.window_bytes = 0;
+        }
+        Ok(())
     }
 }
 
-/// The error a stalled request body ends with.
+/// The error a stalled request body ends with. Its text starts with `RequestTimeout`,
+/// which `s3::error::body_error` maps to S3's error of that name.
 #[derive(Debug, thiserror::Error)]
-#[error("the client sent no request body data for {0:?}")]
+#[error("RequestTimeout: the client sent no request body data for {0:?}")]
 pub struct BodyStalled(pub Duration);
+
+/// The error a too slow request body ends with.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyTooSlow {
+    #[error("RequestTimeout: the request body arrived slower than {0} bytes per second")]
+    Rate(u64),
+    #[error("RequestTimeout: the request body was not complete within {0:?}")]
+    Deadline(Duration),
+}
 
 impl<B> Body for RequestBody<B>
 where
@@ -174,18 +257,41 @@ where
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(r) => {
                 this.timer = None;
+                let now = TokioInstant::now();
                 if let Some(Ok(frame)) = &r
                     && let Some(data) = frame.data_ref()
                 {
-                    this.info.bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    let n = data.len() as u64;
+                    this.info.bytes_in.fetch_add(n, Ordering::Relaxed);
+                    if now > this.deadline() {
+                        let allowed = this.deadline() - this.started;
+                        return Poll::Ready(Some(Err(Box::new(BodyTooSlow::Deadline(allowed)))));
+                    }
+                    if this.limits.min_rate > 0
+                        && let Err(e) = this.arrived(n, now)
+                    {
+                        return Poll::Ready(Some(Err(Box::new(e))));
+                    }
+                } else {
+                    this.waiting_since = None;
                 }
                 Poll::Ready(r.map(|r| r.map_err(Into::into)))
             }
             Poll::Pending => {
-                let stall = this.stall;
-                let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+                let now = TokioInstant::now();
+                this.waiting_since.get_or_insert(now);
+                let stall_at = now + this.limits.stall;
+                let deadline = this.deadline();
+                let timer =
+                    this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(stall_at.min(deadline))));
                 if timer.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Some(Err(Box::new(BodyStalled(stall)))));
+                    this.timer = None;
+                    let err: BoxError = if TokioInstant::now() >= deadline {
+                        Box::new(BodyTooSlow::Deadline(deadline - this.started))
+                    } else {
+                        Box::new(BodyStalled(this.limits.stall))
+                    };
+                    return Poll::Ready(Some(Err(err)));
                 }
                 Poll::Pending
             }
@@ -311,7 +417,7 @@ mod tests {
         let body = RequestBody::new(
             http_body_util::Full::new(Bytes::from_static(b"hello")),
             info.clone(),
-            Duration::from_secs(5),
+            limits(Duration::from_secs(5)),
         );
         assert_eq!(body.collect().await.unwrap().to_bytes(), "hello");
         info.set_status(200);
@@ -330,8 +436,53 @@ mod tests {
     async fn a_stalled_body_fails() {
         let (_tx, rx) = futures::channel::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
         let stream = http_body_util::StreamBody::new(rx);
-        let body = RequestBody::new(stream, info(), Duration::from_secs(3));
+        let body = RequestBody::new(stream, info(), limits(Duration::from_secs(3)));
         let err = body.collect().await.unwrap_err();
         assert!(err.to_string().contains("no request body data"), "{err}");
+    }
+
+    fn limits(stall: Duration) -> BodyLimits {
+        BodyLimits {
+            stall,
+            min_rate: 1000,
+            max_time: Duration::from_secs(3600),
+            unauthenticated_time: Duration::from_secs(60),
+        }
+    }
+
+    /// A body that sends one byte every `every`, `n` times, then ends.
+    fn trickle(every: Duration, n: usize) -> impl Body<Data = Bytes, Error = BoxError> + Unpin {
+        let s = futures::stream::unfold(0usize, move |i| async move {
+            if i == n {
+                return None;
+            }
+            tokio::time::sleep(every).await;
+            Some((Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"x"))), i + 1))
+        });
+        http_body_util::StreamBody::new(Box::pin(s))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trickling_body_is_cut_by_the_rate() {
+        let info = info();
+        info.authorized.store(true, Ordering::Relaxed);
+        // One byte every 2 s never stalls for the 10 s idle limit, but is far below 1000 B/s.
+        let body = RequestBody::new(trickle(Duration::from_secs(2), 100), info, limits(Duration::from_secs(10)));
+        let err = body.collect().await.unwrap_err();
+        assert!(err.to_string().contains("slower than 1000 bytes per second"), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unauthorized_body_has_the_short_deadline() {
+        let mut l = limits(Duration::from_secs(30));
+        l.min_rate = 0;
+        let body = RequestBody::new(trickle(Duration::from_secs(5), 100), info(), l);
+        let err = body.collect().await.unwrap_err();
+        assert!(err.to_string().contains("not complete within 60s"), "{err}");
+        // Once authorized, the same body may take longer.
+        let info = info();
+        info.authorized.store(true, Ordering::Relaxed);
+        let body = RequestBody::new(trickle(Duration::from_secs(5), 20), info, l);
+        assert_eq!(body.collect().await.unwrap().to_bytes().len(), 20);
     }
 }

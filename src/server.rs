@@ -24,15 +24,17 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use crate::cors::{CorsRules, Preflight, bucket_of};
-use crate::limits::{Limits, StallIo, TLS_HANDSHAKE_TIMEOUT};
+use crate::guard::chunked::ChunkGuard;
+use crate::guard::{Guard, Refusal};
+use crate::limits::{Limits, MAX_HEAD_BUFFER, StallIo, TLS_HANDSHAKE_TIMEOUT};
 use crate::metrics::Metrics;
-use crate::request::{RequestBody, RequestInfo, ResponseBody};
+use crate::request::{BodyLimits, RequestBody, RequestInfo, ResponseBody};
 use crate::store::volume::random_hex;
 
 /// Loads a PEM certificate chain and private key into a TLS acceptor (HTTP/1.1 and h2).
 ///
 /// Errors: unreadable files, no certificate, no key, or a key that does not match.
-pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
+pub fn tls_acceptor(cert: &Path, key: &Path, http2: bool) -> Result<TlsAcceptor, String> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
@@ -50,17 +52,19 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| format!("tls: {e}"))?;
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    cfg.alpn_protocols = if http2 { vec![b"h2".to_vec(), b"http/1.1".to_vec()] } else { vec![b"http/1.1".to_vec()] };
     Ok(TlsAcceptor::from(Arc::new(cfg)))
 }
 
-/// What every connection of the S3 listener shares: the metrics and the limits.
+/// What every connection of the S3 listener shares: the metrics, the limits and the guards.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
     /// Each volume's CORS rules (preflights and response headers).
     pub cors: Arc<CorsRules>,
+    /// The checks in front of `s3s` ([`crate::guard`]).
+    pub guard: Arc<Guard>,
 }
 
 /// The TLS certificate and key files and the acceptor made from them; [`reload`] swaps in
@@ -71,14 +75,15 @@ pub struct ServeOptions {
 pub struct ReloadableTls {
     cert: PathBuf,
     key: PathBuf,
+    http2: bool,
     current: Arc<RwLock<TlsAcceptor>>,
 }
 
 impl ReloadableTls {
     /// Loads `cert` and `key` ([`tls_acceptor`]'s errors).
-    pub fn load(cert: &Path, key: &Path) -> Result<Self, String> {
-        let acceptor = tls_acceptor(cert, key)?;
-        Ok(Self { cert: cert.to_owned(), key: key.to_owned(), current: Arc::new(RwLock::new(acceptor)) })
+    pub fn load(cert: &Path, key: &Path, http2: bool) -> Result<Self, String> {
+        let acceptor = tls_acceptor(cert, key, http2)?;
+        Ok(Self { cert: cert.to_owned(), key: key.to_owned(), http2, current: Arc::new(RwLock::new(acceptor)) })
     }
 
     /// The acceptor for a new connection.
@@ -88,7 +93,7 @@ impl ReloadableTls {
 
     /// Reads the files again; on error the current certificate stays in force.
     pub fn reload(&self) -> Result<(), String> {
-        let acceptor = tls_acceptor(&self.cert, &self.key)?;
+        let acceptor = tls_acceptor(&self.cert, &self.key, self.http2)?;
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = acceptor;
         Ok(())
     }
@@ -106,8 +111,24 @@ pub async fn run(
 ) {
     let limits = opts.limits;
     let mut builder = ConnBuilder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(MAX_HEAD_BUFFER);
+    if limits.http2 {
+        // A peer that stops answering pings is dropped; streams per connection are bounded.
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Some(limits.header_read_timeout))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .max_concurrent_streams(64)
+            .max_header_list_size(MAX_HEAD_BUFFER as u32);
+    } else {
+        // S3 speaks HTTP/1.1 only; h2c by prior knowledge would bypass every h1 timeout.
+        builder = builder.http1_only();
+    }
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut shutdown = std::pin::pin!(shutdown);
@@ -136,8 +157,9 @@ pub async fn run(
         let svc = service.clone();
         let metrics = opts.metrics.clone();
         let cors = opts.cors.clone();
+        let guard = opts.guard.clone();
         let handler = service_fn(move |req: http::Request<Incoming>| {
-            handle(svc.clone(), metrics.clone(), cors.clone(), limits.idle_timeout, peer, req)
+            handle(svc.clone(), metrics.clone(), cors.clone(), guard.clone(), limits, peer, req)
         });
         let builder = builder.clone();
         match &tls {
@@ -225,7 +247,8 @@ async fn handle(
     svc: S3Service,
     metrics: Arc<Metrics>,
     cors: Arc<CorsRules>,
-    idle: Duration,
+    guard: Arc<Guard>,
+    limits: Limits,
     peer: SocketAddr,
     req: http::Request<Incoming>,
 ) -> Result<http::Response<ResponseBody<s3s::Body>>, s3s::HttpError> {
@@ -244,17 +267,30 @@ async fn handle(
     } else {
         let cors_headers = cors.actual(bucket.as_deref(), &method, req.headers());
         let (mut parts, body) = req.into_parts();
-        parts.extensions.insert(info.clone());
-        let body = s3s::Body::http_body(RequestBody::new(body, info.clone(), idle));
-        match svc.call(http::Request::from_parts(parts, body)).await {
-            Ok(mut resp) => {
-                resp.headers_mut().extend(cors_headers);
-                resp
-            }
-            Err(e) => {
-                info.set_status(500);
-                info.finish();
-                return Err(e);
+        match guard.admit(&parts, time::OffsetDateTime::now_utc().unix_timestamp()) {
+            Err(refusal) => refusal_response(&refusal, &id),
+            Ok(admitted) => {
+                parts.extensions.insert(info.clone());
+                parts.extensions.insert(admitted.params);
+                let body = RequestBody::new(body, info.clone(), BodyLimits::of(&limits));
+                let body = if admitted.aws_chunked {
+                    s3s::Body::http_body(ChunkGuard::new(body, guard.max_chunk))
+                } else {
+                    s3s::Body::http_body(body)
+                };
+                // A form upload keeps its slot until s3s has answered it.
+                let _form_slot = admitted.form_slot;
+                match svc.call(http::Request::from_parts(parts, body)).await {
+                    Ok(mut resp) => {
+                        resp.headers_mut().extend(cors_headers);
+                        resp
+                    }
+                    Err(e) => {
+                        info.set_status(500);
+                        info.finish();
+                        return Err(e);
+                    }
+                }
             }
         }
     };
@@ -276,9 +312,10 @@ async fn handle(
     }))
 }
 
-/// Largest XML request body (DeleteObjects, CompleteMultipartUpload), as `s3s`'s default
-/// `xml_max_body_size`.
-pub const XML_MAX_BODY: u64 = 20 * 1024 * 1024;
+/// Largest XML request body (DeleteObjects, CompleteMultipartUpload), bytes; `s3s`'s
+/// `xml_max_body_size` is set to it. 1000 keys of 1024 bytes, or 10000 parts with their
+/// checksums, fit in well under half of it; `s3s` holds the whole body in memory.
+pub const XML_MAX_BODY: u64 = 8 * 1024 * 1024;
 
 /// True for a POST (an XML body, unless it is a browser form upload) that declares more
 /// than [`XML_MAX_BODY`]. `s3s` 0.14.1 answers that with a 500 after reading the limit;
@@ -289,6 +326,25 @@ fn xml_body_too_large(method: &http::Method, h: &http::HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes().to_ascii_lowercase().starts_with(b"multipart/form-data"));
     let len = h.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     method == http::Method::POST && !form && len.is_some_and(|n| n > XML_MAX_BODY)
+}
+
+/// The S3 error response of a guard's refusal, with its extra element and the request id.
+fn refusal_response(r: &Refusal, request_id: &str) -> http::Response<s3s::Body> {
+    let extra = r.extra.as_ref().map(|(tag, v)| format!("<{tag}>{}</{tag}>", xml_escape(v))).unwrap_or_default();
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code><Message>{}</Message>{extra}<RequestId>{request_id}</RequestId></Error>",
+        r.code,
+        xml_escape(&r.message)
+    );
+    let mut resp = http::Response::new(s3s::Body::from(xml));
+    *resp.status_mut() = r.status;
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/xml"));
+    resp
+}
+
+/// Escapes text for an XML element.
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 /// An S3 error response with `status`, `code` and `message`.

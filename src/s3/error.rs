@@ -94,6 +94,18 @@ pub fn body_error(e: &(dyn std::error::Error + 'static)) -> S3Error {
             StatusCode::BAD_REQUEST,
             "The provided 'x-amz-content-sha256' header does not match what was computed.",
         )
+    } else if text.contains("ChunkTooLarge") {
+        std_code(
+            S3ErrorCode::InvalidRequest,
+            "An aws-chunked chunk is larger than this server accepts (max_chunk_size)",
+        )
+    } else if text.contains("ChunkMalformed") {
+        std_code(S3ErrorCode::IncompleteBody, "The aws-chunked framing of the request body is malformed")
+    } else if text.contains("RequestTimeout") {
+        std_code(
+            S3ErrorCode::RequestTimeout,
+            "Your socket connection to the server was not read from or written to within the timeout period.",
+        )
     } else if text.contains("SignatureMismatch") {
         std_code(S3ErrorCode::SignatureDoesNotMatch, "A chunk signature of the aws-chunked body does not match")
     } else {

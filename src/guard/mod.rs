@@ -1,0 +1,112 @@
+//! The guards in front of `s3s`: what a request must pass before the S3 service sees it,
+//! where `s3s` 0.14 is weak (issue 12; SPEC.md "Authentication and access").
+//!
+//! - [`auth_params`]: one decoding of the authentication parameters; one mechanism only;
+//!   every `x-amz-*` header signed; the SigV2 date window and switch; empty digests.
+//! - [`chunked`]: aws-chunked chunks over a cap are refused before their bytes are read.
+//! - form uploads (POST `multipart/form-data`, which `s3s` reads whole into memory before
+//!   it checks access): refused above `max_form_upload_size` when declared, capped while
+//!   read, and at most `max_form_uploads` in flight.
+//!
+//! Each refusal is an S3 error answered without reading the body. Nothing here logs a
+//! header value.
+
+pub mod auth_params;
+pub mod chunked;
+
+use std::sync::Arc;
+
+use http::StatusCode;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+pub use self::auth_params::{AuthParams, AuthRules, Mechanism};
+
+/// Default `max_form_upload_size`: the largest browser form upload (PostObject), bytes.
+/// `s3s` holds the whole file in memory before it answers, so this bounds that memory.
+pub const DEFAULT_MAX_FORM_UPLOAD: u64 = 16 << 20;
+/// Default `max_form_uploads`: form uploads read at once; more answer 503 SlowDown.
+pub const DEFAULT_MAX_FORM_UPLOADS: usize = 4;
+/// Room for the form's fields beside its file, bytes. S3 allows 20 KB of fields before
+/// the file; `s3s` counts the first frame of the file too, so this is larger.
+pub const FORM_FIELDS_ROOM: u64 = 1 << 20;
+
+/// An S3 error answered by a guard: status, code, message, and one optional extra element
+/// (`HeadersNotSigned`, as S3 sends).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub extra: Option<(&'static str, String)>,
+}
+
+impl Refusal {
+    /// A refusal without an extra element.
+    pub fn new(status: StatusCode, code: &'static str, message: &str) -> Self {
+        Self { status, code, message: message.to_owned(), extra: None }
+    }
+}
+
+/// The guards' settings and shared state (one per S3 listener).
+#[derive(Debug, Clone)]
+pub struct Guard {
+    pub rules: AuthRules,
+    /// Largest aws-chunked chunk accepted, bytes (`max_chunk_size`).
+    pub max_chunk: u64,
+    /// Largest form upload file, bytes (`max_form_upload_size`).
+    pub max_form: u64,
+    forms: Arc<Semaphore>,
+}
+
+/// What a request that passed the guards carries on.
+#[derive(Debug)]
+pub struct Admitted {
+    pub params: AuthParams,
+    /// The body is aws-chunked: wrap it in a [`chunked::ChunkGuard`].
+    pub aws_chunked: bool,
+    /// The slot of a form upload, held until the request is answered.
+    pub form_slot: Option<OwnedSemaphorePermit>,
+}
+
+impl Guard {
+    /// Guards with these settings.
+    pub fn new(rules: AuthRules, max_chunk: u64, max_form: u64, max_forms: usize) -> Self {
+        Self { rules, max_chunk, max_form, forms: Arc::new(Semaphore::new(max_forms.max(1))) }
+    }
+
+    /// The form-upload limits `s3s` applies while it reads a form (its `S3Config` fields
+    /// `post_object_max_file_size`, `form_max_field_size`, `form_max_fields_size`,
+    /// `form_max_parts`).
+    pub fn s3s_config(&self, mut cfg: s3s::config::S3Config) -> s3s::config::S3Config {
+        cfg.post_object_max_file_size = self.max_form;
+        cfg.form_max_field_size = 20 * 1024;
+        cfg.form_max_fields_size = FORM_FIELDS_ROOM as usize;
+        cfg.form_max_parts = 100;
+        cfg
+    }
+
+    /// Checks one request head. `now`: Unix seconds.
+    ///
+    /// Errors: the [`Refusal`] to answer (the body is not read).
+    pub fn admit(&self, head: &http::request::Parts, now: i64) -> Result<Admitted, Refusal> {
+        let params = auth_params::inspect(&head.method, &head.uri, &head.headers, self.rules, now)?;
+        let aws_chunked =
+            head.headers.get("x-amz-content-sha256").is_some_and(|v| v.as_bytes().starts_with(b"STREAMING-"));
+        let mut form_slot = None;
+        if params.mechanism == Mechanism::PostForm {
+            let declared =
+                head.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+            if declared.is_some_and(|n| n > self.max_form.saturating_add(FORM_FIELDS_ROOM)) {
+                return Err(Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "EntityTooLarge",
+                    "Your proposed upload exceeds the maximum allowed size",
+                ));
+            }
+            form_slot = Some(self.forms.clone().try_acquire_owned().map_err(|_| {
+                Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "SlowDown", "Please reduce your request rate.")
+            })?);
+        }
+        Ok(Admitted { params, aws_chunked, form_slot })
+    }
+}
