@@ -12,6 +12,8 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -31,7 +33,8 @@ pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default `min_body_rate`: a request body slower than this, bytes per second averaged over
 /// [`RATE_WINDOW`] of waiting, is cut (a trickle cannot hold a connection slot).
 pub const DEFAULT_MIN_BODY_RATE: u64 = 4096;
-/// The span of waiting for body bytes over which `min_body_rate` is measured.
+/// The span of waiting for body bytes over which `min_body_rate` is measured (or
+/// `idle_timeout`, when that is shorter).
 pub const RATE_WINDOW: Duration = Duration::from_secs(20);
 /// Default `max_body_time`: no request body may take longer than this in all.
 pub const DEFAULT_MAX_BODY_TIME: Duration = Duration::from_secs(12 * 3600);
@@ -86,6 +89,69 @@ impl Default for Limits {
             max_chunk_size: crate::guard::chunked::DEFAULT_MAX_CHUNK_SIZE,
             max_form_upload_size: crate::guard::DEFAULT_MAX_FORM_UPLOAD,
             max_form_uploads: crate::guard::DEFAULT_MAX_FORM_UPLOADS,
+        }
+    }
+}
+
+/// How long a connection with no request in flight may stay open while the listener is
+/// short of slots (fewer than a tenth of `max_connections` free): idle keep-alive
+/// connections and connections still sending a request head go first.
+pub const IDLE_UNDER_PRESSURE: Duration = Duration::from_secs(2);
+
+/// Requests in flight on one connection and when it was last active, for the idle
+/// watchdog ([`Activity::watch`]).
+#[derive(Debug)]
+pub struct Activity {
+    in_flight: AtomicUsize,
+    /// Milliseconds since `base` at the last request start or end.
+    last_ms: AtomicU64,
+    base: tokio::time::Instant,
+}
+
+/// One request in flight on a connection; its end counts as activity.
+#[derive(Debug)]
+pub struct ActiveRequest(Arc<Activity>);
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Activity {
+    /// A connection that just opened (active now).
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self { in_flight: AtomicUsize::new(0), last_ms: AtomicU64::new(0), base: tokio::time::Instant::now() })
+    }
+
+    fn touch(&self) {
+        self.last_ms.store(self.base.elapsed().as_millis() as u64, Ordering::Release);
+    }
+
+    /// A request starts; it counts until the returned guard is dropped.
+    pub fn begin(self: &Arc<Self>) -> ActiveRequest {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.touch();
+        ActiveRequest(self.clone())
+    }
+
+    /// Completes when the connection has had no request in flight for `idle` (or for
+    /// [`IDLE_UNDER_PRESSURE`] while `pressure()` is true); the server then drops it.
+    /// This is the only idle limit of an HTTP/2 connection, and for HTTP/1.1 it sheds idle
+    /// connections early when slots run short.
+    pub async fn watch(self: Arc<Self>, idle: Duration, pressure: impl Fn() -> bool) {
+        let tick = Duration::from_secs(1);
+        loop {
+            tokio::time::sleep(tick).await;
+            if self.in_flight.load(Ordering::Acquire) > 0 {
+                continue;
+            }
+            let quiet = self.base.elapsed().saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Acquire)));
+            let limit = if pressure() { IDLE_UNDER_PRESSURE.min(idle) } else { idle };
+            if quiet >= limit {
+                return;
+            }
         }
     }
 }
@@ -168,6 +234,23 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for StallIo<S> {
 mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_connections_are_closed_sooner_under_pressure() {
+        let a = Activity::new();
+        let started = tokio::time::Instant::now();
+        a.clone().watch(Duration::from_secs(30), || false).await;
+        assert!(started.elapsed() >= Duration::from_secs(30));
+        let started = tokio::time::Instant::now();
+        a.clone().watch(Duration::from_secs(30), || true).await;
+        assert!(started.elapsed() <= IDLE_UNDER_PRESSURE + Duration::from_secs(1));
+        // A request in flight is never idle, however long it takes.
+        let req = a.begin();
+        let held =
+            tokio::time::timeout(Duration::from_secs(120), a.clone().watch(Duration::from_secs(5), || true)).await;
+        assert!(held.is_err());
+        drop(req);
+    }
 
     #[tokio::test]
     async fn a_peer_that_never_reads_times_out_the_writer() {

@@ -217,7 +217,7 @@ impl<B> RequestBody<B> {
             self.waited += now - since;
         }
         self.window_bytes += n;
-        if self.waited >= RATE_WINDOW {
+        if self.waited >= RATE_WINDOW.min(self.limits.stall) {
             let needed = self.limits.min_rate.saturating_mul(self.waited.as_secs());
             if self.window_bytes < needed {
                 return Err(BodyTooSlow::Rate(self.limits.min_rate));
@@ -316,12 +316,20 @@ pub struct ResponseBody<B> {
     /// [`ResponseBody::strip_late_xml_declaration`]).
     strip_late_decl: bool,
     sent: bool,
+    /// The request counts as in flight on its connection until the body is done.
+    _active: Option<crate::limits::ActiveRequest>,
 }
 
 impl<B> ResponseBody<B> {
     /// Wraps `inner`; `info` must already carry the status.
     pub fn new(inner: B, info: Arc<RequestInfo>) -> Self {
-        Self { inner, info, strip_late_decl: false, sent: false }
+        Self { inner, info, strip_late_decl: false, sent: false, _active: None }
+    }
+
+    /// Holds `active` (the connection's in-flight mark) until the body is dropped.
+    pub fn holding(mut self, active: crate::limits::ActiveRequest) -> Self {
+        self._active = Some(active);
+        self
     }
 
     /// For CompleteMultipartUpload answered with keep-alive spaces: s3s 0.14.1 writes the

@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 use crate::cors::{CorsRules, Preflight, bucket_of};
 use crate::guard::chunked::ChunkGuard;
 use crate::guard::{Guard, Refusal};
-use crate::limits::{Limits, MAX_HEAD_BUFFER, StallIo, TLS_HANDSHAKE_TIMEOUT};
+use crate::limits::{ActiveRequest, Activity, Limits, MAX_HEAD_BUFFER, StallIo, TLS_HANDSHAKE_TIMEOUT};
 use crate::metrics::Metrics;
 use crate::request::{BodyLimits, RequestBody, RequestInfo, ResponseBody};
 use crate::store::volume::random_hex;
@@ -110,6 +110,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) {
     let limits = opts.limits;
+    let shared = Arc::new(Shared { svc: service, opts: opts.clone() });
     let mut builder = ConnBuilder::new(TokioExecutor::new());
     builder
         .http1()
@@ -154,12 +155,16 @@ pub async fn run(
         let _ = socket.set_nodelay(true);
         let socket = StallIo::new(socket, limits.idle_timeout);
         let open = OpenConnection::new(slot, opts.metrics.clone());
-        let svc = service.clone();
-        let metrics = opts.metrics.clone();
-        let cors = opts.cors.clone();
-        let guard = opts.guard.clone();
+        let activity = Activity::new();
+        let idle = {
+            let (activity, slots) = (activity.clone(), slots.clone());
+            let max = limits.max_connections;
+            activity.watch(limits.header_read_timeout, move || slots.available_permits() * 10 < max)
+        };
+        let shared = shared.clone();
         let handler = service_fn(move |req: http::Request<Incoming>| {
-            handle(svc.clone(), metrics.clone(), cors.clone(), guard.clone(), limits, peer, req)
+            let active = activity.begin();
+            handle(shared.clone(), peer, req, active)
         });
         let builder = builder.clone();
         match &tls {
@@ -167,8 +172,11 @@ pub async fn run(
                 let conn = graceful.watch(builder.serve_connection(TokioIo::new(socket), handler).into_owned());
                 tokio::spawn(async move {
                     let _open = open;
-                    if let Err(e) = conn.await {
-                        debug!(%peer, error = %e, "connection ended with an error");
+                    tokio::select! {
+                        r = conn => if let Err(e) = r {
+                            debug!(%peer, error = %e, "connection ended with an error");
+                        },
+                        () = idle => debug!(%peer, "closed an idle connection"),
                     }
                 });
             }
@@ -186,8 +194,11 @@ pub async fn run(
                         Err(_) => return,
                     };
                     let conn = builder.serve_connection(TokioIo::new(stream), handler).into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
-                        debug!(%peer, error = %e, "connection ended with an error");
+                    tokio::select! {
+                        r = watcher.watch(conn) => if let Err(e) = r {
+                            debug!(%peer, error = %e, "connection ended with an error");
+                        },
+                        () = idle => debug!(%peer, "closed an idle connection"),
                     }
                 });
             }
@@ -220,6 +231,12 @@ fn carries_body(h: &http::HeaderMap) -> bool {
     chunked || h.get(http::header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0")
 }
 
+/// What every request handler of the listener shares.
+struct Shared {
+    svc: S3Service,
+    opts: ServeOptions,
+}
+
 /// One open connection: holds its slot under `max_connections` and counts in the
 /// connections gauge until dropped.
 struct OpenConnection {
@@ -244,14 +261,13 @@ impl Drop for OpenConnection {
 /// answers), the S3 service, and (through [`RequestInfo`]) one log line and the metrics when
 /// the response body is done.
 async fn handle(
-    svc: S3Service,
-    metrics: Arc<Metrics>,
-    cors: Arc<CorsRules>,
-    guard: Arc<Guard>,
-    limits: Limits,
+    shared: Arc<Shared>,
     peer: SocketAddr,
     req: http::Request<Incoming>,
+    active: ActiveRequest,
 ) -> Result<http::Response<ResponseBody<s3s::Body>>, s3s::HttpError> {
+    let (svc, cors, guard, limits) = (&shared.svc, &shared.opts.cors, &shared.opts.guard, shared.opts.limits);
+    let metrics = shared.opts.metrics.clone();
     let id = random_hex(8).to_ascii_uppercase();
     let method = req.method().clone();
     let info = RequestInfo::new(id.clone(), method.clone(), peer, metrics);
@@ -307,7 +323,7 @@ async fn handle(
     }
     info.set_status(resp.status().as_u16());
     Ok(resp.map(|b| {
-        let body = ResponseBody::new(b, info);
+        let body = ResponseBody::new(b, info).holding(active);
         if completes { body.strip_late_xml_declaration() } else { body }
     }))
 }
