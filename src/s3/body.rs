@@ -35,10 +35,18 @@ pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> crate::store::Resul
 /// hashes (the MD5 for the ETag and the requested checksums), so a single stream is bound
 /// by the slower of disk and MD5, not their sum.
 ///
+/// The bytes are counted as they arrive: a body that runs past the size the writer was
+/// admitted for (`Writer::declared`) stops at the first chunk over it, whatever its
+/// headers said, and the writer refuses such bytes too.
+///
 /// Errors: the body's own error (hash or signature mismatch, cut off) with the writer
-/// dropped, so its temp file is gone; a store error (no space, ...) after draining the
-/// rest of the body so that the client reads the error instead of a broken pipe.
+/// dropped, so its temp file is gone; `IncompleteBody` for a body longer than declared,
+/// and a store error (no space, ...), each after draining what the client still sends
+/// (at most the rest of its declared length, or `DRAIN_LIMIT` past it) so that it reads
+/// the error instead of a broken pipe. A body shorter than declared is the caller's to
+/// refuse (`Writer::check_complete`).
 pub async fn receive(body: StreamingBlob, writer: Writer, mut hasher: ChecksumHasher) -> S3Result<(Writer, Checksum)> {
+    let declared = writer.declared().unwrap_or(u64::MAX);
     let (wtx, mut wrx) = mpsc::channel::<Batch>(QUEUE);
     let (htx, mut hrx) = mpsc::channel::<Batch>(QUEUE);
     let span = tracing::Span::current();
@@ -66,6 +74,8 @@ pub async fn receive(body: StreamingBlob, writer: Writer, mut hasher: ChecksumHa
     let mut failure = None;
     let mut batch: Vec<Bytes> = Vec::new();
     let mut batched = 0usize;
+    let mut received = 0u64;
+    let mut overrun = false;
     let send = async |batch: Vec<Bytes>| -> bool {
         // One shared batch for both threads: each hand-off wakes a thread, so chunks go
         // over in batches of about BATCH bytes rather than one by one.
@@ -75,6 +85,14 @@ pub async fn receive(body: StreamingBlob, writer: Writer, mut hasher: ChecksumHa
     loop {
         match body.next().await {
             Some(Ok(chunk)) => {
+                received += chunk.len() as u64;
+                if received > declared {
+                    // Longer than declared (an aws-chunked body can be: s3s 0.14 does not
+                    // hold it to x-amz-decoded-content-length). Not one byte more is
+                    // handed to the writer.
+                    overrun = true;
+                    break;
+                }
                 batched += chunk.len();
                 batch.push(chunk);
                 if batched >= BATCH {
@@ -103,14 +121,25 @@ pub async fn receive(body: StreamingBlob, writer: Writer, mut hasher: ChecksumHa
     if let Some(e) = failure {
         return Err(e); // `written` (and its temp file) is dropped here
     }
+    if overrun {
+        drop(written); // and its temp file
+        let e = to_s3(crate::store::Error::BodyLength { declared, received });
+        return Err(refuse(Some(body), &http::HeaderMap::new(), e).await);
+    }
     match written {
         Ok(mut w) => {
             w.set_md5(md5);
             Ok((w, hasher.finalize()))
         }
         Err(e) => {
-            // Drain what the client still sends (bounded by its declared length).
-            while let Some(Ok(_)) = body.next().await {}
+            // Drain what the client still sends, up to its declared length: an honest
+            // client then reads the error; one sending more is cut (the server closes the
+            // connection after an error answer to a request with a body).
+            while received <= declared
+                && let Some(Ok(chunk)) = body.next().await
+            {
+                received += chunk.len() as u64;
+            }
             Err(to_s3(e))
         }
     }

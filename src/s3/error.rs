@@ -53,6 +53,15 @@ pub fn to_s3(e: Error) -> S3Error {
             S3ErrorCode::EntityTooLarge,
             "Your proposed upload exceeds the maximum object size this volume accepts",
         ),
+        // S3 answers a body longer or shorter than declared (also an aws-chunked body
+        // against `x-amz-decoded-content-length`) with this code and text.
+        Error::BodyLength { declared, received } => std_code(
+            S3ErrorCode::IncompleteBody,
+            format!(
+                "You did not provide the number of bytes specified by the Content-Length HTTP header \
+                 (expected {declared}, got {received})"
+            ),
+        ),
         Error::ContentTypeNotAllowed => {
             std_code(S3ErrorCode::InvalidArgument, "This volume does not accept objects of that Content-Type")
         }
@@ -131,6 +140,7 @@ mod tests {
             (Error::QuotaExceeded, "QuotaExceeded", 403),
             (Error::PermissionDenied, "AccessDenied", 403),
             (Error::EntityTooLarge, "EntityTooLarge", 400),
+            (Error::BodyLength { declared: 3, received: 5 }, "IncompleteBody", 400),
             (Error::ContentTypeNotAllowed, "InvalidArgument", 400),
             (Error::ReadOnly, "AccessDenied", 403),
             (Error::NoSuchUpload, "NoSuchUpload", 404),

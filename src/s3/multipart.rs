@@ -85,12 +85,14 @@ impl S3Vol {
         let vol = self.volume(&input.bucket)?;
         let key = vol.key(&input.key).map_err(to_s3)?;
         let number = u32::try_from(input.part_number).map_err(|_| to_s3(crate::store::Error::InvalidPartNumber))?;
-        if input.content_length.is_some_and(|n| n as u64 > vol.settings.max_part_size) {
-            return Err(part_too_large(vol.settings.max_part_size));
+        let declared = super::object::declared_length(&headers, input.content_length, trailers.is_some())
+            .ok_or_else(|| s3_error!(MissingContentLength, "You must provide the Content-Length HTTP header."))?;
+        // Judged on the declared size, which the writer then holds the bytes to.
+        if declared > vol.settings.max_part_size {
+            let e = part_too_large(vol.settings.max_part_size);
+            return Err(super::body::refuse(input.body, &headers, e).await);
         }
         let id = input.upload_id.clone();
-        let declared = super::object::declared_length(&headers, input.content_length)
-            .ok_or_else(|| s3_error!(MissingContentLength, "You must provide the Content-Length HTTP header."))?;
         let (writer, manifest) = match blocking(move || multipart::begin_part(vol, &id, &key, number, declared)).await {
             Ok(w) => w,
             Err(e) => return Err(super::body::refuse(input.body, &headers, e).await),

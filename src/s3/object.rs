@@ -38,7 +38,8 @@ pub fn given_checksums(
     }
 }
 
-/// Streams a request body into `writer`, then verifies Content-MD5 and every checksum
+/// Streams a request body into `writer`, then checks that it was exactly the declared
+/// length (`IncompleteBody` otherwise) and verifies Content-MD5 and every checksum
 /// (headers and trailers) before anything is committed. Returns the writer (ready to
 /// commit) and the checksums to store.
 pub async fn receive_verified(
@@ -55,18 +56,29 @@ pub async fn receive_verified(
         Some(b) => body::receive(b, writer, hasher).await?,
         None => (writer, hasher.finalize()),
     };
+    // A body that ended short is reported as such, before the checksums it cannot match.
+    writer.check_complete().map_err(to_s3)?;
     body::add_trailers(&mut given, trailers);
     let checksums = body::verify(&given, &computed)?;
     body::verify_content_md5(content_md5, &writer.md5())?;
     Ok((writer, checksums))
 }
 
-/// The size a request body declares: `x-amz-decoded-content-length` for aws-chunked
-/// bodies, else `Content-Length`; `None` when neither is present.
-pub fn declared_length(headers: &http::HeaderMap, content_length: Option<i64>) -> Option<u64> {
+/// The size a request body declares, in bytes: `x-amz-decoded-content-length` when the
+/// body is aws-chunked, else `Content-Length`; `None` when that one is absent.
+///
+/// `aws_chunked` must be true only when s3s decoded the body as aws-chunked (a SigV4
+/// `STREAMING-*` payload; the request then carries its trailing-headers handle). Anywhere
+/// else the decoded length is a claim about nothing: S3 ignores it on a plain body, and
+/// honouring it let a PUT reserve one byte and store gigabytes (issue 12). Whatever is
+/// declared is then held to the bytes (see [`Writer::write`]).
+pub fn declared_length(headers: &http::HeaderMap, content_length: Option<i64>, aws_chunked: bool) -> Option<u64> {
     let decoded =
-        headers.get("x-amz-decoded-content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-    decoded.or_else(|| content_length.and_then(|n| u64::try_from(n).ok()))
+        || headers.get("x-amz-decoded-content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    // s3s rewrites Content-Length to the decoded length of an aws-chunked body it decodes,
+    // so the fallback agrees with the header.
+    let from_header = if aws_chunked { decoded() } else { None };
+    from_header.or_else(|| content_length.and_then(|n| u64::try_from(n).ok()))
 }
 
 /// Output checksums for a response, from stored pairs.
@@ -86,7 +98,7 @@ impl S3Vol {
         let vol = self.volume(&input.bucket)?;
         let key = vol.key(&input.key).map_err(to_s3)?;
         // S3: a PUT declares its size; an aws-chunked body declares the decoded size.
-        let declared = declared_length(&headers, input.content_length)
+        let declared = declared_length(&headers, input.content_length, trailers.is_some())
             .ok_or_else(|| s3_error!(MissingContentLength, "You must provide the Content-Length HTTP header."))?;
         if key.is_dir_marker() {
             if declared > 0 {
@@ -515,4 +527,20 @@ fn bad_part_number() -> s3s::S3Error {
         http::StatusCode::RANGE_NOT_SATISFIABLE,
         "The requested partnumber is not satisfiable",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_decoded_length_counts_only_for_an_aws_chunked_body() {
+        let mut h = http::HeaderMap::new();
+        h.insert("x-amz-decoded-content-length", http::HeaderValue::from_static("1"));
+        assert_eq!(declared_length(&h, Some(5 << 20), false), Some(5 << 20), "a plain body: Content-Length");
+        assert_eq!(declared_length(&h, Some(5 << 20), true), Some(1), "aws-chunked: the decoded length");
+        assert_eq!(declared_length(&h, None, false), None);
+        assert_eq!(declared_length(&http::HeaderMap::new(), Some(7), true), Some(7));
+        assert_eq!(declared_length(&http::HeaderMap::new(), Some(-1), false), None);
+    }
 }

@@ -303,7 +303,7 @@ fn assemble(
     if vol.space.limits.max_object_size.is_some_and(|max| sizes.iter().sum::<u64>() > max) {
         return Err(Error::EntityTooLarge);
     }
-    let mut w = Writer::begin(vol.clone(), key.clone(), 0)?;
+    let mut w = Writer::begin_assembly(vol.clone(), key.clone())?;
     let mut reflink = true;
     let mut destructive: Option<bool> = None;
     let mut joined = 0u64;

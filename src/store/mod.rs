@@ -60,6 +60,18 @@ pub enum Error {
     /// The declared size is over the volume's maximum object size.
     #[error("the object is larger than this volume accepts")]
     EntityTooLarge,
+    /// A body did not carry the number of bytes it declared, more or fewer, so nothing was
+    /// committed (SPEC.md: limits hold on the bytes received, not on a header). `received`
+    /// is the count when this was noticed: for a body that runs over, the first count past
+    /// `declared`, not its whole length.
+    #[error("the body is not its declared length: {declared} bytes declared, {received} received")]
+    BodyLength {
+        /// Bytes the request declared (`Content-Length`, or `x-amz-decoded-content-length`
+        /// for an aws-chunked body).
+        declared: u64,
+        /// Bytes received when the mismatch was found.
+        received: u64,
+    },
     /// The Content-Type is not on the volume's allowed list.
     #[error("the content type is not allowed on this volume")]
     ContentTypeNotAllowed,

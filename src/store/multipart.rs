@@ -183,7 +183,8 @@ pub fn create(vol: &Volume, key: &ObjectKey, manifest: Manifest) -> Result<Strin
 /// [`commit_part`]. Returns the writer and the upload's manifest (its checksum algorithm
 /// applies to every part).
 ///
-/// `declared` bytes are admitted first (capacity and quota: staged parts count).
+/// `declared` bytes are admitted first (capacity and quota: staged parts count), and the
+/// part must be exactly that long (see [`Writer::write`]).
 ///
 /// Errors: [`Error::InvalidPartNumber`] outside 1..=10000; [`Error::NoSuchUpload`];
 /// [`Error::NoSpace`], [`Error::QuotaExceeded`] when the part does not fit.
@@ -199,7 +200,7 @@ pub fn begin_part(
         return Err(Error::InvalidPartNumber);
     }
     let (_, m) = manifest(&vol, id, key)?;
-    Ok((Writer::begin_unchecked(vol, key.clone(), Some(declared))?, m))
+    Ok((Writer::begin_unchecked(vol, key.clone(), declared)?, m))
 }
 
 /// Stages a written part with its additional checksums (`(ALGORITHM, base64)` pairs); a

@@ -43,7 +43,12 @@ pub struct Writer {
     /// The content MD5 when the caller hashed it elsewhere.
     md5_given: Option<[u8; 16]>,
     written: u64,
-    /// Room admitted for this write; released when the writer ends.
+    /// The exact size, in bytes, of the body being received: [`Writer::write`] refuses a
+    /// byte past it and the commit refuses fewer, so that every limit judged on it when
+    /// the write was admitted (quota, free space, object and part size) holds for the
+    /// bytes themselves. `None` for an assembly, whose parts were admitted when staged.
+    declared: Option<u64>,
+    /// Room admitted for this write (at least `declared` bytes); released when the writer ends.
     reservation: Option<Reservation>,
 }
 
@@ -53,7 +58,8 @@ const COPY_BUF: usize = 1 << 20;
 const COPY_CHUNK: usize = 64 << 20;
 
 impl Writer {
-    /// Starts a write of `key` on `vol` whose body declares `declared` bytes.
+    /// Starts a write of `key` on `vol` whose body declares `declared` bytes: exactly that
+    /// many must be written before the commit (see [`Writer::write`]).
     ///
     /// Refuses early, before any byte is received, what the commit would refuse:
     /// [`Error::ParentIsFile`], [`Error::IsDirectory`], [`Error::EscapingLink`],
@@ -62,19 +68,35 @@ impl Writer {
     pub fn begin(vol: Arc<Volume>, key: ObjectKey, declared: u64) -> Result<Self> {
         vol.check_writable()?;
         precheck_target(&vol, &key)?;
-        Self::begin_unchecked(vol, key, Some(declared))
+        Self::open(vol, key, Some(declared))
     }
 
-    /// Starts a write whose destination is decided at commit (a staged part); `declared`
-    /// bytes are admitted first when given.
-    pub(super) fn begin_unchecked(vol: Arc<Volume>, key: ObjectKey, declared: Option<u64>) -> Result<Self> {
-        let reservation = declared.map(|n| vol.space.reserve(vol.root(), n)).transpose()?;
+    /// Starts the assembly of a multipart object at `key`: the same early refusals as
+    /// [`Writer::begin`], room for nothing (each part was admitted when it was staged; the
+    /// caller judges the room a copy needs), and no declared size, since the parts are
+    /// appended with [`Writer::reflink_file`] and [`Writer::copy_file`].
+    pub fn begin_assembly(vol: Arc<Volume>, key: ObjectKey) -> Result<Self> {
+        vol.check_writable()?;
+        precheck_target(&vol, &key)?;
+        Self::open(vol, key, None)
+    }
+
+    /// Starts a write whose destination is decided at commit (a staged part) of exactly
+    /// `declared` bytes, admitted first.
+    pub(super) fn begin_unchecked(vol: Arc<Volume>, key: ObjectKey, declared: u64) -> Result<Self> {
+        Self::open(vol, key, Some(declared))
+    }
+
+    /// Admits `declared` bytes (nothing for an assembly), then creates the temp file.
+    fn open(vol: Arc<Volume>, key: ObjectKey, declared: Option<u64>) -> Result<Self> {
+        let size = declared.unwrap_or(0);
+        let reservation = Some(vol.space.reserve(vol.root(), size)?);
         let (fd, temp) = create_temp(&vol)?;
         // Direct I/O only where the kernel is the file system (not NFS or FUSE, whose
         // O_DIRECT means an uncached round trip per write).
-        let direct = vol.local && declared.is_some_and(|n| n >= DIRECT_FROM);
-        let out = Some(Sink::new(File::from(fd), direct, declared));
-        Ok(Self { vol, key, out, temp, md5: Md5::new(), md5_given: None, written: 0, reservation })
+        let direct = vol.local && size >= DIRECT_FROM;
+        let out = Some(Sink::new(File::from(fd), direct, Some(size)));
+        Ok(Self { vol, key, out, temp, md5: Md5::new(), md5_given: None, written: 0, declared, reservation })
     }
 
     /// Appends the first `len` bytes of `src` by reflink (`FICLONERANGE`): the blocks are
@@ -167,7 +189,10 @@ impl Writer {
     }
 
     /// Finishes a staged part: fsync, then link it into `dir` as `name`. Returns its size.
+    ///
+    /// Errors: [`Error::BodyLength`] when fewer bytes than declared were written; I/O errors.
     pub(super) fn commit_into(mut self, dir: std::os::fd::BorrowedFd<'_>, name: &str) -> Result<u64> {
+        self.check_complete()?;
         let file = self.out.take().expect("writer is open").into_inner()?;
         if self.vol.settings.fsync {
             fsx::fsync(file.as_fd())?;
@@ -192,6 +217,9 @@ impl Writer {
     }
 
     /// Appends `data` and folds it into the MD5.
+    ///
+    /// Errors: [`Error::BodyLength`], with nothing of `data` written, when it would take
+    /// the write past its declared size; I/O errors ([`Error::NoSpace`], ...).
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
         self.md5.update(data);
         self.write_unhashed(data)
@@ -199,12 +227,20 @@ impl Writer {
 
     /// Appends `data` without folding it into the MD5: the caller hashes the same bytes on
     /// another thread, overlapping hashing with the write, and hands the digest over with
-    /// [`Writer::set_md5`] before committing.
+    /// [`Writer::set_md5`] before committing. Errors as [`Writer::write`].
     pub fn write_unhashed(&mut self, data: &[u8]) -> Result<()> {
+        let n = data.len() as u64;
+        // One compare per chunk keeps every byte within the room admitted for it: a body
+        // may not outgrow the size its quota, space and size limits were judged on.
+        if let Some(declared) = self.declared
+            && self.written + n > declared
+        {
+            return Err(Error::BodyLength { declared, received: self.written + n });
+        }
         self.out.as_mut().expect("writer is open").write_all(data)?;
-        self.written += data.len() as u64;
+        self.written += n;
         if let Some(r) = self.reservation.as_mut() {
-            r.consume(data.len() as u64);
+            r.consume(n);
         }
         Ok(())
     }
@@ -212,6 +248,22 @@ impl Writer {
     /// Bytes written so far.
     pub fn written(&self) -> u64 {
         self.written
+    }
+
+    /// The size the body declared (bytes); `None` for an assembly.
+    pub fn declared(&self) -> Option<u64> {
+        self.declared
+    }
+
+    /// Checks that the whole declared body was written. The commits check it too; calling
+    /// it first lets a short body be reported as such rather than as a checksum mismatch.
+    ///
+    /// Errors: [`Error::BodyLength`] when fewer bytes than declared were written.
+    pub fn check_complete(&self) -> Result<()> {
+        match self.declared {
+            Some(declared) if declared != self.written => Err(Error::BodyLength { declared, received: self.written }),
+            _ => Ok(()),
+        }
     }
 
     /// The MD5 of everything written so far.
@@ -232,10 +284,12 @@ impl Writer {
     /// Makes the object visible: metadata attribute (with `meta.etag` set to the content
     /// MD5 when empty), fsync, rename over the target, fsync of the parent directory.
     ///
-    /// Errors: [`Error::IsDirectory`] when a directory appeared at the key,
+    /// Errors: [`Error::BodyLength`] when fewer bytes than declared were written,
+    /// [`Error::IsDirectory`] when a directory appeared at the key,
     /// [`Error::ParentIsFile`], [`Error::NoSpace`] / [`Error::QuotaExceeded`]; on any error
     /// the temp file is removed and the old object is untouched.
     pub fn commit(mut self, mut meta: ObjectMeta) -> Result<ObjectInfo> {
+        self.check_complete()?;
         let file = self.out.take().expect("writer is open").into_inner()?;
         // Keep the descriptor in `self` so Drop can still clean up if a step below fails.
         let fd = file.as_fd();
@@ -388,4 +442,59 @@ pub fn rewrite_meta(vol: &Volume, key: &ObjectKey, mut meta: ObjectMeta) -> Resu
         fsx::fsync(fd.as_fd())?;
     }
     Ok(ObjectInfo { size: st.st_size as u64, mtime_ns: fsx::mtime_ns(&st), meta, from_xattr: vol.xattrs })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn volume(name: &str) -> (std::path::PathBuf, Arc<Volume>) {
+        let root = std::env::temp_dir().join(format!("s3vol-write-{name}-{}", random_hex(6)));
+        std::fs::create_dir_all(&root).unwrap();
+        let settings = super::super::VolumeSettings { fsync: false, ..Default::default() };
+        let vol = Arc::new(Volume::open(name, &root, settings).unwrap());
+        (root, vol)
+    }
+
+    fn nothing_left(root: &std::path::Path, vol: &Volume) {
+        assert!(!root.join("k").exists(), "nothing committed");
+        assert_eq!(std::fs::read_dir(root.join(".s3vol/tmp")).unwrap().count(), 0, "no temp file left");
+        let r = vol.space_report().unwrap();
+        assert_eq!((r.reserved, r.inflight_writes), (0, 0), "reservation released");
+    }
+
+    #[test]
+    fn a_body_is_held_to_its_declared_size() {
+        let (root, vol) = volume("longer");
+        let key = vol.key("k").unwrap();
+        let mut w = Writer::begin(vol.clone(), key.clone(), 10).unwrap();
+        w.write(b"123456").unwrap();
+        // One byte over: refused whole, before it reaches the file.
+        let e = w.write(b"78901").unwrap_err();
+        assert!(matches!(e, Error::BodyLength { declared: 10, received: 11 }), "{e:?}");
+        assert_eq!(w.written(), 6);
+        assert!(matches!(w.check_complete(), Err(Error::BodyLength { declared: 10, received: 6 })));
+        // Short: the commit refuses it and the temp file goes with the writer.
+        assert!(matches!(w.commit(ObjectMeta::default()), Err(Error::BodyLength { .. })));
+        nothing_left(&root, &vol);
+
+        // Exactly the declared size commits.
+        let mut w = Writer::begin(vol.clone(), key, 10).unwrap();
+        w.write(b"1234567890").unwrap();
+        w.check_complete().unwrap();
+        assert_eq!(w.commit(ObjectMeta::default()).unwrap().size, 10);
+        assert_eq!(std::fs::read(root.join("k")).unwrap(), b"1234567890");
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn an_assembly_has_no_declared_size() {
+        let (root, vol) = volume("assembly");
+        let w = Writer::begin_assembly(vol.clone(), vol.key("k").unwrap()).unwrap();
+        assert_eq!(w.declared(), None);
+        w.check_complete().unwrap();
+        drop(w);
+        nothing_left(&root, &vol);
+        std::fs::remove_dir_all(root).unwrap();
+    }
 }
