@@ -213,8 +213,9 @@ impl S3Auth for KeyRing {
 /// their permission and then answer `NotImplemented`.
 ///
 /// Reads of objects and bucket settings need `read`; writes of objects (PutObject and
-/// PostObject, the browser form upload, alike) `write`; removals of objects `delete`;
-/// creating, removing or configuring a bucket `admin` (as S3's bucket-owner actions).
+/// PostObject, the browser form upload, alike) and of bucket settings s3vol does not
+/// support `write`; removals of objects `delete`; creating or removing a volume and its
+/// CORS rules `admin`.
 pub fn permission_for(op: &str) -> Option<Permission> {
     use Permission::*;
     Some(match op {
@@ -250,13 +251,13 @@ pub fn permission_for(op: &str) -> Option<Permission> {
         | "PutObjectRetention"
         | "RestoreObject" => Write,
         "DeleteObject" | "DeleteObjects" | "AbortMultipartUpload" | "DeleteObjectTagging" => Delete,
-        "CreateBucket"
-        | "DeleteBucket"
-        | "PutObjectLockConfiguration"
-        | "PutPublicAccessBlock"
-        | "DeletePublicAccessBlock"
-        | "CreateBucketMetadataTableConfiguration" => Admin,
-        op if op.starts_with("PutBucket") || op.starts_with("DeleteBucket") => Admin,
+        // Creating and removing a volume, and the bucket CORS rules every node serves.
+        "CreateBucket" | "DeleteBucket" | "PutBucketCors" | "DeleteBucketCors" => Admin,
+        // Other bucket settings (tagging, versioning, ACLs, encryption, lifecycle, ...) are
+        // unsupported by design: a writer gets NotImplemented, anyone less AccessDenied.
+        "PutObjectLockConfiguration" | "PutPublicAccessBlock" | "DeletePublicAccessBlock"
+        | "CreateBucketMetadataTableConfiguration" => Write,
+        op if op.starts_with("PutBucket") || op.starts_with("DeleteBucket") => Write,
         // CreateSession (S3 Express sessions) and WriteGetObjectResponse (Object Lambda)
         // have no meaning here; anything unknown is denied.
         _ => return None,
@@ -536,6 +537,8 @@ mod tests {
             (&reader, "DeleteObjects", Some("vol-b"), false),
             (&reader, "PutBucketCors", Some("vol-b"), false),
             (&reader, "PutBucketCors", Some("vol-a"), false),
+            (&writer, "PutBucketCors", Some("vol-a"), false),
+            (&writer, "PutBucketTagging", Some("vol-a"), true),
             (&reader, "PostObject", Some("vol-a"), false),
             (&reader, "PutObjectTagging", Some("vol-a"), false),
             (&writer, "PostObject", Some("vol-a"), true),

@@ -41,8 +41,8 @@ pub const DEFAULT_MAX_BODY_TIME: Duration = Duration::from_secs(12 * 3600);
 /// Default `unauthenticated_body_time`: a body read before its request is authorized (a
 /// browser form upload, whose signature is inside the body) must arrive within this.
 pub const DEFAULT_UNAUTHENTICATED_BODY_TIME: Duration = Duration::from_secs(60);
-/// Largest read buffer of an HTTP/1.1 connection, bytes: the most a request head may take
-/// (hyper's default is ~400 KiB; S3 itself refuses heads over 8 KiB of headers).
+/// Largest header block of an HTTP/2 request, bytes (an HTTP/1.1 head is bounded by
+/// hyper's read buffer, ~400 KiB).
 pub const MAX_HEAD_BUFFER: usize = 128 * 1024;
 
 /// The checked limits the S3 listener runs with (config keys of the same names).

@@ -115,8 +115,7 @@ pub async fn run(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(MAX_HEAD_BUFFER);
+        .header_read_timeout(limits.header_read_timeout);
     if limits.http2 {
         // A peer that stops answering pings is dropped; streams per connection are bounded.
         builder

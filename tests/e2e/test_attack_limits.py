@@ -255,8 +255,13 @@ def test_presigned_put_cannot_exceed_max_object_size(d, prefix):
         # The URL's holder adds a decoded length of one byte. It is not signed: once
         # unsigned x-amz-* headers are refused (item 2) the answer is AccessDenied; here it
         # is ignored, as on any plain body.
-        r = send_presigned(d, url, too_big, {"x-amz-decoded-content-length": "1"})
-        assert (r.status, r.code) in {(400, "EntityTooLarge"), (403, "AccessDenied")}, r
+        # The refusal comes from the head alone, so the server may close before the whole
+        # body is sent: a broken pipe on the client is that refusal too.
+        try:
+            r = send_presigned(d, url, too_big, {"x-amz-decoded-content-length": "1"})
+            assert (r.status, r.code) in {(400, "EntityTooLarge"), (403, "AccessDenied")}, r
+        except (BrokenPipeError, ConnectionResetError):
+            pass
         # Nor can it turn its body into aws-chunked: presigned URLs carry no streaming
         # payload. (Refused before the body is read, which is then not drained: a short one.)
         r = send_presigned(d, url, too_big[:100], {"x-amz-content-sha256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER",
@@ -274,8 +279,13 @@ def test_presigned_put_cannot_exceed_quota(d, prefix):
     old = old_object(d, "quota", key)
     url = presigned_put_url(d, "quota", key)
     with NothingCommitted(d, "quota"):
-        r = send_presigned(d, url, data(QUOTA + KiB, "presigned"), {"x-amz-decoded-content-length": "1"})
-        assert (r.status, r.code) in {(403, "QuotaExceeded"), (403, "AccessDenied")}, r
+        # Refused from the head alone (an unsigned x-amz-* header): the server may close
+        # before the whole body is sent, and a reset on the client is that refusal.
+        try:
+            r = send_presigned(d, url, data(QUOTA + KiB, "presigned"), {"x-amz-decoded-content-length": "1"})
+            assert (r.status, r.code) in {(403, "QuotaExceeded"), (403, "AccessDenied")}, r
+        except (BrokenPipeError, ConnectionResetError):
+            pass
     assert (d.vols["quota"] / key).read_bytes() == old
 
 

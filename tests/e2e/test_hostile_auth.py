@@ -281,9 +281,14 @@ def test_oversized_headers_are_refused(d, prefix):
     with Unchanged(d):
         for headers in ({"x-amz-meta-big": "v" * (512 * 1024)},
                         {f"x-amz-meta-h{i}": "v" for i in range(200)}):
-            # hyper refuses the head itself (over its header count or buffer limit).
-            r = raw(d, "PUT", f"/vol-a/{prefix}-big", body=b"x", headers=headers)
-            assert r.status == 431, r
+            # hyper refuses the head itself (over its header count or buffer limit). It may
+            # answer and close while the client is still sending the rest of the head: a
+            # reset on the client's side is that same refusal (a race, also on older builds).
+            try:
+                r = raw(d, "PUT", f"/vol-a/{prefix}-big", body=b"x", headers=headers)
+                assert r.status == 431, r
+            except (BrokenPipeError, ConnectionResetError):
+                pass
     assert raw(d, "GET", "/vol-a/a.txt").status == 200, "the daemon stopped serving"
 
 
