@@ -32,23 +32,79 @@ pub fn open_beneath(root: BorrowedFd<'_>, path: &str, flags: OFlag, mode: u32) -
     }
 }
 
-/// Like [`open_beneath`], but only when every component of `path` is already in the
-/// kernel's lookup cache (`RESOLVE_CACHED`, Linux 5.12), so that the call cannot wait on a
-/// device or a server. `Ok(None)`: the lookup would have to wait (EAGAIN), a rename raced
-/// it, or the kernel is older (EINVAL); the caller retries with [`open_beneath`] on a
-/// blocking thread, which also reports the real error.
+/// Like [`open_beneath`], but refuses to traverse any symbolic link (`RESOLVE_NO_SYMLINKS`):
+/// ELOOP when a component of `path`, the last one included, is a link. The fast path of
+/// [`super::resolve::open`]: a path without links cannot reach anything its names do not say.
+pub fn open_beneath_no_symlinks(root: BorrowedFd<'_>, path: &str, flags: OFlag, mode: u32) -> io::Result<OwnedFd> {
+    let path = if path.is_empty() { "." } else { path };
+    let how = OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC)
+        .mode(Mode::from_bits_truncate(mode))
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS | ResolveFlag::RESOLVE_NO_SYMLINKS);
+    loop {
+        match nix::fcntl::openat2(root, path, how) {
+            Ok(fd) => return Ok(fd),
+            Err(nix::Error::EAGAIN) | Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Like [`open_beneath_no_symlinks`], but only when every component of `path` is already
+/// in the kernel's lookup cache (`RESOLVE_CACHED`, Linux 5.12), so that the call cannot
+/// wait on a device or a server. `Ok(None)`: the lookup would have to wait (EAGAIN), a
+/// rename raced it, the kernel is older (EINVAL), or the path traverses a symbolic link
+/// (ELOOP: only the blocking resolver may follow links); the caller retries on a blocking
+/// thread, which also reports the real error.
 pub fn open_beneath_cached(root: BorrowedFd<'_>, path: &str, flags: OFlag) -> io::Result<Option<OwnedFd>> {
     let path = if path.is_empty() { "." } else { path };
     let how = OpenHow::new().flags(flags | OFlag::O_CLOEXEC).resolve(
         ResolveFlag::RESOLVE_BENEATH
             | ResolveFlag::RESOLVE_NO_MAGICLINKS
+            | ResolveFlag::RESOLVE_NO_SYMLINKS
             | ResolveFlag::from_bits_retain(libc::RESOLVE_CACHED),
     );
     match nix::fcntl::openat2(root, path, how) {
         Ok(fd) => Ok(Some(fd)),
-        Err(nix::Error::EAGAIN | nix::Error::EINTR | nix::Error::EINVAL) => Ok(None),
+        Err(nix::Error::EAGAIN | nix::Error::EINTR | nix::Error::EINVAL | nix::Error::ELOOP) => Ok(None),
         Err(e) => Err(e.into()),
     }
+}
+
+/// `openat(dir, name, flags | O_NOFOLLOW)`: one entry of `dir`, never what a link points
+/// to (ELOOP for a link, or ENOTDIR with `O_DIRECTORY`). `name` is a single component.
+pub fn open_child<P: ?Sized + nix::NixPath>(
+    dir: BorrowedFd<'_>,
+    name: &P,
+    flags: OFlag,
+    mode: u32,
+) -> io::Result<OwnedFd> {
+    loop {
+        match nix::fcntl::openat(
+            dir,
+            name,
+            flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(mode),
+        ) {
+            Err(nix::Error::EINTR) => continue,
+            r => return r.map_err(Into::into),
+        }
+    }
+}
+
+/// Opens the directory `name` of `dir` without following a link (see [`open_child`]).
+pub fn open_child_dir(dir: BorrowedFd<'_>, name: &str) -> io::Result<OwnedFd> {
+    open_child(dir, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0)
+}
+
+/// The target of the symbolic link `name` in `dir` (EINVAL when it is not a link).
+pub fn readlink_at<P: ?Sized + nix::NixPath>(dir: BorrowedFd<'_>, name: &P) -> io::Result<Vec<u8>> {
+    nix::fcntl::readlinkat(dir, name).map(std::os::unix::ffi::OsStringExt::into_vec).map_err(Into::into)
+}
+
+/// The identity of an open file: `(st_dev, st_ino)`.
+pub fn identity(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
+    fstat(fd).map(|st| (st.st_dev, st.st_ino))
 }
 
 /// True when the file system of `fd` keeps its metadata on this node (a local disk file

@@ -1,8 +1,12 @@
 //! A volume: a root directory handle plus its settings, and the registry of volumes.
 //!
 //! Every file-system access of a request starts from [`Volume::root`] and resolves beneath
-//! it (`fsx::open_beneath`). This module owns directories (creation with s3vol's marks,
-//! `k/` markers, cleanup after delete), HEAD-style lookups and DeleteObject.
+//! it, never into the internal directory ([`resolve::open`]). The internal directory and
+//! its `tmp/` and `multipart/` are opened once, as handles, relative to the root handle and
+//! never through a link, and DeleteBucket removes through handles too: a pod that swaps
+//! any of them for a link cannot make s3vol create or remove anything outside the volume
+//! (issue 12, item 6). This module owns directories (creation with s3vol's marks, `k/`
+//! markers, cleanup after delete), HEAD-style lookups and DeleteObject.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -16,6 +20,7 @@ use tracing::{debug, warn};
 
 use super::key::ObjectKey;
 use super::meta::{self, DIR_XATTR, ObjectInfo, ObjectMeta};
+use super::resolve::{self, Fence};
 use super::{Error, Result, fsx};
 
 /// Per-volume settings, already validated by the config layer.
@@ -66,6 +71,8 @@ pub struct Volume {
     pub path: PathBuf,
     pub settings: VolumeSettings,
     root: OwnedFd,
+    /// What key lookups must not enter (the internal directory, by name and identity).
+    fence: Fence,
     tmp: OwnedFd,
     /// The multipart staging directory (`<internal>/multipart`).
     pub(super) uploads: OwnedFd,
@@ -95,7 +102,13 @@ impl Volume {
     /// Opens the volume at `path`: the root handle, the internal directory (created if the
     /// volume is writable) and a probe for user extended attributes.
     ///
-    /// Errors: the text a start-up report shows (missing, not a directory, not a mount point).
+    /// The internal directory, its `tmp/` and its `multipart/` are made with `mkdirat` and
+    /// opened `O_NOFOLLOW` relative to the handle of their parent, never through a path:
+    /// when any of them is a symbolic link or not a directory the volume is refused (it
+    /// answers 503), and nothing is created wherever the link points.
+    ///
+    /// Errors: the text a start-up report shows (missing, not a directory, not a mount
+    /// point, an internal directory that is a link).
     pub fn open(name: &str, path: &Path, settings: VolumeSettings) -> std::result::Result<Self, String> {
         let root = nix::fcntl::open(
             path,
@@ -110,28 +123,31 @@ impl Volume {
         let vfs = nix::sys::statvfs::fstatvfs(root.as_fd()).map_err(|e| format!("statvfs {}: {e}", path.display()))?;
         let mut read_only = vfs.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY);
         let internal = settings.internal_dir.clone();
-        for sub in [internal.clone(), format!("{internal}/tmp"), format!("{internal}/multipart")] {
-            match fsx::mkdir_at(root.as_fd(), &sub, 0o700) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EROFS | libc::EACCES | libc::EPERM)) => {
-                    read_only = true
+        let shown = |sub: &str| format!("{}/{sub}", path.display());
+        let mut fence = Fence { name: internal.clone(), root: (st.st_dev, st.st_ino), ..Fence::default() };
+        let dir = open_or_make(root.as_fd(), &internal, &mut read_only).map_err(|e| e.shown(&shown(&internal)))?;
+        let (mut tmp, mut uploads) = (None, None);
+        if let Some(dir) = &dir {
+            let id = fsx::identity(dir.as_fd()).map_err(|e| format!("cannot stat {}: {e}", shown(&internal)))?;
+            fence.forbidden.push(id);
+            fence.folds_case = folds_case(root.as_fd(), &internal, id);
+            for (sub, slot) in [("tmp", &mut tmp), ("multipart", &mut uploads)] {
+                let at = shown(&format!("{internal}/{sub}"));
+                *slot = open_or_make(dir.as_fd(), sub, &mut read_only).map_err(|e| e.shown(&at))?;
+                if let Some(fd) = slot.as_ref() {
+                    fence.forbidden.push(fsx::identity(fd.as_fd()).map_err(|e| format!("cannot stat {at}: {e}"))?);
                 }
-                Err(e) => return Err(format!("cannot create {}/{sub}: {e}", path.display())),
             }
         }
-        let open_internal = |sub: &str| fsx::open_dir(root.as_fd(), sub);
-        let (tmp, uploads) =
-            match (open_internal(&format!("{internal}/tmp")), open_internal(&format!("{internal}/multipart"))) {
-                (Ok(t), Ok(u)) => (t, u),
-                // A read-only volume without an internal directory is still served for reads.
-                _ if read_only => {
-                    (open_internal("").map_err(|e| e.to_string())?, open_internal("").map_err(|e| e.to_string())?)
-                }
-                (Err(e), _) | (_, Err(e)) => {
-                    return Err(format!("cannot open the internal directory of {}: {e}", path.display()));
-                }
-            };
+        let (tmp, uploads) = match (tmp, uploads) {
+            (Some(t), Some(u)) => (t, u),
+            // A read-only volume without an internal directory is still served for reads.
+            _ if read_only => {
+                let again = || fsx::open_dir(root.as_fd(), "").map_err(|e| e.to_string());
+                (again()?, again()?)
+            }
+            _ => return Err(format!("cannot open the internal directory of {}", path.display())),
+        };
         let xattrs = if read_only { probe_xattrs_read(root.as_fd()) } else { probe_xattrs(tmp.as_fd()) };
         if !xattrs {
             warn!(
@@ -148,6 +164,7 @@ impl Volume {
             path: path.to_owned(),
             settings,
             root,
+            fence,
             tmp,
             uploads,
             xattrs,
@@ -165,6 +182,72 @@ impl Volume {
     /// The temp directory handle (`<internal>/tmp`), on the volume's file system.
     pub fn tmp_dir(&self) -> BorrowedFd<'_> {
         self.tmp.as_fd()
+    }
+
+    /// What key lookups on this volume must not enter.
+    pub fn fence(&self) -> &Fence {
+        &self.fence
+    }
+
+    /// Opens `path` (a key's path or an ancestor of one; `""` is the root) beneath the root
+    /// with `flags`, following links that stay inside the volume and never entering the
+    /// internal directory ([`resolve::open`], whose errors it returns).
+    pub fn open_path(&self, path: &str, flags: OFlag) -> io::Result<OwnedFd> {
+        resolve::open(self.root(), &self.fence, path, flags)
+    }
+
+    /// [`Volume::open_path`] of a directory, for reading and as a base for `*at` calls.
+    pub fn open_dir_path(&self, path: &str) -> io::Result<OwnedFd> {
+        self.open_path(path, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
+    }
+
+    /// Refuses the entry `name` of the open directory `dir` when it is the internal
+    /// directory: `dir` is the root, reached through a link (`self/.s3vol`). Cheap: the
+    /// `fstat` happens only when `name` is the internal directory's name.
+    pub fn check_entry(&self, dir: BorrowedFd<'_>, name: &str) -> io::Result<()> {
+        if self.fence.is_internal_name(name.as_bytes()) && fsx::identity(dir)? == self.fence.root {
+            return Err(resolve::refusal());
+        }
+        Ok(())
+    }
+
+    /// The parent directory of `key`, opened with [`Volume::open_dir_path`], and the key's
+    /// last segment; refused (as [`resolve::reaches_internal`]) when that segment would be
+    /// the internal directory.
+    pub fn open_parent<'k>(&self, key: &'k ObjectKey) -> io::Result<(OwnedFd, &'k str)> {
+        let (parent, leaf) = key.split_parent();
+        let dir = self.open_dir_path(parent)?;
+        self.check_entry(dir.as_fd(), leaf)?;
+        Ok((dir, leaf))
+    }
+
+    /// The parent directory of `key`, made when missing ([`Volume::ensure_dir`]), and the
+    /// key's last segment, refused as in [`Volume::open_parent`].
+    pub fn ensure_parent<'k>(&self, key: &'k ObjectKey) -> Result<(OwnedFd, &'k str)> {
+        let (parent, leaf) = key.split_parent();
+        let dir = self.ensure_dir(parent)?;
+        self.check_entry(dir.as_fd(), leaf)?;
+        Ok((dir, leaf))
+    }
+
+    /// True while the internal directory at the root, and its `tmp/` and `multipart/`, are
+    /// still the directories this volume holds handles to. False when a pod renamed,
+    /// removed or swapped one of them (for a link, say): s3vol keeps using its handles,
+    /// which point where they always did, but `/ready` reports the volume and the sweep
+    /// skips it until an operator looks.
+    pub fn internal_intact(&self) -> bool {
+        if self.fence.forbidden.len() != 3 {
+            return true; // read-only without an internal directory: nothing to compare
+        }
+        let Ok(dir) = fsx::open_child_dir(self.root(), self.settings.internal_dir.as_str()) else {
+            return false;
+        };
+        let same = |fd: &OwnedFd, i: usize| fsx::identity(fd.as_fd()).is_ok_and(|id| id == self.fence.forbidden[i]);
+        same(&dir, 0)
+            && ["tmp", "multipart"]
+                .iter()
+                .enumerate()
+                .all(|(i, sub)| fsx::open_child_dir(dir.as_fd(), sub).is_ok_and(|fd| same(&fd, i + 1)))
     }
 
     /// Validates a client key for this volume.
@@ -193,7 +276,7 @@ impl Volume {
     ///
     /// `O_NONBLOCK` so that a FIFO swapped in can never block the open.
     pub fn open_regular(&self, key: &ObjectKey) -> Result<(OwnedFd, FileStat)> {
-        let fd = fsx::open_beneath(self.root(), key.path(), READ_FLAGS, 0).map_err(open_error)?;
+        let fd = self.open_path(key.path(), READ_FLAGS).map_err(open_error)?;
         regular(fd)
     }
 
@@ -202,7 +285,8 @@ impl Volume {
     /// so that nothing here waits on a device or a server; the caller then uses the
     /// blocking pool. Directory markers (`k/`) always take the blocking path.
     pub fn open_regular_cached(&self, key: &ObjectKey) -> Option<Result<(OwnedFd, FileStat)>> {
-        if !self.local || key.is_dir_marker() {
+        // A root that folds case needs the identity checks of the slow lookup every time.
+        if !self.local || key.is_dir_marker() || self.fence.folds_case {
             return None;
         }
         match fsx::open_beneath_cached(self.root(), key.path(), READ_FLAGS) {
@@ -221,11 +305,7 @@ impl Volume {
     }
 
     fn head_marker(&self, key: &ObjectKey) -> Result<ObjectInfo> {
-        let dir = match fsx::open_dir(self.root(), key.path()) {
-            Ok(d) => d,
-            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return Err(Error::NotFound),
-            Err(e) => return Err(e.into()),
-        };
+        let dir = self.open_dir_path(key.path()).map_err(open_error)?;
         if !(self.dir_mark(dir.as_fd()) == Some(DirMark::Marker) || fsx::dir_is_empty(dir.as_fd())?) {
             return Err(Error::NotFound);
         }
@@ -282,23 +362,28 @@ impl Volume {
     ///
     /// Errors: [`Error::ParentIsFile`] when a component is a file; file-system errors.
     pub fn ensure_dir(&self, rel: &str) -> Result<OwnedFd> {
-        match fsx::open_dir(self.root(), rel) {
+        match self.open_dir_path(rel) {
             Ok(fd) => return Ok(fd),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
             Err(e) => return Err(e.into()),
         }
         // Walk down from the root, creating what is missing.
-        let mut cur = fsx::open_dir(self.root(), "")?;
+        let mut cur = self.open_dir_path("")?;
         let mut done = 0usize;
         for seg in rel.split('/') {
             let sub = if done == 0 { seg.to_owned() } else { format!("{}/{seg}", &rel[..done]) };
             done = sub.len();
-            match fsx::open_dir(self.root(), &sub) {
+            match self.open_dir_path(&sub) {
                 Ok(fd) => cur = fd,
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    // `cur` may be the root reached through a link: never make the internal
+                    // directory's name there.
+                    self.check_entry(cur.as_fd(), seg)?;
                     match fsx::mkdir_at(cur.as_fd(), seg, self.settings.dir_mode) {
                         Ok(()) => {
-                            let fd = fsx::open_dir(cur.as_fd(), seg)?;
+                            // O_NOFOLLOW: a pod swapping the new directory for a link meanwhile
+                            // gets an error, not a handle to wherever the link points.
+                            let fd = fsx::open_child_dir(cur.as_fd(), seg)?;
                             self.apply_owner_mode(fd.as_fd(), true)?;
                             self.set_dir_mark(fd.as_fd(), DirMark::Auto);
                             if self.settings.fsync {
@@ -307,7 +392,7 @@ impl Volume {
                             cur = fd;
                         }
                         // Someone else made it (or a file appeared) meanwhile: look again.
-                        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => cur = fsx::open_dir(self.root(), &sub)?,
+                        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => cur = self.open_dir_path(&sub)?,
                         Err(e) => return Err(e.into()),
                     }
                 }
@@ -331,8 +416,9 @@ impl Volume {
     /// (`auto`) and that became empty are removed, deepest first; others stay.
     pub fn delete(&self, key: &ObjectKey) -> Result<()> {
         self.check_writable()?;
-        let (parent, leaf) = key.split_parent();
-        let pdir = match fsx::open_dir(self.root(), parent) {
+        // A key through a link into the internal directory is refused (InternalDir), not
+        // treated as missing: the client learns why nothing was deleted.
+        let (pdir, leaf) = match self.open_parent(key) {
             Ok(d) => d,
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR | libc::EXDEV | libc::ELOOP)) => {
                 return Ok(());
@@ -353,7 +439,7 @@ impl Volume {
                 Ok(()) => {}
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) => {
                     // Not empty: the `k/` object goes, the directory and its contents stay.
-                    if let Ok(d) = fsx::open_dir(pdir.as_fd(), leaf) {
+                    if let Ok(d) = fsx::open_child_dir(pdir.as_fd(), leaf) {
                         let _ = fsx::remove_xattr(d.as_fd(), DIR_XATTR);
                     }
                     return Ok(());
@@ -363,8 +449,13 @@ impl Volume {
         } else {
             match kind {
                 libc::S_IFREG => self.space.add_used(-st.st_size),
-                // Only a link to a regular file inside the volume is an object.
-                libc::S_IFLNK if self.open_regular(key).is_ok() => {}
+                // Only a link to a regular file inside the volume is an object; one into the
+                // internal directory is refused like the key that names it.
+                libc::S_IFLNK => match self.open_path(key.path(), READ_FLAGS) {
+                    Err(e) if resolve::reaches_internal(&e) => return Err(Error::InternalDir),
+                    Ok(fd) if fsx::fstat(fd.as_fd()).is_ok_and(|st| fsx::is_regular(&st)) => {}
+                    _ => return Ok(()),
+                },
                 _ => return Ok(()),
             }
             fsx::unlink_at(pdir.as_fd(), leaf, false)?;
@@ -381,7 +472,7 @@ impl Volume {
     fn remove_empty_parents(&self, key: &ObjectKey) {
         let ancestors: Vec<&str> = key.ancestors().collect();
         for rel in ancestors.into_iter().rev() {
-            let Ok(dir) = fsx::open_dir(self.root(), rel) else {
+            let Ok(dir) = self.open_dir_path(rel) else {
                 return;
             };
             if self.dir_mark(dir.as_fd()) != Some(DirMark::Auto) {
@@ -392,7 +483,7 @@ impl Volume {
                 Some(i) => (&rel[..i], &rel[i + 1..]),
                 None => ("", rel),
             };
-            let Ok(pdir) = fsx::open_dir(self.root(), parent) else {
+            let Ok(pdir) = self.open_dir_path(parent) else {
                 return;
             };
             if fsx::unlink_at(pdir.as_fd(), leaf, true).is_err() {
@@ -443,13 +534,70 @@ fn probe_xattrs_read(root: BorrowedFd<'_>) -> bool {
 /// block the open.
 const READ_FLAGS: OFlag = OFlag::O_RDONLY.union(OFlag::O_NONBLOCK).union(OFlag::O_NOCTTY);
 
-/// The store error for a failed open of an object: a parent that is a file or a special
-/// file is no such key.
+/// The store error for a failed open of an object: a parent that is a file, a special file,
+/// or a path into the internal directory is no such key (reads see nothing of it).
 fn open_error(e: std::io::Error) -> Error {
     match e.raw_os_error() {
         Some(libc::ENOTDIR | libc::ENXIO) => Error::NotFound,
+        _ if resolve::reaches_internal(&e) => Error::NotFound,
         _ => e.into(),
     }
+}
+
+/// Why the internal directory (or one of its subdirectories) cannot be used.
+enum InternalError {
+    Link,
+    NotDir,
+    Io(io::Error),
+}
+
+impl InternalError {
+    fn shown(&self, at: &str) -> String {
+        match self {
+            InternalError::Link => format!(
+                "{at} is a symbolic link: s3vol refuses to use an internal directory it does not own (remove the link)"
+            ),
+            InternalError::NotDir => format!("{at} is not a directory"),
+            InternalError::Io(e) => format!("cannot open {at}: {e}"),
+        }
+    }
+}
+
+/// Makes (when missing and the volume is writable) and opens the directory `name` of
+/// `parent`, never following a link. `Ok(None)`: missing on a read-only volume. Sets
+/// `read_only` when the file system refuses the `mkdir` for lack of write access.
+fn open_or_make(
+    parent: BorrowedFd<'_>,
+    name: &str,
+    read_only: &mut bool,
+) -> std::result::Result<Option<OwnedFd>, InternalError> {
+    match fsx::mkdir_at(parent, name, 0o700) {
+        // EEXIST also for a link of that name, dangling or not: mkdirat never follows the
+        // last component.
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EROFS | libc::EACCES | libc::EPERM)) => *read_only = true,
+        Err(e) => return Err(InternalError::Io(e)),
+    }
+    match fsx::open_child_dir(parent, name) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) && *read_only => Ok(None),
+        Err(e) => Err(match fsx::lstat_at(parent, name.as_ref()).map(|st| st.st_mode & libc::S_IFMT) {
+            Ok(libc::S_IFLNK) => InternalError::Link,
+            Ok(m) if m != libc::S_IFDIR => InternalError::NotDir,
+            _ => InternalError::Io(e),
+        }),
+    }
+}
+
+/// True when looking up `name` with its ASCII letters' case swapped also finds the
+/// directory `id` in `root`: the root's lookups ignore case (vfat, CIFS, ext4 casefold).
+fn folds_case(root: BorrowedFd<'_>, name: &str, id: (u64, u64)) -> bool {
+    let swapped: String = name
+        .chars()
+        .map(|c| if c.is_ascii_lowercase() { c.to_ascii_uppercase() } else { c.to_ascii_lowercase() })
+        .collect();
+    swapped != name && fsx::lstat_at(root, swapped.as_ref()).is_ok_and(|st| (st.st_dev, st.st_ino) == id)
 }
 
 /// `fd` with its `fstat` when it is a regular file; `NotFound` otherwise.
