@@ -5,7 +5,7 @@
 
 use std::ffi::{CStr, CString, OsStr};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
@@ -105,6 +105,55 @@ pub fn readlink_at<P: ?Sized + nix::NixPath>(dir: BorrowedFd<'_>, name: &P) -> i
 /// The identity of an open file: `(st_dev, st_ino)`.
 pub fn identity(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
     fstat(fd).map(|st| (st.st_dev, st.st_ino))
+}
+
+/// Removes `name` in `dir` and, when it is a directory, everything beneath it, through
+/// descriptors only: each directory is opened `O_NOFOLLOW` relative to its parent's handle
+/// and emptied with `unlinkat`, so a link (or a directory swapped for one meanwhile) is
+/// removed as a link and nothing it points to is touched, wherever it points.
+///
+/// `depth` is how many directory levels may be removed (1: `name` itself, holding no
+/// directory). A directory deeper than that is left in place, and the call then fails
+/// with ENOTEMPTY after removing everything else it could. ENOENT for `name` is success.
+pub fn remove_tree_at(dir: BorrowedFd<'_>, name: &str, depth: usize) -> io::Result<()> {
+    let sub = match open_child_dir(dir, name) {
+        Ok(fd) => fd,
+        // Not a directory (a file, a link, a FIFO): the entry itself goes.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::ELOOP)) => {
+            return match unlink_at(dir, name, false) {
+                // It became a directory meanwhile: leave it (the caller sees ENOTEMPTY).
+                Err(e) if e.raw_os_error() == Some(libc::EISDIR) => Err(io::Error::from_raw_os_error(libc::ENOTEMPTY)),
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+                r => r,
+            };
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if depth == 0 {
+        return Err(io::Error::from_raw_os_error(libc::ENOTEMPTY));
+    }
+    let mut first_err = None;
+    for e in read_dir(sub.as_fd())? {
+        let Ok(child) = std::str::from_utf8(&e.name) else {
+            first_err.get_or_insert(io::Error::from_raw_os_error(libc::ENOTEMPTY));
+            continue;
+        };
+        if let Err(e) = remove_tree_at(sub.as_fd(), child, depth - 1) {
+            first_err.get_or_insert(e);
+        }
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    drop(sub);
+    match unlink_at(dir, name, true) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        // Swapped for a link or a file after we emptied the directory: the link goes, not
+        // its target (unlinkat never follows).
+        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => unlink_at(dir, name, false),
+        r => r,
+    }
 }
 
 /// True when the file system of `fd` keeps its metadata on this node (a local disk file

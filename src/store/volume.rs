@@ -721,20 +721,51 @@ impl Volumes {
 
     /// DeleteBucket in `volumes_root` mode: removes the directory only when it holds no
     /// object (its internal directory aside). Never a recursive delete of user data.
+    ///
+    /// Everything goes through handles: the bucket directory is opened `O_NOFOLLOW` from a
+    /// handle of `volumes_root` and must be the very directory this volume serves; the
+    /// internal directory is emptied with [`fsx::remove_tree_at`], which never follows a
+    /// link, so a directory a pod swaps for a link at any moment removes the link, never
+    /// what it points to. The internal directory is removed only in the shape s3vol gives
+    /// it (`.s3vol/multipart/<id>/<file>`, three levels): anything deeper was not put there
+    /// by s3vol, stays, and makes the bucket not empty.
+    ///
+    /// Errors: [`Error::BucketNotEmpty`]; [`Error::Unavailable`] when the directory at the
+    /// bucket's name is no longer the one served; file-system errors.
     pub fn delete(&self, bucket: &str) -> Result<()> {
         let Some((dir, _)) = &self.root_dir else {
             return Err(Error::PermissionDenied);
         };
         let vol = self.get(bucket)?;
+        let parent = nix::fcntl::open(
+            dir,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?;
+        let here = fsx::open_child_dir(parent.as_fd(), bucket).map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP | libc::ENOTDIR | libc::ENOENT) => Error::Unavailable,
+            _ => e.into(),
+        })?;
+        if fsx::identity(here.as_fd())? != vol.fence.root {
+            warn!(volume = bucket, "DeleteBucket: the directory at the bucket's name is not the one served");
+            return Err(Error::Unavailable);
+        }
+        drop(here);
+        let internal = vol.settings.internal_dir.clone();
         let entries = fsx::read_dir(vol.root())?;
-        if entries.iter().any(|e| e.name != vol.settings.internal_dir.as_bytes()) {
+        if entries.iter().any(|e| e.name != internal.as_bytes()) {
             return Err(Error::BucketNotEmpty);
         }
-        let internal = vol.settings.internal_dir.clone();
         // Only staging remains: it may hold abandoned uploads, which go with the bucket.
-        let _ = std::fs::remove_dir_all(dir.join(bucket).join(&internal));
+        match fsx::remove_tree_at(vol.root(), &internal, INTERNAL_DEPTH) {
+            Ok(()) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) => {
+                return Err(Error::BucketNotEmpty);
+            }
+            Err(e) => return Err(e.into()),
+        }
         drop(vol);
-        std::fs::remove_dir(dir.join(bucket)).map_err(|e| match e.raw_os_error() {
+        fsx::unlink_at(parent.as_fd(), bucket, true).map_err(|e| match e.raw_os_error() {
             Some(libc::ENOTEMPTY | libc::EEXIST) => Error::BucketNotEmpty,
             _ => e.into(),
         })?;
@@ -742,6 +773,9 @@ impl Volumes {
         Ok(())
     }
 }
+
+/// Directory levels of the internal directory s3vol makes: `.s3vol`, `multipart`, an upload.
+const INTERNAL_DEPTH: usize = 3;
 
 fn open_state(name: &str, path: &Path, settings: VolumeSettings) -> VolumeState {
     match Volume::open(name, path, settings) {
@@ -765,6 +799,121 @@ fn open_state(name: &str, path: &Path, settings: VolumeSettings) -> VolumeState 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn scratch(tag: &str) -> PathBuf {
+        let p = std::env::temp_dir().join(format!("s3vol-vol-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    #[test]
+    fn an_internal_directory_that_is_a_link_refuses_the_volume_and_creates_nothing_outside() {
+        let base = scratch("intlink");
+        let (vol, outside) = (base.join("vol"), base.join("outside"));
+        std::fs::create_dir_all(&vol).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        // .s3vol -> outside, -> a missing directory outside, -> a directory inside the volume.
+        for target in [outside.clone(), base.join("missing"), vol.join("data")] {
+            let _ = std::fs::create_dir(vol.join("data"));
+            std::os::unix::fs::symlink(&target, vol.join(".s3vol")).unwrap();
+            let err = Volume::open("v", &vol, VolumeSettings::default()).unwrap_err();
+            assert!(err.contains("symbolic link"), "{err}");
+            std::fs::remove_file(vol.join(".s3vol")).unwrap();
+        }
+        // .s3vol/tmp or .s3vol/multipart a link.
+        for sub in ["tmp", "multipart"] {
+            std::fs::create_dir_all(vol.join(".s3vol")).unwrap();
+            std::os::unix::fs::symlink(&outside, vol.join(".s3vol").join(sub)).unwrap();
+            let err = Volume::open("v", &vol, VolumeSettings::default()).unwrap_err();
+            assert!(err.contains(&format!(".s3vol/{sub} is a symbolic link")), "{err}");
+            std::fs::remove_dir_all(vol.join(".s3vol")).unwrap();
+        }
+        // A file where the internal directory should be.
+        std::fs::write(vol.join(".s3vol"), b"").unwrap();
+        let err = Volume::open("v", &vol, VolumeSettings::default()).unwrap_err();
+        assert!(err.contains("not a directory"), "{err}");
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "nothing created outside");
+        assert!(!base.join("missing").exists());
+        assert_eq!(std::fs::read_dir(vol.join("data")).unwrap().count(), 0);
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn delete_bucket_removes_links_in_the_internal_directory_not_their_targets() {
+        let base = scratch("delbucket");
+        let (root, outside) = (base.join("volumes"), base.join("outside"));
+        std::fs::create_dir_all(root.join("bkt")).unwrap();
+        std::fs::create_dir_all(outside.join("sub")).unwrap();
+        std::fs::write(outside.join("sub/keep.txt"), b"keep").unwrap();
+        let vols = Volumes::open(vec![], Some((root.clone(), VolumeSettings::default())));
+        assert!(vols.get("bkt").is_ok());
+        let internal = root.join("bkt/.s3vol");
+        // A pod plants links to the outside at every level s3vol removes.
+        std::os::unix::fs::symlink(&outside, internal.join("tmp/out")).unwrap();
+        std::fs::create_dir_all(internal.join("multipart/0123456789abcdef0123456789abcdef")).unwrap();
+        std::os::unix::fs::symlink(&outside, internal.join("multipart/0123456789abcdef0123456789abcdef/x")).unwrap();
+        std::os::unix::fs::symlink(outside.join("sub"), internal.join("sub")).unwrap();
+        vols.delete("bkt").unwrap();
+        assert!(!root.join("bkt").exists());
+        assert_eq!(std::fs::read(outside.join("sub/keep.txt")).unwrap(), b"keep");
+
+        // Deeper than s3vol's own shape: left in place, and the bucket is not empty.
+        std::fs::create_dir_all(root.join("bk2")).unwrap();
+        let vols = Volumes::open(vec![], Some((root.clone(), VolumeSettings::default())));
+        std::fs::create_dir_all(root.join("bk2/.s3vol/multipart/u/deeper")).unwrap();
+        assert!(matches!(vols.delete("bk2"), Err(Error::BucketNotEmpty)));
+        assert!(root.join("bk2/.s3vol/multipart/u/deeper").is_dir());
+
+        // The bucket's name now holds a link to another directory: refused, nothing removed.
+        std::fs::remove_dir_all(root.join("bk2/.s3vol/multipart/u")).unwrap();
+        std::fs::rename(root.join("bk2"), base.join("moved")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("bk2")).unwrap();
+        assert!(matches!(vols.delete("bk2"), Err(Error::Unavailable)));
+        assert!(outside.join("sub/keep.txt").exists() && base.join("moved/.s3vol").is_dir());
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn keys_through_links_never_reach_the_internal_directory() {
+        let root = scratch("keys");
+        std::fs::create_dir_all(root.join("d")).unwrap();
+        std::fs::write(root.join("d/f.txt"), b"hello").unwrap();
+        let vol = Arc::new(Volume::open("t", &root, VolumeSettings::default()).unwrap());
+        std::os::unix::fs::symlink(".", root.join("self")).unwrap();
+        std::os::unix::fs::symlink(".s3vol", root.join("link")).unwrap();
+        std::fs::write(root.join(".s3vol/tmp/planted"), b"internal").unwrap();
+        // A link that stays inside and away from it still works.
+        assert_eq!(vol.head(&vol.key("self/d/f.txt").unwrap()).unwrap().size, 5);
+        for k in ["self/.s3vol/tmp/planted", "link/tmp/planted", "self/.s3vol/tmp/", "link/"] {
+            let key = vol.key(k).unwrap();
+            assert!(matches!(vol.head(&key), Err(Error::NotFound)), "{k}");
+        }
+        for k in ["self/.s3vol/tmp/planted", "link/tmp/planted", "self/.s3vol/", "link/tmp/"] {
+            let key = vol.key(k).unwrap();
+            assert!(matches!(vol.delete(&key), Err(Error::InternalDir)), "{k}");
+        }
+        for k in ["self/.s3vol/new/", "link/new/", "self/.s3vol/"] {
+            let key = vol.key(k).unwrap();
+            assert!(matches!(vol.put_marker(&key), Err(Error::InternalDir)), "{k}");
+        }
+        assert!(matches!(
+            crate::store::write::Writer::begin(vol.clone(), vol.key("self/.s3vol").unwrap(), 1),
+            Err(Error::InternalDir)
+        ));
+        assert_eq!(std::fs::read(root.join(".s3vol/tmp/planted")).unwrap(), b"internal");
+        let names = |p: &str| {
+            let mut v: Vec<String> = std::fs::read_dir(root.join(p))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(".s3vol"), ["multipart", "tmp"]);
+        assert_eq!(names(".s3vol/tmp"), ["planted"]);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 
     #[test]
     fn head_cached_agrees_with_head_or_defers_to_it() {
