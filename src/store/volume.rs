@@ -685,8 +685,12 @@ impl Volumes {
         }
         if self.root_dir.is_some() && crate::config::valid_bucket_name(bucket) {
             self.rescan();
-            if let Some(VolumeState::Online(v)) = self.map.read().unwrap().get(bucket) {
-                return Ok(v.clone());
+            // Found by this scan but not servable (its internal directory is a link, say):
+            // 503 from the first request on, as on every later one.
+            match self.map.read().unwrap().get(bucket) {
+                Some(VolumeState::Online(v)) => return Ok(v.clone()),
+                Some(VolumeState::Unavailable(..)) => return Err(Error::Unavailable),
+                None => {}
             }
         }
         Err(Error::NoSuchBucket)
