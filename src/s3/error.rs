@@ -72,6 +72,10 @@ pub fn to_s3(e: Error) -> S3Error {
             "This volume's file system cannot store user metadata (x-amz-meta-*); send the object without it",
         ),
         Error::EscapingLink => std_code(S3ErrorCode::AccessDenied, "The key is a link that leaves the volume"),
+        Error::InternalDir => std_code(
+            S3ErrorCode::InvalidArgument,
+            "Invalid object key: it leads through a link into the reserved internal directory",
+        ),
         Error::BucketNotEmpty => std_code(S3ErrorCode::BucketNotEmpty, "The bucket you tried to delete is not empty"),
         Error::BucketExists => std_code(S3ErrorCode::BucketAlreadyOwnedByYou, "The bucket already exists"),
         Error::NoSuchUpload => std_code(S3ErrorCode::NoSuchUpload, "The specified multipart upload does not exist."),

@@ -5,7 +5,7 @@
 
 use std::ffi::{CStr, CString, OsStr};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
@@ -32,22 +32,127 @@ pub fn open_beneath(root: BorrowedFd<'_>, path: &str, flags: OFlag, mode: u32) -
     }
 }
 
-/// Like [`open_beneath`], but only when every component of `path` is already in the
-/// kernel's lookup cache (`RESOLVE_CACHED`, Linux 5.12), so that the call cannot wait on a
-/// device or a server. `Ok(None)`: the lookup would have to wait (EAGAIN), a rename raced
-/// it, or the kernel is older (EINVAL); the caller retries with [`open_beneath`] on a
-/// blocking thread, which also reports the real error.
+/// Like [`open_beneath`], but refuses to traverse any symbolic link (`RESOLVE_NO_SYMLINKS`):
+/// ELOOP when a component of `path`, the last one included, is a link. The fast path of
+/// [`super::resolve::open`]: a path without links cannot reach anything its names do not say.
+pub fn open_beneath_no_symlinks(root: BorrowedFd<'_>, path: &str, flags: OFlag, mode: u32) -> io::Result<OwnedFd> {
+    let path = if path.is_empty() { "." } else { path };
+    let how = OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC)
+        .mode(Mode::from_bits_truncate(mode))
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS | ResolveFlag::RESOLVE_NO_SYMLINKS);
+    loop {
+        match nix::fcntl::openat2(root, path, how) {
+            Ok(fd) => return Ok(fd),
+            Err(nix::Error::EAGAIN) | Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Like [`open_beneath_no_symlinks`], but only when every component of `path` is already
+/// in the kernel's lookup cache (`RESOLVE_CACHED`, Linux 5.12), so that the call cannot
+/// wait on a device or a server. `Ok(None)`: the lookup would have to wait (EAGAIN), a
+/// rename raced it, the kernel is older (EINVAL), or the path traverses a symbolic link
+/// (ELOOP: only the blocking resolver may follow links); the caller retries on a blocking
+/// thread, which also reports the real error.
 pub fn open_beneath_cached(root: BorrowedFd<'_>, path: &str, flags: OFlag) -> io::Result<Option<OwnedFd>> {
     let path = if path.is_empty() { "." } else { path };
     let how = OpenHow::new().flags(flags | OFlag::O_CLOEXEC).resolve(
         ResolveFlag::RESOLVE_BENEATH
             | ResolveFlag::RESOLVE_NO_MAGICLINKS
+            | ResolveFlag::RESOLVE_NO_SYMLINKS
             | ResolveFlag::from_bits_retain(libc::RESOLVE_CACHED),
     );
     match nix::fcntl::openat2(root, path, how) {
         Ok(fd) => Ok(Some(fd)),
-        Err(nix::Error::EAGAIN | nix::Error::EINTR | nix::Error::EINVAL) => Ok(None),
+        Err(nix::Error::EAGAIN | nix::Error::EINTR | nix::Error::EINVAL | nix::Error::ELOOP) => Ok(None),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// `openat(dir, name, flags | O_NOFOLLOW)`: one entry of `dir`, never what a link points
+/// to (ELOOP for a link, or ENOTDIR with `O_DIRECTORY`). `name` is a single component.
+pub fn open_child<P: ?Sized + nix::NixPath>(
+    dir: BorrowedFd<'_>,
+    name: &P,
+    flags: OFlag,
+    mode: u32,
+) -> io::Result<OwnedFd> {
+    loop {
+        match nix::fcntl::openat(
+            dir,
+            name,
+            flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(mode),
+        ) {
+            Err(nix::Error::EINTR) => continue,
+            r => return r.map_err(Into::into),
+        }
+    }
+}
+
+/// Opens the directory `name` of `dir` without following a link (see [`open_child`]).
+pub fn open_child_dir(dir: BorrowedFd<'_>, name: &str) -> io::Result<OwnedFd> {
+    open_child(dir, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0)
+}
+
+/// The target of the symbolic link `name` in `dir` (EINVAL when it is not a link).
+pub fn readlink_at<P: ?Sized + nix::NixPath>(dir: BorrowedFd<'_>, name: &P) -> io::Result<Vec<u8>> {
+    nix::fcntl::readlinkat(dir, name).map(std::os::unix::ffi::OsStringExt::into_vec).map_err(Into::into)
+}
+
+/// The identity of an open file: `(st_dev, st_ino)`.
+pub fn identity(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
+    fstat(fd).map(|st| (st.st_dev, st.st_ino))
+}
+
+/// Removes `name` in `dir` and, when it is a directory, everything beneath it, through
+/// descriptors only: each directory is opened `O_NOFOLLOW` relative to its parent's handle
+/// and emptied with `unlinkat`, so a link (or a directory swapped for one meanwhile) is
+/// removed as a link and nothing it points to is touched, wherever it points.
+///
+/// `depth` is how many directory levels may be removed (1: `name` itself, holding no
+/// directory). A directory deeper than that is left in place, and the call then fails
+/// with ENOTEMPTY after removing everything else it could. ENOENT for `name` is success.
+pub fn remove_tree_at(dir: BorrowedFd<'_>, name: &str, depth: usize) -> io::Result<()> {
+    let sub = match open_child_dir(dir, name) {
+        Ok(fd) => fd,
+        // Not a directory (a file, a link, a FIFO): the entry itself goes.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::ELOOP)) => {
+            return match unlink_at(dir, name, false) {
+                // It became a directory meanwhile: leave it (the caller sees ENOTEMPTY).
+                Err(e) if e.raw_os_error() == Some(libc::EISDIR) => Err(io::Error::from_raw_os_error(libc::ENOTEMPTY)),
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+                r => r,
+            };
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if depth == 0 {
+        return Err(io::Error::from_raw_os_error(libc::ENOTEMPTY));
+    }
+    let mut first_err = None;
+    for e in read_dir(sub.as_fd())? {
+        let Ok(child) = std::str::from_utf8(&e.name) else {
+            first_err.get_or_insert(io::Error::from_raw_os_error(libc::ENOTEMPTY));
+            continue;
+        };
+        if let Err(e) = remove_tree_at(sub.as_fd(), child, depth - 1) {
+            first_err.get_or_insert(e);
+        }
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    drop(sub);
+    match unlink_at(dir, name, true) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        // Swapped for a link or a file after we emptied the directory: the link goes, not
+        // its target (unlinkat never follows).
+        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => unlink_at(dir, name, false),
+        r => r,
     }
 }
 

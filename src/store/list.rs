@@ -22,7 +22,7 @@ use tracing::debug;
 use super::key::MAX_KEY_LEN;
 use super::meta::{self, EMPTY_MD5};
 use super::volume::{DirMark, Volume};
-use super::{Result, dircache, fsx};
+use super::{Result, dircache, fsx, resolve};
 
 /// What a directory entry is, for listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -355,7 +355,7 @@ impl<'v> FsTree<'v> {
     }
 
     fn classify_link(&self, path: &str) -> Option<Kind> {
-        let fd = fsx::open_beneath(self.vol.root(), path, OFlag::O_PATH, 0).ok()?;
+        let fd = self.vol.open_path(path, OFlag::O_PATH).ok()?;
         let st = fsx::fstat(fd.as_fd()).ok()?;
         fsx::is_regular(&st).then_some(Kind::File)
     }
@@ -368,17 +368,22 @@ impl Tree for FsTree<'_> {
         if dir.split('/').next() == Some(internal) {
             return Ok(None);
         }
-        let fd = match fsx::open_dir(self.vol.root(), dir) {
+        let fd = match self.vol.open_dir_path(dir) {
             Ok(fd) => fd,
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR | libc::EXDEV | libc::ELOOP)) => {
                 return Ok(None);
             }
+            // A prefix through a link into the internal directory lists nothing.
+            Err(e) if resolve::reaches_internal(&e) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
         // The stamp is taken before the read: a change during the read changes it.
-        let hidden = if dir.is_empty() { internal } else { "" };
         let read_at = SystemTime::now();
-        let stamp = dircache::Stamp::of(&fsx::fstat(fd.as_fd())?);
+        let st = fsx::fstat(fd.as_fd())?;
+        // The root hides the internal directory, also when reached through a link (`self/`):
+        // by identity, not by the path's spelling.
+        let hidden = if (st.st_dev, st.st_ino) == self.vol.fence().root { internal } else { "" };
+        let stamp = dircache::Stamp::of(&st);
         if let Some(hit) = dircache::get(&stamp, hidden) {
             return Ok(Some(hit));
         }
@@ -431,7 +436,7 @@ impl Tree for FsTree<'_> {
     }
 
     fn is_marker(&mut self, dir: &str) -> bool {
-        fsx::open_dir(self.vol.root(), dir).is_ok_and(|fd| self.vol.dir_mark(fd.as_fd()) == Some(DirMark::Marker))
+        self.vol.open_dir_path(dir).is_ok_and(|fd| self.vol.dir_mark(fd.as_fd()) == Some(DirMark::Marker))
     }
 }
 
@@ -455,7 +460,7 @@ pub fn describe(vol: &Volume, items: &[Item]) -> Vec<Listed> {
             continue;
         };
         if *dir {
-            let Ok(fd) = fsx::open_dir(vol.root(), key.trim_end_matches('/')) else {
+            let Ok(fd) = vol.open_dir_path(key.trim_end_matches('/')) else {
                 continue;
             };
             let Ok(st) = fsx::fstat(fd.as_fd()) else {
@@ -470,7 +475,7 @@ pub fn describe(vol: &Volume, items: &[Item]) -> Vec<Listed> {
         // from the root, beneath it, as everywhere else.
         let (parent, leaf) = key.rsplit_once('/').unwrap_or(("", key.as_str()));
         if parent_fd.as_ref().is_none_or(|(p, _)| p != parent) {
-            parent_fd = fsx::open_dir(vol.root(), parent).ok().map(|fd| (parent.to_owned(), fd));
+            parent_fd = vol.open_dir_path(parent).ok().map(|fd| (parent.to_owned(), fd));
         }
         let direct = parent_fd.as_ref().and_then(|(_, pfd)| {
             nix::fcntl::openat(
@@ -481,7 +486,7 @@ pub fn describe(vol: &Volume, items: &[Item]) -> Vec<Listed> {
             )
             .ok()
         });
-        let Some(fd) = direct.or_else(|| fsx::open_beneath(vol.root(), key, flags, 0).ok()) else {
+        let Some(fd) = direct.or_else(|| vol.open_path(key, flags).ok()) else {
             continue;
         };
         let Ok(st) = fsx::fstat(fd.as_fd()) else {

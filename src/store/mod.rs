@@ -13,6 +13,7 @@ pub mod meta;
 pub mod multipart;
 pub mod quota;
 pub mod read;
+pub mod resolve;
 mod sink;
 pub mod status;
 pub mod sweep;
@@ -87,6 +88,11 @@ pub enum Error {
     /// A write target is a symlink that leaves the volume.
     #[error("the key is a link that leaves the volume")]
     EscapingLink,
+    /// A write or delete whose key leads into the volume's internal directory through a
+    /// link made inside the volume (`self/.s3vol/...`, `link/...` with `link -> .s3vol`).
+    /// Reads answer [`Error::NotFound`] instead: they see nothing of it.
+    #[error("the key leads into the volume's internal directory")]
+    InternalDir,
     /// DeleteBucket on a volume that still holds objects.
     #[error("the bucket is not empty")]
     BucketNotEmpty,
@@ -118,6 +124,9 @@ impl From<io::Error> for Error {
     /// EDQUOT 403, EROFS 403, ENAMETOOLONG KeyTooLong, EISDIR/ENOTDIR 409). EXDEV and ELOOP
     /// come from `RESOLVE_BENEATH` refusing a path that leaves the volume: not found.
     fn from(e: io::Error) -> Self {
+        if resolve::reaches_internal(&e) {
+            return Error::InternalDir;
+        }
         match e.raw_os_error() {
             Some(libc::ENOENT | libc::EXDEV | libc::ELOOP) => Error::NotFound,
             Some(libc::EACCES | libc::EPERM) => Error::PermissionDenied,
@@ -162,5 +171,6 @@ mod tests {
             assert_eq!(e.to_string(), text, "errno {errno}");
         }
         assert!(matches!(Error::from(io::Error::from_raw_os_error(libc::EIO)), Error::Io(_)));
+        assert!(matches!(Error::from(resolve::refusal()), Error::InternalDir));
     }
 }

@@ -164,6 +164,12 @@ pub fn create(vol: &Volume, key: &ObjectKey, manifest: Manifest) -> Result<Strin
     if key.is_dir_marker() {
         return Err(Error::MarkerWithBody);
     }
+    // Refused now rather than at Complete: the key leads through a link into the internal
+    // directory. (Other conflicts a pod can still resolve before Complete; this one it made.)
+    match vol.open_parent(key) {
+        Err(e) if super::resolve::reaches_internal(&e) => return Err(Error::InternalDir),
+        _ => {}
+    }
     let id = new_upload_id();
     fsx::mkdir_at(vol.uploads.as_fd(), &id, 0o700)?;
     let dir = open_upload(vol, &id)?;

@@ -25,7 +25,7 @@ impl ObjectReader {
     pub fn open(vol: &Volume, key: &ObjectKey) -> Result<(Self, ObjectInfo)> {
         if key.is_dir_marker() {
             let info = vol.head(key)?;
-            let file = File::from(super::fsx::open_dir(vol.root(), key.path())?);
+            let file = File::from(vol.open_dir_path(key.path()).map_err(|_| Error::NotFound)?);
             return Ok((Self { file, pos: 0, end: 0 }, info));
         }
         let (fd, st) = vol.open_regular(key)?;

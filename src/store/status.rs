@@ -43,7 +43,8 @@ pub struct VolumeStatus {
     /// The file system is mounted read-only (or the internal directory cannot be made):
     /// served for reads only.
     pub read_only: bool,
-    /// A probe file could be created and removed in the internal directory just now.
+    /// A probe file could be created and removed in the internal directory just now, and
+    /// the internal directory is still the one s3vol holds ([`Volume::internal_intact`]).
     pub writable: bool,
     /// File-system sizes; absent when statvfs failed.
     pub capacity: Option<Capacity>,
@@ -101,7 +102,7 @@ pub fn of_volume(v: &Volume) -> VolumeStatus {
         reason: None,
         mounted: is_mount_point(&v.path),
         read_only: v.read_only,
-        writable: !v.read_only && probe_write(v),
+        writable: !v.read_only && v.internal_intact() && probe_write(v),
         capacity,
         quota: v.settings.limits.quota,
         multipart_uploads: staged_uploads(v),

@@ -7,7 +7,10 @@
 //! only serve retried Completes), leftovers of completed uploads, and temp files in
 //! `<internal>/tmp` untouched for [`TMP_MAX_AGE_SECS`] (a crashed write's named temp file).
 //! An upload with a live claim (a Complete in progress, on any daemon) is never touched.
-//! It never removes anything outside the internal directory.
+//! It never removes anything outside the internal directory: it works only through the
+//! handles of `tmp/` and `multipart/` opened at start (never a path), removes entries with
+//! `unlinkat` (a link goes, not its target), and skips a volume whose internal directory a
+//! pod renamed or swapped ([`Volume::internal_intact`]).
 
 use std::os::fd::AsFd;
 
@@ -15,6 +18,7 @@ use super::assemble::{CLAIM, CLAIM_STALE_SECS, DONE};
 use super::multipart;
 use super::volume::Volume;
 use super::{Result, fsx};
+use tracing::warn;
 
 /// How long a completion record answers retried Completes (seconds): one day.
 pub const DONE_KEEP_SECS: i64 = 86_400;
@@ -38,6 +42,13 @@ pub struct SweepReport {
 pub fn sweep(vol: &Volume, max_age_secs: i64, now: i64) -> Result<SweepReport> {
     let mut report = SweepReport::default();
     if vol.read_only {
+        return Ok(report);
+    }
+    if !vol.internal_intact() {
+        warn!(
+            volume = %vol.name,
+            "the internal directory, or its tmp/ or multipart/, was replaced (renamed, removed or made a link): not sweeping; /ready reports the volume"
+        );
         return Ok(report);
     }
     for e in fsx::read_dir(vol.uploads.as_fd())? {
@@ -85,4 +96,46 @@ pub fn sweep(vol: &Volume, max_age_secs: i64, now: i64) -> Result<SweepReport> {
         }
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::VolumeSettings;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn a_swapped_internal_directory_is_neither_swept_nor_ready_and_nothing_outside_goes() {
+        let base = std::env::temp_dir().join(format!("s3vol-sweep-swap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let (root, outside) = (base.join("vol"), base.join("outside"));
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(outside.join("0123456789abcdef0123456789abcdef")).unwrap();
+        std::fs::write(outside.join("old-temp"), b"outside").unwrap();
+        let vol = Volume::open("t", &root, VolumeSettings::default()).unwrap();
+        assert!(vol.internal_intact() && crate::store::status::of_volume(&vol).ready());
+        // A crashed write's temp file, old enough to go, in the real tmp/.
+        std::fs::write(root.join(".s3vol/tmp/w-old"), b"leftover").unwrap();
+        let far_future = fsx::now_secs() + 10 * TMP_MAX_AGE_SECS;
+
+        // The pod swaps tmp/ and multipart/ for links to the outside.
+        for sub in ["tmp", "multipart"] {
+            std::fs::rename(root.join(".s3vol").join(sub), root.join(format!(".s3vol/{sub}-moved"))).unwrap();
+            symlink(&outside, root.join(".s3vol").join(sub)).unwrap();
+        }
+        assert!(!vol.internal_intact());
+        assert!(!crate::store::status::of_volume(&vol).ready(), "/ready reports the volume");
+        assert_eq!(sweep(&vol, 1, far_future).unwrap(), SweepReport::default());
+        assert!(outside.join("old-temp").exists() && outside.join("0123456789abcdef0123456789abcdef").is_dir());
+
+        // Put back, the sweep works on the handles it always held.
+        for sub in ["tmp", "multipart"] {
+            std::fs::remove_file(root.join(".s3vol").join(sub)).unwrap();
+            std::fs::rename(root.join(format!(".s3vol/{sub}-moved")), root.join(".s3vol").join(sub)).unwrap();
+        }
+        assert!(vol.internal_intact());
+        assert_eq!(sweep(&vol, 1, far_future).unwrap().temps, 1);
+        assert!(!root.join(".s3vol/tmp/w-old").exists());
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 }

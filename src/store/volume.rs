@@ -1,8 +1,12 @@
 //! A volume: a root directory handle plus its settings, and the registry of volumes.
 //!
 //! Every file-system access of a request starts from [`Volume::root`] and resolves beneath
-//! it (`fsx::open_beneath`). This module owns directories (creation with s3vol's marks,
-//! `k/` markers, cleanup after delete), HEAD-style lookups and DeleteObject.
+//! it, never into the internal directory ([`resolve::open`]). The internal directory and
+//! its `tmp/` and `multipart/` are opened once, as handles, relative to the root handle and
+//! never through a link, and DeleteBucket removes through handles too: a pod that swaps
+//! any of them for a link cannot make s3vol create or remove anything outside the volume
+//! (issue 12, item 6). This module owns directories (creation with s3vol's marks, `k/`
+//! markers, cleanup after delete), HEAD-style lookups and DeleteObject.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -16,6 +20,7 @@ use tracing::{debug, warn};
 
 use super::key::ObjectKey;
 use super::meta::{self, DIR_XATTR, ObjectInfo, ObjectMeta};
+use super::resolve::{self, Fence};
 use super::{Error, Result, fsx};
 
 /// Per-volume settings, already validated by the config layer.
@@ -66,6 +71,8 @@ pub struct Volume {
     pub path: PathBuf,
     pub settings: VolumeSettings,
     root: OwnedFd,
+    /// What key lookups must not enter (the internal directory, by name and identity).
+    fence: Fence,
     tmp: OwnedFd,
     /// The multipart staging directory (`<internal>/multipart`).
     pub(super) uploads: OwnedFd,
@@ -95,7 +102,13 @@ impl Volume {
     /// Opens the volume at `path`: the root handle, the internal directory (created if the
     /// volume is writable) and a probe for user extended attributes.
     ///
-    /// Errors: the text a start-up report shows (missing, not a directory, not a mount point).
+    /// The internal directory, its `tmp/` and its `multipart/` are made with `mkdirat` and
+    /// opened `O_NOFOLLOW` relative to the handle of their parent, never through a path:
+    /// when any of them is a symbolic link or not a directory the volume is refused (it
+    /// answers 503), and nothing is created wherever the link points.
+    ///
+    /// Errors: the text a start-up report shows (missing, not a directory, not a mount
+    /// point, an internal directory that is a link).
     pub fn open(name: &str, path: &Path, settings: VolumeSettings) -> std::result::Result<Self, String> {
         let root = nix::fcntl::open(
             path,
@@ -110,28 +123,31 @@ impl Volume {
         let vfs = nix::sys::statvfs::fstatvfs(root.as_fd()).map_err(|e| format!("statvfs {}: {e}", path.display()))?;
         let mut read_only = vfs.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY);
         let internal = settings.internal_dir.clone();
-        for sub in [internal.clone(), format!("{internal}/tmp"), format!("{internal}/multipart")] {
-            match fsx::mkdir_at(root.as_fd(), &sub, 0o700) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EROFS | libc::EACCES | libc::EPERM)) => {
-                    read_only = true
+        let shown = |sub: &str| format!("{}/{sub}", path.display());
+        let mut fence = Fence { name: internal.clone(), root: (st.st_dev, st.st_ino), ..Fence::default() };
+        let dir = open_or_make(root.as_fd(), &internal, &mut read_only).map_err(|e| e.shown(&shown(&internal)))?;
+        let (mut tmp, mut uploads) = (None, None);
+        if let Some(dir) = &dir {
+            let id = fsx::identity(dir.as_fd()).map_err(|e| format!("cannot stat {}: {e}", shown(&internal)))?;
+            fence.forbidden.push(id);
+            fence.folds_case = folds_case(root.as_fd(), &internal, id);
+            for (sub, slot) in [("tmp", &mut tmp), ("multipart", &mut uploads)] {
+                let at = shown(&format!("{internal}/{sub}"));
+                *slot = open_or_make(dir.as_fd(), sub, &mut read_only).map_err(|e| e.shown(&at))?;
+                if let Some(fd) = slot.as_ref() {
+                    fence.forbidden.push(fsx::identity(fd.as_fd()).map_err(|e| format!("cannot stat {at}: {e}"))?);
                 }
-                Err(e) => return Err(format!("cannot create {}/{sub}: {e}", path.display())),
             }
         }
-        let open_internal = |sub: &str| fsx::open_dir(root.as_fd(), sub);
-        let (tmp, uploads) =
-            match (open_internal(&format!("{internal}/tmp")), open_internal(&format!("{internal}/multipart"))) {
-                (Ok(t), Ok(u)) => (t, u),
-                // A read-only volume without an internal directory is still served for reads.
-                _ if read_only => {
-                    (open_internal("").map_err(|e| e.to_string())?, open_internal("").map_err(|e| e.to_string())?)
-                }
-                (Err(e), _) | (_, Err(e)) => {
-                    return Err(format!("cannot open the internal directory of {}: {e}", path.display()));
-                }
-            };
+        let (tmp, uploads) = match (tmp, uploads) {
+            (Some(t), Some(u)) => (t, u),
+            // A read-only volume without an internal directory is still served for reads.
+            _ if read_only => {
+                let again = || fsx::open_dir(root.as_fd(), "").map_err(|e| e.to_string());
+                (again()?, again()?)
+            }
+            _ => return Err(format!("cannot open the internal directory of {}", path.display())),
+        };
         let xattrs = if read_only { probe_xattrs_read(root.as_fd()) } else { probe_xattrs(tmp.as_fd()) };
         if !xattrs {
             warn!(
@@ -148,6 +164,7 @@ impl Volume {
             path: path.to_owned(),
             settings,
             root,
+            fence,
             tmp,
             uploads,
             xattrs,
@@ -165,6 +182,72 @@ impl Volume {
     /// The temp directory handle (`<internal>/tmp`), on the volume's file system.
     pub fn tmp_dir(&self) -> BorrowedFd<'_> {
         self.tmp.as_fd()
+    }
+
+    /// What key lookups on this volume must not enter.
+    pub fn fence(&self) -> &Fence {
+        &self.fence
+    }
+
+    /// Opens `path` (a key's path or an ancestor of one; `""` is the root) beneath the root
+    /// with `flags`, following links that stay inside the volume and never entering the
+    /// internal directory ([`resolve::open`], whose errors it returns).
+    pub fn open_path(&self, path: &str, flags: OFlag) -> io::Result<OwnedFd> {
+        resolve::open(self.root(), &self.fence, path, flags)
+    }
+
+    /// [`Volume::open_path`] of a directory, for reading and as a base for `*at` calls.
+    pub fn open_dir_path(&self, path: &str) -> io::Result<OwnedFd> {
+        self.open_path(path, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
+    }
+
+    /// Refuses the entry `name` of the open directory `dir` when it is the internal
+    /// directory: `dir` is the root, reached through a link (`self/.s3vol`). Cheap: the
+    /// `fstat` happens only when `name` is the internal directory's name.
+    pub fn check_entry(&self, dir: BorrowedFd<'_>, name: &str) -> io::Result<()> {
+        if self.fence.is_internal_name(name.as_bytes()) && fsx::identity(dir)? == self.fence.root {
+            return Err(resolve::refusal());
+        }
+        Ok(())
+    }
+
+    /// The parent directory of `key`, opened with [`Volume::open_dir_path`], and the key's
+    /// last segment; refused (as [`resolve::reaches_internal`]) when that segment would be
+    /// the internal directory.
+    pub fn open_parent<'k>(&self, key: &'k ObjectKey) -> io::Result<(OwnedFd, &'k str)> {
+        let (parent, leaf) = key.split_parent();
+        let dir = self.open_dir_path(parent)?;
+        self.check_entry(dir.as_fd(), leaf)?;
+        Ok((dir, leaf))
+    }
+
+    /// The parent directory of `key`, made when missing ([`Volume::ensure_dir`]), and the
+    /// key's last segment, refused as in [`Volume::open_parent`].
+    pub fn ensure_parent<'k>(&self, key: &'k ObjectKey) -> Result<(OwnedFd, &'k str)> {
+        let (parent, leaf) = key.split_parent();
+        let dir = self.ensure_dir(parent)?;
+        self.check_entry(dir.as_fd(), leaf)?;
+        Ok((dir, leaf))
+    }
+
+    /// True while the internal directory at the root, and its `tmp/` and `multipart/`, are
+    /// still the directories this volume holds handles to. False when a pod renamed,
+    /// removed or swapped one of them (for a link, say): s3vol keeps using its handles,
+    /// which point where they always did, but `/ready` reports the volume and the sweep
+    /// skips it until an operator looks.
+    pub fn internal_intact(&self) -> bool {
+        if self.fence.forbidden.len() != 3 {
+            return true; // read-only without an internal directory: nothing to compare
+        }
+        let Ok(dir) = fsx::open_child_dir(self.root(), self.settings.internal_dir.as_str()) else {
+            return false;
+        };
+        let same = |fd: &OwnedFd, i: usize| fsx::identity(fd.as_fd()).is_ok_and(|id| id == self.fence.forbidden[i]);
+        same(&dir, 0)
+            && ["tmp", "multipart"]
+                .iter()
+                .enumerate()
+                .all(|(i, sub)| fsx::open_child_dir(dir.as_fd(), sub).is_ok_and(|fd| same(&fd, i + 1)))
     }
 
     /// Validates a client key for this volume.
@@ -193,7 +276,7 @@ impl Volume {
     ///
     /// `O_NONBLOCK` so that a FIFO swapped in can never block the open.
     pub fn open_regular(&self, key: &ObjectKey) -> Result<(OwnedFd, FileStat)> {
-        let fd = fsx::open_beneath(self.root(), key.path(), READ_FLAGS, 0).map_err(open_error)?;
+        let fd = self.open_path(key.path(), READ_FLAGS).map_err(open_error)?;
         regular(fd)
     }
 
@@ -202,7 +285,8 @@ impl Volume {
     /// so that nothing here waits on a device or a server; the caller then uses the
     /// blocking pool. Directory markers (`k/`) always take the blocking path.
     pub fn open_regular_cached(&self, key: &ObjectKey) -> Option<Result<(OwnedFd, FileStat)>> {
-        if !self.local || key.is_dir_marker() {
+        // A root that folds case needs the identity checks of the slow lookup every time.
+        if !self.local || key.is_dir_marker() || self.fence.folds_case {
             return None;
         }
         match fsx::open_beneath_cached(self.root(), key.path(), READ_FLAGS) {
@@ -221,11 +305,7 @@ impl Volume {
     }
 
     fn head_marker(&self, key: &ObjectKey) -> Result<ObjectInfo> {
-        let dir = match fsx::open_dir(self.root(), key.path()) {
-            Ok(d) => d,
-            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return Err(Error::NotFound),
-            Err(e) => return Err(e.into()),
-        };
+        let dir = self.open_dir_path(key.path()).map_err(open_error)?;
         if !(self.dir_mark(dir.as_fd()) == Some(DirMark::Marker) || fsx::dir_is_empty(dir.as_fd())?) {
             return Err(Error::NotFound);
         }
@@ -282,23 +362,28 @@ impl Volume {
     ///
     /// Errors: [`Error::ParentIsFile`] when a component is a file; file-system errors.
     pub fn ensure_dir(&self, rel: &str) -> Result<OwnedFd> {
-        match fsx::open_dir(self.root(), rel) {
+        match self.open_dir_path(rel) {
             Ok(fd) => return Ok(fd),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
             Err(e) => return Err(e.into()),
         }
         // Walk down from the root, creating what is missing.
-        let mut cur = fsx::open_dir(self.root(), "")?;
+        let mut cur = self.open_dir_path("")?;
         let mut done = 0usize;
         for seg in rel.split('/') {
             let sub = if done == 0 { seg.to_owned() } else { format!("{}/{seg}", &rel[..done]) };
             done = sub.len();
-            match fsx::open_dir(self.root(), &sub) {
+            match self.open_dir_path(&sub) {
                 Ok(fd) => cur = fd,
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    // `cur` may be the root reached through a link: never make the internal
+                    // directory's name there.
+                    self.check_entry(cur.as_fd(), seg)?;
                     match fsx::mkdir_at(cur.as_fd(), seg, self.settings.dir_mode) {
                         Ok(()) => {
-                            let fd = fsx::open_dir(cur.as_fd(), seg)?;
+                            // O_NOFOLLOW: a pod swapping the new directory for a link meanwhile
+                            // gets an error, not a handle to wherever the link points.
+                            let fd = fsx::open_child_dir(cur.as_fd(), seg)?;
                             self.apply_owner_mode(fd.as_fd(), true)?;
                             self.set_dir_mark(fd.as_fd(), DirMark::Auto);
                             if self.settings.fsync {
@@ -307,7 +392,7 @@ impl Volume {
                             cur = fd;
                         }
                         // Someone else made it (or a file appeared) meanwhile: look again.
-                        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => cur = fsx::open_dir(self.root(), &sub)?,
+                        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => cur = self.open_dir_path(&sub)?,
                         Err(e) => return Err(e.into()),
                     }
                 }
@@ -331,8 +416,9 @@ impl Volume {
     /// (`auto`) and that became empty are removed, deepest first; others stay.
     pub fn delete(&self, key: &ObjectKey) -> Result<()> {
         self.check_writable()?;
-        let (parent, leaf) = key.split_parent();
-        let pdir = match fsx::open_dir(self.root(), parent) {
+        // A key through a link into the internal directory is refused (InternalDir), not
+        // treated as missing: the client learns why nothing was deleted.
+        let (pdir, leaf) = match self.open_parent(key) {
             Ok(d) => d,
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR | libc::EXDEV | libc::ELOOP)) => {
                 return Ok(());
@@ -353,7 +439,7 @@ impl Volume {
                 Ok(()) => {}
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) => {
                     // Not empty: the `k/` object goes, the directory and its contents stay.
-                    if let Ok(d) = fsx::open_dir(pdir.as_fd(), leaf) {
+                    if let Ok(d) = fsx::open_child_dir(pdir.as_fd(), leaf) {
                         let _ = fsx::remove_xattr(d.as_fd(), DIR_XATTR);
                     }
                     return Ok(());
@@ -363,8 +449,13 @@ impl Volume {
         } else {
             match kind {
                 libc::S_IFREG => self.space.add_used(-st.st_size),
-                // Only a link to a regular file inside the volume is an object.
-                libc::S_IFLNK if self.open_regular(key).is_ok() => {}
+                // Only a link to a regular file inside the volume is an object; one into the
+                // internal directory is refused like the key that names it.
+                libc::S_IFLNK => match self.open_path(key.path(), READ_FLAGS) {
+                    Err(e) if resolve::reaches_internal(&e) => return Err(Error::InternalDir),
+                    Ok(fd) if fsx::fstat(fd.as_fd()).is_ok_and(|st| fsx::is_regular(&st)) => {}
+                    _ => return Ok(()),
+                },
                 _ => return Ok(()),
             }
             fsx::unlink_at(pdir.as_fd(), leaf, false)?;
@@ -381,7 +472,7 @@ impl Volume {
     fn remove_empty_parents(&self, key: &ObjectKey) {
         let ancestors: Vec<&str> = key.ancestors().collect();
         for rel in ancestors.into_iter().rev() {
-            let Ok(dir) = fsx::open_dir(self.root(), rel) else {
+            let Ok(dir) = self.open_dir_path(rel) else {
                 return;
             };
             if self.dir_mark(dir.as_fd()) != Some(DirMark::Auto) {
@@ -392,7 +483,7 @@ impl Volume {
                 Some(i) => (&rel[..i], &rel[i + 1..]),
                 None => ("", rel),
             };
-            let Ok(pdir) = fsx::open_dir(self.root(), parent) else {
+            let Ok(pdir) = self.open_dir_path(parent) else {
                 return;
             };
             if fsx::unlink_at(pdir.as_fd(), leaf, true).is_err() {
@@ -443,13 +534,70 @@ fn probe_xattrs_read(root: BorrowedFd<'_>) -> bool {
 /// block the open.
 const READ_FLAGS: OFlag = OFlag::O_RDONLY.union(OFlag::O_NONBLOCK).union(OFlag::O_NOCTTY);
 
-/// The store error for a failed open of an object: a parent that is a file or a special
-/// file is no such key.
+/// The store error for a failed open of an object: a parent that is a file, a special file,
+/// or a path into the internal directory is no such key (reads see nothing of it).
 fn open_error(e: std::io::Error) -> Error {
     match e.raw_os_error() {
         Some(libc::ENOTDIR | libc::ENXIO) => Error::NotFound,
+        _ if resolve::reaches_internal(&e) => Error::NotFound,
         _ => e.into(),
     }
+}
+
+/// Why the internal directory (or one of its subdirectories) cannot be used.
+enum InternalError {
+    Link,
+    NotDir,
+    Io(io::Error),
+}
+
+impl InternalError {
+    fn shown(&self, at: &str) -> String {
+        match self {
+            InternalError::Link => format!(
+                "{at} is a symbolic link: s3vol refuses to use an internal directory it does not own (remove the link)"
+            ),
+            InternalError::NotDir => format!("{at} is not a directory"),
+            InternalError::Io(e) => format!("cannot open {at}: {e}"),
+        }
+    }
+}
+
+/// Makes (when missing and the volume is writable) and opens the directory `name` of
+/// `parent`, never following a link. `Ok(None)`: missing on a read-only volume. Sets
+/// `read_only` when the file system refuses the `mkdir` for lack of write access.
+fn open_or_make(
+    parent: BorrowedFd<'_>,
+    name: &str,
+    read_only: &mut bool,
+) -> std::result::Result<Option<OwnedFd>, InternalError> {
+    match fsx::mkdir_at(parent, name, 0o700) {
+        // EEXIST also for a link of that name, dangling or not: mkdirat never follows the
+        // last component.
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EROFS | libc::EACCES | libc::EPERM)) => *read_only = true,
+        Err(e) => return Err(InternalError::Io(e)),
+    }
+    match fsx::open_child_dir(parent, name) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) && *read_only => Ok(None),
+        Err(e) => Err(match fsx::lstat_at(parent, name.as_ref()).map(|st| st.st_mode & libc::S_IFMT) {
+            Ok(libc::S_IFLNK) => InternalError::Link,
+            Ok(m) if m != libc::S_IFDIR => InternalError::NotDir,
+            _ => InternalError::Io(e),
+        }),
+    }
+}
+
+/// True when looking up `name` with its ASCII letters' case swapped also finds the
+/// directory `id` in `root`: the root's lookups ignore case (vfat, CIFS, ext4 casefold).
+fn folds_case(root: BorrowedFd<'_>, name: &str, id: (u64, u64)) -> bool {
+    let swapped: String = name
+        .chars()
+        .map(|c| if c.is_ascii_lowercase() { c.to_ascii_uppercase() } else { c.to_ascii_lowercase() })
+        .collect();
+    swapped != name && fsx::lstat_at(root, swapped.as_ref()).is_ok_and(|st| (st.st_dev, st.st_ino) == id)
 }
 
 /// `fd` with its `fstat` when it is a regular file; `NotFound` otherwise.
@@ -537,8 +685,12 @@ impl Volumes {
         }
         if self.root_dir.is_some() && crate::config::valid_bucket_name(bucket) {
             self.rescan();
-            if let Some(VolumeState::Online(v)) = self.map.read().unwrap().get(bucket) {
-                return Ok(v.clone());
+            // Found by this scan but not servable (its internal directory is a link, say):
+            // 503 from the first request on, as on every later one.
+            match self.map.read().unwrap().get(bucket) {
+                Some(VolumeState::Online(v)) => return Ok(v.clone()),
+                Some(VolumeState::Unavailable(..)) => return Err(Error::Unavailable),
+                None => {}
             }
         }
         Err(Error::NoSuchBucket)
@@ -573,20 +725,51 @@ impl Volumes {
 
     /// DeleteBucket in `volumes_root` mode: removes the directory only when it holds no
     /// object (its internal directory aside). Never a recursive delete of user data.
+    ///
+    /// Everything goes through handles: the bucket directory is opened `O_NOFOLLOW` from a
+    /// handle of `volumes_root` and must be the very directory this volume serves; the
+    /// internal directory is emptied with [`fsx::remove_tree_at`], which never follows a
+    /// link, so a directory a pod swaps for a link at any moment removes the link, never
+    /// what it points to. The internal directory is removed only in the shape s3vol gives
+    /// it (`.s3vol/multipart/<id>/<file>`, three levels): anything deeper was not put there
+    /// by s3vol, stays, and makes the bucket not empty.
+    ///
+    /// Errors: [`Error::BucketNotEmpty`]; [`Error::Unavailable`] when the directory at the
+    /// bucket's name is no longer the one served; file-system errors.
     pub fn delete(&self, bucket: &str) -> Result<()> {
         let Some((dir, _)) = &self.root_dir else {
             return Err(Error::PermissionDenied);
         };
         let vol = self.get(bucket)?;
+        let parent = nix::fcntl::open(
+            dir,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?;
+        let here = fsx::open_child_dir(parent.as_fd(), bucket).map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP | libc::ENOTDIR | libc::ENOENT) => Error::Unavailable,
+            _ => e.into(),
+        })?;
+        if fsx::identity(here.as_fd())? != vol.fence.root {
+            warn!(volume = bucket, "DeleteBucket: the directory at the bucket's name is not the one served");
+            return Err(Error::Unavailable);
+        }
+        drop(here);
+        let internal = vol.settings.internal_dir.clone();
         let entries = fsx::read_dir(vol.root())?;
-        if entries.iter().any(|e| e.name != vol.settings.internal_dir.as_bytes()) {
+        if entries.iter().any(|e| e.name != internal.as_bytes()) {
             return Err(Error::BucketNotEmpty);
         }
-        let internal = vol.settings.internal_dir.clone();
         // Only staging remains: it may hold abandoned uploads, which go with the bucket.
-        let _ = std::fs::remove_dir_all(dir.join(bucket).join(&internal));
+        match fsx::remove_tree_at(vol.root(), &internal, INTERNAL_DEPTH) {
+            Ok(()) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) => {
+                return Err(Error::BucketNotEmpty);
+            }
+            Err(e) => return Err(e.into()),
+        }
         drop(vol);
-        std::fs::remove_dir(dir.join(bucket)).map_err(|e| match e.raw_os_error() {
+        fsx::unlink_at(parent.as_fd(), bucket, true).map_err(|e| match e.raw_os_error() {
             Some(libc::ENOTEMPTY | libc::EEXIST) => Error::BucketNotEmpty,
             _ => e.into(),
         })?;
@@ -594,6 +777,9 @@ impl Volumes {
         Ok(())
     }
 }
+
+/// Directory levels of the internal directory s3vol makes: `.s3vol`, `multipart`, an upload.
+const INTERNAL_DEPTH: usize = 3;
 
 fn open_state(name: &str, path: &Path, settings: VolumeSettings) -> VolumeState {
     match Volume::open(name, path, settings) {
@@ -617,6 +803,121 @@ fn open_state(name: &str, path: &Path, settings: VolumeSettings) -> VolumeState 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn scratch(tag: &str) -> PathBuf {
+        let p = std::env::temp_dir().join(format!("s3vol-vol-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    #[test]
+    fn an_internal_directory_that_is_a_link_refuses_the_volume_and_creates_nothing_outside() {
+        let base = scratch("intlink");
+        let (vol, outside) = (base.join("vol"), base.join("outside"));
+        std::fs::create_dir_all(&vol).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        // .s3vol -> outside, -> a missing directory outside, -> a directory inside the volume.
+        for target in [outside.clone(), base.join("missing"), vol.join("data")] {
+            let _ = std::fs::create_dir(vol.join("data"));
+            std::os::unix::fs::symlink(&target, vol.join(".s3vol")).unwrap();
+            let err = Volume::open("v", &vol, VolumeSettings::default()).unwrap_err();
+            assert!(err.contains("symbolic link"), "{err}");
+            std::fs::remove_file(vol.join(".s3vol")).unwrap();
+        }
+        // .s3vol/tmp or .s3vol/multipart a link.
+        for sub in ["tmp", "multipart"] {
+            std::fs::create_dir_all(vol.join(".s3vol")).unwrap();
+            std::os::unix::fs::symlink(&outside, vol.join(".s3vol").join(sub)).unwrap();
+            let err = Volume::open("v", &vol, VolumeSettings::default()).unwrap_err();
+            assert!(err.contains(&format!(".s3vol/{sub} is a symbolic link")), "{err}");
+            std::fs::remove_dir_all(vol.join(".s3vol")).unwrap();
+        }
+        // A file where the internal directory should be.
+        std::fs::write(vol.join(".s3vol"), b"").unwrap();
+        let err = Volume::open("v", &vol, VolumeSettings::default()).unwrap_err();
+        assert!(err.contains("not a directory"), "{err}");
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "nothing created outside");
+        assert!(!base.join("missing").exists());
+        assert_eq!(std::fs::read_dir(vol.join("data")).unwrap().count(), 0);
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn delete_bucket_removes_links_in_the_internal_directory_not_their_targets() {
+        let base = scratch("delbucket");
+        let (root, outside) = (base.join("volumes"), base.join("outside"));
+        std::fs::create_dir_all(root.join("bkt")).unwrap();
+        std::fs::create_dir_all(outside.join("sub")).unwrap();
+        std::fs::write(outside.join("sub/keep.txt"), b"keep").unwrap();
+        let vols = Volumes::open(vec![], Some((root.clone(), VolumeSettings::default())));
+        assert!(vols.get("bkt").is_ok());
+        let internal = root.join("bkt/.s3vol");
+        // A pod plants links to the outside at every level s3vol removes.
+        std::os::unix::fs::symlink(&outside, internal.join("tmp/out")).unwrap();
+        std::fs::create_dir_all(internal.join("multipart/0123456789abcdef0123456789abcdef")).unwrap();
+        std::os::unix::fs::symlink(&outside, internal.join("multipart/0123456789abcdef0123456789abcdef/x")).unwrap();
+        std::os::unix::fs::symlink(outside.join("sub"), internal.join("sub")).unwrap();
+        vols.delete("bkt").unwrap();
+        assert!(!root.join("bkt").exists());
+        assert_eq!(std::fs::read(outside.join("sub/keep.txt")).unwrap(), b"keep");
+
+        // Deeper than s3vol's own shape: left in place, and the bucket is not empty.
+        std::fs::create_dir_all(root.join("bk2")).unwrap();
+        let vols = Volumes::open(vec![], Some((root.clone(), VolumeSettings::default())));
+        std::fs::create_dir_all(root.join("bk2/.s3vol/multipart/u/deeper")).unwrap();
+        assert!(matches!(vols.delete("bk2"), Err(Error::BucketNotEmpty)));
+        assert!(root.join("bk2/.s3vol/multipart/u/deeper").is_dir());
+
+        // The bucket's name now holds a link to another directory: refused, nothing removed.
+        std::fs::remove_dir_all(root.join("bk2/.s3vol/multipart/u")).unwrap();
+        std::fs::rename(root.join("bk2"), base.join("moved")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("bk2")).unwrap();
+        assert!(matches!(vols.delete("bk2"), Err(Error::Unavailable)));
+        assert!(outside.join("sub/keep.txt").exists() && base.join("moved/.s3vol").is_dir());
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn keys_through_links_never_reach_the_internal_directory() {
+        let root = scratch("keys");
+        std::fs::create_dir_all(root.join("d")).unwrap();
+        std::fs::write(root.join("d/f.txt"), b"hello").unwrap();
+        let vol = Arc::new(Volume::open("t", &root, VolumeSettings::default()).unwrap());
+        std::os::unix::fs::symlink(".", root.join("self")).unwrap();
+        std::os::unix::fs::symlink(".s3vol", root.join("link")).unwrap();
+        std::fs::write(root.join(".s3vol/tmp/planted"), b"internal").unwrap();
+        // A link that stays inside and away from it still works.
+        assert_eq!(vol.head(&vol.key("self/d/f.txt").unwrap()).unwrap().size, 5);
+        for k in ["self/.s3vol/tmp/planted", "link/tmp/planted", "self/.s3vol/tmp/", "link/"] {
+            let key = vol.key(k).unwrap();
+            assert!(matches!(vol.head(&key), Err(Error::NotFound)), "{k}");
+        }
+        for k in ["self/.s3vol/tmp/planted", "link/tmp/planted", "self/.s3vol/", "link/tmp/"] {
+            let key = vol.key(k).unwrap();
+            assert!(matches!(vol.delete(&key), Err(Error::InternalDir)), "{k}");
+        }
+        for k in ["self/.s3vol/new/", "link/new/", "self/.s3vol/"] {
+            let key = vol.key(k).unwrap();
+            assert!(matches!(vol.put_marker(&key), Err(Error::InternalDir)), "{k}");
+        }
+        assert!(matches!(
+            crate::store::write::Writer::begin(vol.clone(), vol.key("self/.s3vol").unwrap(), 1),
+            Err(Error::InternalDir)
+        ));
+        assert_eq!(std::fs::read(root.join(".s3vol/tmp/planted")).unwrap(), b"internal");
+        let names = |p: &str| {
+            let mut v: Vec<String> = std::fs::read_dir(root.join(p))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(".s3vol"), ["multipart", "tmp"]);
+        assert_eq!(names(".s3vol/tmp"), ["planted"]);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 
     #[test]
     fn head_cached_agrees_with_head_or_defers_to_it() {

@@ -305,11 +305,10 @@ impl Writer {
         if self.vol.settings.fsync {
             fsx::fsync(fd)?;
         }
-        let (parent, leaf) = self.key.split_parent();
         if matches!(self.temp, TempName::Anonymous) {
             // A new key: give the complete file its final name directly (linkat never
             // replaces, so a key that exists meanwhile takes the rename path below).
-            let pdir = self.vol.ensure_dir(parent)?;
+            let (pdir, leaf) = self.vol.ensure_parent(&self.key)?;
             match fsx::link_tmpfile(fd, pdir.as_fd(), leaf) {
                 Ok(()) => {
                     self.vol.space.add_used(st.st_size);
@@ -336,7 +335,7 @@ impl Writer {
         // rename: make it again once.
         let mut attempt = 0;
         let pdir = loop {
-            let pdir = self.vol.ensure_dir(parent)?;
+            let (pdir, leaf) = self.vol.ensure_parent(&self.key)?;
             let old_size = match fsx::lstat_at(pdir.as_fd(), leaf.as_ref()) {
                 Ok(st) if fsx::is_regular(&st) => st.st_size,
                 _ => 0,
@@ -387,8 +386,7 @@ fn create_temp(vol: &Volume) -> Result<(OwnedFd, TempName)> {
 /// Fails early when the commit could not succeed: a parent is a file, the key is a
 /// directory, or the key is a link that leaves the volume.
 fn precheck_target(vol: &Volume, key: &ObjectKey) -> Result<()> {
-    let (parent, leaf) = key.split_parent();
-    let pdir = match fsx::open_dir(vol.root(), parent) {
+    let (pdir, leaf) = match vol.open_parent(key) {
         Ok(d) => d,
         Err(e) => {
             return match e.raw_os_error() {
@@ -401,8 +399,9 @@ fn precheck_target(vol: &Volume, key: &ObjectKey) -> Result<()> {
     match fsx::lstat_at(pdir.as_fd(), leaf.as_ref()) {
         Ok(st) => match st.st_mode & libc::S_IFMT {
             libc::S_IFDIR => Err(Error::IsDirectory),
-            libc::S_IFLNK => match fsx::open_beneath(vol.root(), key.path(), OFlag::O_PATH, 0) {
+            libc::S_IFLNK => match vol.open_path(key.path(), OFlag::O_PATH) {
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EXDEV | libc::ELOOP)) => Err(Error::EscapingLink),
+                Err(e) if super::resolve::reaches_internal(&e) => Err(Error::InternalDir),
                 Ok(fd) if fsx::fstat(fd.as_fd()).is_ok_and(|s| fsx::is_dir(&s)) => Err(Error::IsDirectory),
                 _ => Ok(()),
             },
