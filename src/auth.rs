@@ -255,7 +255,9 @@ pub fn permission_for(op: &str) -> Option<Permission> {
         "CreateBucket" | "DeleteBucket" | "PutBucketCors" | "DeleteBucketCors" => Admin,
         // Other bucket settings (tagging, versioning, ACLs, encryption, lifecycle, ...) are
         // unsupported by design: a writer gets NotImplemented, anyone less AccessDenied.
-        "PutObjectLockConfiguration" | "PutPublicAccessBlock" | "DeletePublicAccessBlock"
+        "PutObjectLockConfiguration"
+        | "PutPublicAccessBlock"
+        | "DeletePublicAccessBlock"
         | "CreateBucketMetadataTableConfiguration" => Write,
         op if op.starts_with("PutBucket") || op.starts_with("DeleteBucket") => Write,
         // CreateSession (S3 Express sessions) and WriteGetObjectResponse (Object Lambda)

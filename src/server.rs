@@ -112,10 +112,7 @@ pub async fn run(
     let limits = opts.limits;
     let shared = Arc::new(Shared { svc: service, opts: opts.clone() });
     let mut builder = ConnBuilder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
     if limits.http2 {
         // A peer that stops answering pings is dropped; streams per connection are bounded.
         builder
