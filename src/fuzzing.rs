@@ -3,6 +3,7 @@
 //! property tests below drive the same functions on stable, so `cargo test` always runs
 //! them. Nothing here is used by the daemon.
 
+use crate::guard::chunked::{ChunkFraming, FramingError};
 use crate::store::key::{MAX_KEY_LEN, MAX_SEGMENT_LEN, ObjectKey};
 use crate::store::list::{decode_token, encode_token};
 
@@ -46,6 +47,95 @@ pub fn continuation_token(data: &[u8]) {
     }
     let lossy = String::from_utf8_lossy(data);
     let _ = decode_token(&lossy);
+}
+
+/// The cap the chunk-framing target guards (small, so that inputs cross it).
+pub const CHUNK_CAP: u64 = 4096;
+
+/// The aws-chunked framing guard on any input: feeding the bytes in one piece or split at
+/// any point gives the same verdict; a chunk over [`CHUNK_CAP`] is never accepted (the
+/// guard fails at that chunk's size digits, so no data beyond it counts as decoded);
+/// and the decoded count never exceeds the input.
+///
+/// The input's first byte picks the split point; the rest is the body.
+pub fn chunk_framing(data: &[u8]) {
+    let Some((&split, body)) = data.split_first() else { return };
+    let whole = {
+        let mut f = ChunkFraming::new(CHUNK_CAP);
+        f.feed(body).map(|()| f.decoded())
+    };
+    let at = usize::from(split) * body.len() / 256;
+    let parts = {
+        let mut f = ChunkFraming::new(CHUNK_CAP);
+        f.feed(&body[..at]).and_then(|()| f.feed(&body[at..])).map(|()| f.decoded())
+    };
+    assert_eq!(whole, parts, "split at {at} changes the verdict");
+    match whole {
+        Ok(decoded) => {
+            assert!(decoded <= body.len() as u64);
+            // Every size line that was read declared at most the cap.
+            for size in declared_sizes(body) {
+                assert!(size <= CHUNK_CAP, "a chunk of {size} bytes passed");
+            }
+        }
+        Err(FramingError::TooLarge { size, cap }) => assert!(size > cap && cap == CHUNK_CAP),
+        Err(FramingError::Malformed(_)) => {}
+    }
+}
+
+/// The chunk sizes a well-formed prefix of `body` declares, read independently of the
+/// guard (the reference for [`chunk_framing`]): size lines `HEX[;...]\r\n`, data, CRLF.
+fn declared_sizes(body: &[u8]) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut rest = body;
+    loop {
+        let Some(nl) = rest.iter().position(|&b| b == b'\n') else { return out };
+        let line = &rest[..nl];
+        let digits: Vec<u8> = line.iter().copied().take_while(u8::is_ascii_hexdigit).collect();
+        let Ok(size) = u64::from_str_radix(std::str::from_utf8(&digits).unwrap_or("x"), 16) else { return out };
+        out.push(size);
+        let after = nl + 1;
+        let Some(end) = usize::try_from(size).ok().and_then(|n| after.checked_add(n)?.checked_add(2)) else {
+            return out;
+        };
+        if size == 0 || end > rest.len() {
+            return out;
+        }
+        rest = &rest[end..];
+    }
+}
+
+/// A well-formed aws-chunked body (signed or not) of random chunk sizes, some over
+/// [`CHUNK_CAP`], with random trailers: the generator for the bounded stable run.
+pub fn chunked_body(rng: &mut Rng) -> Vec<u8> {
+    let signed = rng.next_u64() % 2 == 0;
+    let mut out = vec![(rng.next_u64() % 256) as u8];
+    for _ in 0..rng.next_u64() % 6 {
+        let size = match rng.next_u64() % 10 {
+            0 => CHUNK_CAP + 1 + rng.next_u64() % 10,
+            1 => rng.next_u64() % 0x1_0000_0000,
+            _ => rng.next_u64() % 3000,
+        };
+        out.extend_from_slice(format!("{size:x}").as_bytes());
+        if signed {
+            out.extend_from_slice(b";chunk-signature=");
+            out.extend(std::iter::repeat_n(b'a', 64));
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend(std::iter::repeat_n(b'z', size.min(5000) as usize));
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n");
+    if rng.next_u64() % 2 == 0 {
+        out.extend_from_slice(b"x-amz-checksum-crc32:AAAAAA==\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    // Now and then, noise in the middle.
+    if rng.next_u64() % 4 == 0 && out.len() > 2 {
+        let at = 1 + (rng.next_u64() as usize) % (out.len() - 1);
+        out[at] = (rng.next_u64() % 256) as u8;
+    }
+    out
 }
 
 /// A small deterministic PRNG (xorshift64*) for the bounded stable runs.
@@ -117,6 +207,15 @@ mod tests {
         let mut rng = Rng::new(1);
         for _ in 0..iterations() {
             object_key(&rng.input());
+        }
+    }
+
+    #[test]
+    fn chunk_framing_bounded() {
+        let mut rng = Rng::new(3);
+        for _ in 0..iterations() / 4 {
+            chunk_framing(&chunked_body(&mut rng));
+            chunk_framing(&rng.input());
         }
     }
 
