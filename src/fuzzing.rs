@@ -108,7 +108,7 @@ fn declared_sizes(body: &[u8]) -> Vec<u64> {
 /// A well-formed aws-chunked body (signed or not) of random chunk sizes, some over
 /// [`CHUNK_CAP`], with random trailers: the generator for the bounded stable run.
 pub fn chunked_body(rng: &mut Rng) -> Vec<u8> {
-    let signed = rng.next_u64() % 2 == 0;
+    let signed = rng.next_u64().is_multiple_of(2);
     let mut out = vec![(rng.next_u64() % 256) as u8];
     for _ in 0..rng.next_u64() % 6 {
         let size = match rng.next_u64() % 10 {
@@ -126,12 +126,12 @@ pub fn chunked_body(rng: &mut Rng) -> Vec<u8> {
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"0\r\n");
-    if rng.next_u64() % 2 == 0 {
+    if rng.next_u64().is_multiple_of(2) {
         out.extend_from_slice(b"x-amz-checksum-crc32:AAAAAA==\r\n");
     }
     out.extend_from_slice(b"\r\n");
     // Now and then, noise in the middle.
-    if rng.next_u64() % 4 == 0 && out.len() > 2 {
+    if rng.next_u64().is_multiple_of(4) && out.len() > 2 {
         let at = 1 + (rng.next_u64() as usize) % (out.len() - 1);
         out[at] = (rng.next_u64() % 256) as u8;
     }
