@@ -427,6 +427,7 @@ def test_huge_aws_chunk_declarations_are_refused_before_their_bytes_are_read(d, 
     assert len(results) == 16 and all(s in (0, 400) for s in statuses), results
     assert 400 in statuses, results
     growth = rss_mib(pid) - base
+    print(f"huge chunks: peak RSS +{growth:.1f} MiB over {base:.1f} MiB")
     assert growth < 64, f"peak RSS grew by {growth:.0f} MiB under 16 huge chunk declarations"
     assert d.raw("GET", "/vol-a/a.txt").status == 200
 
@@ -493,6 +494,7 @@ def test_unauthenticated_form_uploads_cannot_fill_memory(d, prefix):
     assert len(statuses) == 8 and set(statuses) <= {0, 400, 403, 503}, results
     assert 503 in statuses, f"the in-flight limit of form uploads did not apply: {statuses}"
     growth = rss_mib(pid) - base
+    print(f"form uploads: peak RSS +{growth:.1f} MiB over {base:.1f} MiB")
     # 4 form uploads of at most 16 MiB each, plus the rest of the daemon.
     assert growth < 100, f"peak RSS grew by {growth:.0f} MiB under form uploads"
 
@@ -523,6 +525,7 @@ def test_oversized_request_heads_are_refused_with_bounded_memory(d):
         t.join(60)
     assert all(s in (0, 431) for s in statuses), statuses
     growth = rss_mib(pid) - base
+    print(f"oversized heads: peak RSS +{growth:.1f} MiB over {base:.1f} MiB")
     assert growth < 48, f"peak RSS grew by {growth:.0f} MiB under 64 oversized heads"
 
 
