@@ -96,6 +96,7 @@ pub async fn serve(settings: Settings, keys: KeySet) -> Result<(), String> {
     let volumes = Arc::new(Volumes::open(settings.volumes.clone(), settings.volumes_root.clone()));
     let metrics = Arc::new(Metrics::new());
     spawn_sweeper(volumes.clone(), settings.multipart_max_age_secs);
+    spawn_internal_checker(volumes.clone());
     let ring = KeyRing::new(keys, settings.strict_region.then(|| settings.region.clone()))
         .with_public(settings.public.clone());
     let s3 = S3Vol::new(volumes.clone(), ring.clone(), settings.region.clone());
@@ -184,6 +185,47 @@ fn spawn_sweeper(volumes: Arc<Volumes>, max_age_secs: u64) {
                     Ok(Err(e)) => warn!(volume = %name, error = %e, "sweep failed"),
                     Err(e) => warn!(volume = %name, error = %e, "sweep task failed"),
                 }
+            }
+        }
+    });
+}
+
+/// How often each volume's internal directory is checked against the one it opened.
+const INTERNAL_CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// Checks every [`INTERNAL_CHECK_EVERY`] that each volume's internal directory is still the
+/// one it opened ([`crate::store::volume::Volume::check_internal`]): a pod that renames or
+/// swaps it makes the volume answer 503 within seconds, until it is put back. Each check
+/// runs on the blocking pool, one task per volume, so a hung volume stalls only its own.
+fn spawn_internal_checker(volumes: Arc<Volumes>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(INTERNAL_CHECK_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let busy: Arc<std::sync::Mutex<std::collections::HashSet<String>>> = Arc::default();
+        loop {
+            tick.tick().await;
+            let list = {
+                let volumes = volumes.clone();
+                match tokio::task::spawn_blocking(move || volumes.all()).await {
+                    Ok(l) => l,
+                    Err(_) => continue,
+                }
+            };
+            for (name, state) in list {
+                let VolumeState::Online(vol) = state else { continue };
+                if !busy.lock().unwrap().insert(name.clone()) {
+                    continue; // the last check of this volume has not returned
+                }
+                let busy = busy.clone();
+                tokio::task::spawn_blocking(move || {
+                    let (intact, changed) = vol.check_internal();
+                    if changed && !intact {
+                        warn!(volume = %name, "the internal directory was renamed, removed or replaced: the volume answers 503 until it is put back");
+                    } else if changed {
+                        info!(volume = %name, "the internal directory is back: the volume is served again");
+                    }
+                    busy.lock().unwrap().remove(&name);
+                });
             }
         }
     });

@@ -87,6 +87,9 @@ pub struct Volume {
     pub created_ns: i128,
     /// Capacity, quota and in-flight reservations.
     pub space: Arc<super::quota::Space>,
+    /// The last [`Volume::internal_intact`] verdict of the background check
+    /// ([`Volume::check_internal`]); while false the volume answers 503.
+    intact: std::sync::atomic::AtomicBool,
 }
 
 /// A configured volume: served, or reported unavailable with the reason.
@@ -171,7 +174,23 @@ impl Volume {
             local,
             read_only,
             created_ns,
+            intact: std::sync::atomic::AtomicBool::new(true),
         })
+    }
+
+    /// Runs [`Volume::internal_intact`] (blocking) and records the verdict; returns it
+    /// and whether it changed. While the internal directory is not the one this volume
+    /// opened (a pod renamed it, so keys under the new name would reach its staging), the
+    /// volume answers 503 ServiceUnavailable, until it is put back.
+    pub fn check_internal(&self) -> (bool, bool) {
+        let now = self.internal_intact();
+        let before = self.intact.swap(now, std::sync::atomic::Ordering::AcqRel);
+        (now, now != before)
+    }
+
+    /// False while the last check found the internal directory replaced.
+    pub fn is_intact(&self) -> bool {
+        self.intact.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The root directory handle: the base of every lookup.
@@ -679,8 +698,8 @@ impl Volumes {
     pub fn get(&self, bucket: &str) -> Result<Arc<Volume>> {
         if let Some(state) = self.map.read().unwrap().get(bucket) {
             return match state {
-                VolumeState::Online(v) => Ok(v.clone()),
-                VolumeState::Unavailable(..) => Err(Error::Unavailable),
+                VolumeState::Online(v) if v.is_intact() => Ok(v.clone()),
+                VolumeState::Online(_) | VolumeState::Unavailable(..) => Err(Error::Unavailable),
             };
         }
         if self.root_dir.is_some() && crate::config::valid_bucket_name(bucket) {

@@ -407,3 +407,44 @@ def test_sweep_and_ready_probe_do_not_follow_swapped_internal_symlinks(tmp_path)
         assert_same(before, snap(d.root / "outside"), "the outside directory")
     finally:
         assert stop_daemon(d) is None, d.log_tail()
+
+
+def test_renamed_internal_dir_makes_the_volume_unavailable_until_put_back(tmp_path):
+    """A pod renames `.s3vol` to an ordinary name: s3vol's handles still point into it, so
+    plain keys under the new name would reach staged parts. The volume answers 503 within
+    seconds, and serves again once the directory is put back."""
+    d = start_daemon(tmp_path)
+    try:
+        vol = d.vol("vol-a")
+        s3 = d.client()
+        s3.put_object(Bucket="vol-a", Key="keep.txt", Body=b"keep")
+        upload = s3.create_multipart_upload(Bucket="vol-a", Key="big.bin")["UploadId"]
+        s3.upload_part(Bucket="vol-a", Key="big.bin", UploadId=upload, PartNumber=1, Body=b"staged part bytes")
+        os.rename(vol / INTERNAL_DIR, vol / "stolen")
+        try:
+            deadline = time.time() + 10
+            status = 0
+            while time.time() < deadline:
+                status = d.raw("GET", "/vol-a/keep.txt").status
+                if status == 503:
+                    break
+                time.sleep(0.2)
+            assert status == 503, "the volume kept serving with its internal directory renamed"
+            staged = [p for p in (vol / "stolen").rglob("*") if p.is_file()]
+            assert staged, "the staged part is under the renamed directory"
+            for p in staged:
+                key = "stolen/" + p.relative_to(vol / "stolen").as_posix()
+                r = d.raw("GET", f"/vol-a/{key}")
+                assert r.status == 503, (key, r)
+            assert d.raw("GET", "/vol-b/").status != 503, "the other volume is still served"
+        finally:
+            os.rename(vol / "stolen", vol / INTERNAL_DIR)
+        deadline = time.time() + 10
+        while time.time() < deadline and d.raw("GET", "/vol-a/keep.txt").status != 200:
+            time.sleep(0.2)
+        r = d.raw("GET", "/vol-a/keep.txt")
+        assert (r.status, r.body) == (200, b"keep"), r
+        parts = s3.list_parts(Bucket="vol-a", Key="big.bin", UploadId=upload)["Parts"]
+        assert [p["Size"] for p in parts] == [len(b"staged part bytes")]
+    finally:
+        stop_daemon(d)
