@@ -318,12 +318,25 @@ pub(super) fn remove_files(dir: BorrowedFd<'_>, pick: impl Fn(&str) -> bool) -> 
             && pick(name)
         {
             let size = fsx::lstat_at(dir, name.as_ref()).map(|st| st.st_size).unwrap_or(0);
-            if fsx::unlink_at(dir, name, false).is_ok() {
+            // Only parts were counted in the volume's usage when staged (the manifest,
+            // claim and checksum records never were): uncounting them too would let a
+            // client drift the usage below the truth, one Complete at a time.
+            if fsx::unlink_at(dir, name, false).is_ok() && is_part_file(name) {
                 removed += size;
             }
         }
     }
     removed
+}
+
+/// True for a staged part's file name, `NNNNN-<32 hex ETag>`.
+pub(super) fn is_part_file(name: &str) -> bool {
+    name.split_once('-').is_some_and(|(num, etag)| {
+        num.len() == 5
+            && num.bytes().all(|b| b.is_ascii_digit())
+            && etag.len() == 32
+            && etag.bytes().all(|b| b.is_ascii_hexdigit())
+    })
 }
 
 /// One upload in a ListMultipartUploads page.

@@ -61,6 +61,29 @@ impl Fence {
         name == self.name.as_bytes() || (self.folds_case && name.eq_ignore_ascii_case(self.name.as_bytes()))
     }
 
+    /// Refuses a path whose first component, looked up in the root without following a
+    /// link, is the internal directory under another name (a pod renamed `.s3vol`: its
+    /// handles still point there, so `renamed/multipart/...` would reach staged parts).
+    /// Also a one-component path (a listing descending into the renamed directory). One
+    /// `fstatat`; a lookup error is left to the caller's open.
+    pub fn check_first(&self, root: BorrowedFd<'_>, path: &str) -> io::Result<()> {
+        let first = path.split_once('/').map_or(path, |(f, _)| f);
+        if first.is_empty() || self.forbidden.is_empty() {
+            return Ok(());
+        }
+        if let Ok(st) = fsx::lstat_at(root, OsStr::new(first))
+            && self.forbidden.contains(&(st.st_dev, st.st_ino))
+        {
+            return Err(refusal());
+        }
+        Ok(())
+    }
+
+    /// [`Fence::check_first`] on an already opened first component.
+    pub fn check_first_fd(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        self.check(fd).map(|_| ())
+    }
+
     /// The `fstat` of `fd`, or the refusal when it is the internal directory or one of its
     /// subdirectories s3vol uses.
     fn check(&self, fd: BorrowedFd<'_>) -> io::Result<FileStat> {
@@ -108,6 +131,7 @@ fn errno(n: i32) -> io::Error {
 pub fn open(root: BorrowedFd<'_>, fence: &Fence, path: &str, flags: OFlag) -> io::Result<OwnedFd> {
     debug_assert!(!flags.contains(OFlag::O_CREAT), "lookups never create");
     if !fence.folds_case {
+        fence.check_first(root, path)?;
         match fsx::open_beneath_no_symlinks(root, path, flags, 0) {
             Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {}
             r => return r,

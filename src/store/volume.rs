@@ -308,6 +308,19 @@ impl Volume {
         if !self.local || key.is_dir_marker() || self.fence.folds_case {
             return None;
         }
+        // The first component must not be the internal directory renamed (see
+        // `Fence::check_first`); looked up from the cache too, so this cannot wait either.
+        if let Some((first, _)) = key.path().split_once('/') {
+            match fsx::open_beneath_cached(self.root(), first, OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC) {
+                Ok(Some(fd)) => {
+                    if let Err(e) = self.fence.check_first_fd(fd.as_fd()) {
+                        return Some(Err(open_error(e)));
+                    }
+                }
+                Ok(None) => return None,
+                Err(e) => return Some(Err(open_error(e))),
+            }
+        }
         match fsx::open_beneath_cached(self.root(), key.path(), READ_FLAGS) {
             Ok(Some(fd)) => Some(regular(fd)),
             Ok(None) => None,

@@ -197,22 +197,26 @@ impl Writer {
         if self.vol.settings.fsync {
             fsx::fsync(file.as_fd())?;
         }
-        match &self.temp {
+        // The usage grows by what is new on disk: nothing when the same bytes were staged
+        // before under the same name (the name is the part's MD5).
+        let added = match &self.temp {
             TempName::Anonymous => match fsx::link_tmpfile(file.as_fd(), dir, name) {
-                Ok(()) => {}
+                Ok(()) => self.written as i64,
                 // The same bytes were staged before under the same name: keep that copy.
-                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => 0,
                 Err(e) => return Err(e.into()),
             },
             TempName::Named(tmp) => {
+                let replaced = fsx::lstat_at(dir, name.as_ref()).map(|st| st.st_size).unwrap_or(0);
                 fsx::rename_at(self.vol.tmp_dir(), tmp, dir, name)?;
                 self.temp = TempName::Anonymous;
+                self.written as i64 - replaced
             }
-        }
+        };
         if self.vol.settings.fsync {
             fsx::fsync(dir)?;
         }
-        self.vol.space.add_used(self.written as i64);
+        self.vol.space.add_used(added);
         Ok(self.written)
     }
 
@@ -415,9 +419,13 @@ fn precheck_target(vol: &Volume, key: &ObjectKey) -> Result<()> {
 /// CopyObject onto itself with `REPLACE`: rewrites the metadata attribute in place, keeps
 /// the content and its ETag, and moves LastModified to now (as S3 does).
 ///
+/// A file with more than one link (a pod's hard link, perhaps to a file outside the
+/// volume on the same file system) is never changed in place: its content is copied to a
+/// new file that replaces the key, so the other names keep their inode untouched.
+///
 /// Errors: [`Error::NotFound`]; [`Error::MetadataUnsupported`] when user metadata is given
 /// on a volume without extended attributes.
-pub fn rewrite_meta(vol: &Volume, key: &ObjectKey, mut meta: ObjectMeta) -> Result<ObjectInfo> {
+pub fn rewrite_meta(vol: &Arc<Volume>, key: &ObjectKey, mut meta: ObjectMeta) -> Result<ObjectInfo> {
     vol.check_writable()?;
     if !vol.xattrs && !meta.user.is_empty() {
         return Err(Error::MetadataUnsupported);
@@ -427,6 +435,22 @@ pub fn rewrite_meta(vol: &Volume, key: &ObjectKey, mut meta: ObjectMeta) -> Resu
     meta.etag = old.meta.etag;
     meta.parts = old.meta.parts;
     meta.checksums = old.meta.checksums;
+    if st.st_nlink > 1 {
+        if !old.from_xattr {
+            meta.etag.clear(); // a synthesized ETag names the old inode: hash the content
+        }
+        let mut src = std::fs::File::from(fd);
+        let mut w = Writer::begin(vol.clone(), key.clone(), st.st_size as u64)?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = std::io::Read::read(&mut src, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            w.write(&buf[..n])?;
+        }
+        return w.commit(meta);
+    }
     let now = nix::sys::time::TimeSpec::from(
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default(),
     );

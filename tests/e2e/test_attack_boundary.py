@@ -422,6 +422,18 @@ def test_renamed_internal_dir_makes_the_volume_unavailable_until_put_back(tmp_pa
         s3.upload_part(Bucket="vol-a", Key="big.bin", UploadId=upload, PartNumber=1, Body=b"staged part bytes")
         os.rename(vol / INTERNAL_DIR, vol / "stolen")
         try:
+            # At once, before any background check: keys under the new name reach nothing.
+            staged = [p for p in (vol / "stolen").rglob("*") if p.is_file()]
+            assert staged, "the staged part is under the renamed directory"
+            for p in staged:
+                key = "stolen/" + p.relative_to(vol / "stolen").as_posix()
+                r = d.raw("GET", f"/vol-a/{key}")
+                assert r.status in (404, 503) and p.read_bytes() not in r.body, (key, r)
+            r = d.raw("PUT", "/vol-a/stolen/tmp/planted", body=b"planted")
+            assert r.status in (400, 503), r
+            assert not (vol / "stolen" / "tmp" / "planted").exists()
+            r = d.raw("GET", "/vol-a", query=[("list-type", "2"), ("prefix", "stolen/")])
+            assert r.status == 503 or b"<Key>" not in r.body, r
             deadline = time.time() + 10
             status = 0
             while time.time() < deadline:
@@ -446,5 +458,30 @@ def test_renamed_internal_dir_makes_the_volume_unavailable_until_put_back(tmp_pa
         assert (r.status, r.body) == (200, b"keep"), r
         parts = s3.list_parts(Bucket="vol-a", Key="big.bin", UploadId=upload)["Parts"]
         assert [p["Size"] for p in parts] == [len(b"staged part bytes")]
+    finally:
+        stop_daemon(d)
+
+
+def test_copy_onto_itself_never_changes_a_hard_linked_file_outside(tmp_path):
+    """A pod hard-links a file from outside the volume (same file system) into it. A
+    CopyObject onto itself with REPLACE used to rewrite the metadata attribute and mtime of
+    that shared inode in place, so the outside file changed."""
+    d = start_daemon(tmp_path)
+    try:
+        outside = d.root / "outside" / "victim.txt"
+        outside.write_bytes(b"outside content")
+        os.utime(outside, (OLD, OLD))
+        before = (outside.read_bytes(), outside.stat().st_mtime_ns, os.listxattr(outside))
+        link = d.vol("vol-a") / "hl"
+        os.link(outside, link)
+        s3 = d.client()
+        s3.copy_object(Bucket="vol-a", Key="hl", CopySource={"Bucket": "vol-a", "Key": "hl"},
+                       MetadataDirective="REPLACE", ContentType="text/x-attacker", Metadata={"pwned": "yes"})
+        after = (outside.read_bytes(), outside.stat().st_mtime_ns, os.listxattr(outside))
+        assert after == before, "the outside file changed"
+        assert link.stat().st_ino != outside.stat().st_ino, "the key is a new file"
+        h = s3.head_object(Bucket="vol-a", Key="hl")
+        assert (h["ContentType"], h["Metadata"]) == ("text/x-attacker", {"pwned": "yes"})
+        assert link.read_bytes() == b"outside content"
     finally:
         stop_daemon(d)

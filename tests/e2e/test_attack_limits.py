@@ -367,3 +367,41 @@ def test_quota_counts_bytes_received(d, prefix):
     for k in (f"{prefix}-1.bin", f"{prefix}-2.bin"):
         delete(d, "quota", k)
     assert quota_used(d) == base
+
+
+def test_completes_cannot_drift_the_quota_usage_down(d, prefix):
+    """Complete used to uncount the upload's manifest and records, which were never
+    counted: a client repeating tiny multipart uploads drove the usage below the truth and
+    then wrote past the quota (found by the outside attack pass)."""
+    s3 = d.client()
+    before = quota_used(d)
+    n = 40
+    for i in range(n):
+        key = f"{prefix}/m{i}-" + "k" * 200
+        up = s3.create_multipart_upload(Bucket="quota", Key=key, Metadata={"pad": "v" * 1500})["UploadId"]
+        e = s3.upload_part(Bucket="quota", Key=key, UploadId=up, PartNumber=1, Body=b"x")["ETag"]
+        s3.complete_multipart_upload(Bucket="quota", Key=key, UploadId=up,
+                                     MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e}]})
+    # Each cycle leaves a 1-byte object, and the usage counts exactly that.
+    assert quota_used(d) - before == n, (before, quota_used(d))
+    for i in range(n):
+        s3.delete_object(Bucket="quota", Key=f"{prefix}/m{i}-" + "k" * 200)
+    assert quota_used(d) == before
+
+
+def test_reuploading_the_same_part_counts_it_once(d, prefix):
+    """Staging identical bytes again under the same part name used to add their size to the
+    usage each time: four uploads of one 256 KiB part counted 1 MiB and filled the quota."""
+    s3 = d.client()
+    before = quota_used(d)
+    key = f"{prefix}/same.bin"
+    up = s3.create_multipart_upload(Bucket="quota", Key=key)["UploadId"]
+    body = data(256 * KiB, "same part")
+    for _ in range(4):
+        s3.upload_part(Bucket="quota", Key=key, UploadId=up, PartNumber=1, Body=body)
+    assert quota_used(d) - before == len(body)
+    r = plain_put(d, f"/quota/{prefix}/small", b"s" * KiB)
+    assert r.status == 200, r
+    s3.abort_multipart_upload(Bucket="quota", Key=key, UploadId=up)
+    s3.delete_object(Bucket="quota", Key=f"{prefix}/small")
+    assert quota_used(d) == before
