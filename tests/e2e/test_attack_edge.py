@@ -553,6 +553,36 @@ def test_http2_by_prior_knowledge_is_not_served(d):
         sock.close()
 
 
+def test_idle_http2_connection_is_closed(tmp_path):
+    """With http2 = true, h2c by prior knowledge is served; hyper has no idle limit for an
+    HTTP/2 connection, so one that opens no stream must still be closed."""
+    d2 = start_daemon(tmp_path, extra_config='http2 = true\nheader_read_timeout = "3s"')
+    try:
+        sock = _raw_socket(d2)
+        started = time.monotonic()
+        try:
+            sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            sock.settimeout(30)
+            data, closed = b"", False
+            while time.monotonic() - started < 30:
+                try:
+                    got = sock.recv(4096)
+                except ConnectionResetError:
+                    closed = True
+                    break
+                if not got:
+                    closed = True
+                    break
+                data += got
+        finally:
+            sock.close()
+        waited = time.monotonic() - started
+        assert len(data) >= 9 and data[3] == 4, f"no HTTP/2 SETTINGS frame: {data[:40]!r}"
+        assert closed and 2 <= waited < 15, f"the idle h2 connection stayed open {waited:.1f}s"
+    finally:
+        stop_daemon(d2)
+
+
 def test_trickling_request_body_is_cut(tmp_path, prefix):
     """One byte every 2 s never trips the idle timeout but holds a slot forever."""
     d2 = start_daemon(tmp_path, extra_config='idle_timeout = "5s"\nmin_body_rate = "1KiB"')
