@@ -98,6 +98,7 @@ pub async fn serve(settings: Settings, keys: KeySet) -> Result<(), String> {
     spawn_sweeper(volumes.clone(), settings.multipart_max_age_secs);
     spawn_internal_checker(volumes.clone());
     let ring = KeyRing::new(keys, settings.strict_region.then(|| settings.region.clone()))
+        .with_sigv2(settings.sigv2)
         .with_public(settings.public.clone());
     let s3 = S3Vol::new(volumes.clone(), ring.clone(), settings.region.clone());
     let mut b = S3ServiceBuilder::new(s3);

@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::{Credentials, S3Auth, SecretKey};
-use s3s::dto::{CopyObjectInput, CopySource, GetObjectInput, UploadPartCopyInput};
+use s3s::dto::{CopyObjectInput, CopySource, GetObjectInput, PostObjectInput, UploadPartCopyInput};
 use s3s::{S3Request, S3Result, s3_error};
 use serde::Deserialize;
 
@@ -165,12 +165,21 @@ pub struct KeyRing {
     strict_region: Option<String>,
     /// Volumes readable without a key.
     public: Arc<PublicVolumes>,
+    /// SigV2 accepted (config `sigv2`); checked here for browser forms, whose signature
+    /// version only `s3s` sees (in the form's fields).
+    sigv2: bool,
 }
 
 impl KeyRing {
     /// A ring holding `keys`, with no public volume.
     pub fn new(keys: KeySet, strict_region: Option<String>) -> Self {
-        Self { inner: Arc::new(RwLock::new(Arc::new(keys))), strict_region, public: Arc::default() }
+        Self { inner: Arc::new(RwLock::new(Arc::new(keys))), strict_region, public: Arc::default(), sigv2: true }
+    }
+
+    /// The same ring, accepting SigV2 (`sigv2 = true`, the default) or not.
+    pub fn with_sigv2(mut self, sigv2: bool) -> Self {
+        self.sigv2 = sigv2;
+        self
     }
 
     /// The same ring, with `public` open to anonymous reads.
@@ -371,6 +380,25 @@ impl S3Access for KeyRing {
         self.authorize(cx)?;
         crate::request::allowed(cx.extensions_mut());
         Ok(())
+    }
+
+    /// A browser form upload: `s3s` checked its signature from the form's fields, which the
+    /// guard cannot see. SigV4 forms carry the region of their credential scope, SigV2
+    /// forms none: so `sigv2 = false` and `strict_region` are applied here.
+    async fn post_object(&self, req: &mut S3Request<PostObjectInput>) -> S3Result<()> {
+        if req.credentials.is_none() {
+            return Ok(()); // anonymous: `check` already decided
+        }
+        match req.region.as_ref().map(|r| r.as_str().to_owned()) {
+            None if !self.sigv2 => Err(s3_error!(
+                InvalidRequest,
+                "The authorization mechanism you have provided is not supported. Please use AWS4-HMAC-SHA256."
+            )),
+            Some(got) if self.strict_region.as_ref().is_some_and(|want| *want != got) => {
+                Err(s3_error!(AuthorizationHeaderMalformed, "the request is signed for region {got}, expected another"))
+            }
+            _ => Ok(()),
+        }
     }
 
     async fn copy_object(&self, req: &mut S3Request<CopyObjectInput>) -> S3Result<()> {

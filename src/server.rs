@@ -333,9 +333,7 @@ pub const XML_MAX_BODY: u64 = 8 * 1024 * 1024;
 /// than [`XML_MAX_BODY`]. `s3s` 0.14.1 answers that with a 500 after reading the limit;
 /// refusing it up front is a 400 and reads nothing.
 fn xml_body_too_large(method: &http::Method, h: &http::HeaderMap) -> bool {
-    let form = h
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().to_ascii_lowercase().starts_with(b"multipart/form-data"));
+    let form = crate::guard::auth_params::is_form_upload(method, h);
     let len = h.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     method == http::Method::POST && !form && len.is_some_and(|n| n > XML_MAX_BODY)
 }

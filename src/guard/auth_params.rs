@@ -116,6 +116,25 @@ fn v2_refused() -> Refusal {
     )
 }
 
+/// Query parameters that choose the operation (`s3s`'s router reads them) but are not in
+/// the SigV2 string to sign (`s3s`'s `INCLUDED_QUERY`): with SigV2, a captured request
+/// could gain one and become another operation, so SigV2 requests carrying one are
+/// refused. (`list-type` and `x-id` are left out: they only choose between two listings
+/// of the same permission.)
+const V2_UNSIGNED_SUBRESOURCES: [&str; 11] = [
+    "attributes",
+    "encryption",
+    "intelligent-tiering",
+    "legal-hold",
+    "metadataTable",
+    "ownershipControls",
+    "policyStatus",
+    "publicAccessBlock",
+    "retention",
+    "session",
+    "id",
+];
+
 /// Parameters in the query string that carry authentication: given twice, `s3s` would
 /// read them as absent, so they are refused instead.
 const QUERY_AUTH_PARAMS: [&str; 10] = [
@@ -182,12 +201,7 @@ pub fn inspect(
     let auth_header = headers.get(http::header::AUTHORIZATION).map(|v| v.to_str().unwrap_or("\u{0}"));
     let v4_query = qs.iter().any(|(k, _)| k == "X-Amz-Signature");
     let v2_query = qs.iter().any(|(k, _)| k == "Signature");
-    let form = *method == Method::POST
-        && headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<mime_guess::mime::Mime>().ok())
-            .is_some_and(|m| m.type_() == "multipart" && m.subtype() == "form-data");
+    let form = is_form_upload(method, headers);
     let mechanisms =
         usize::from(auth_header.is_some()) + usize::from(v4_query) + usize::from(v2_query) + usize::from(form);
     if mechanisms > 1 || (qs.iter().any(|(k, _)| k == "X-Amz-Algorithm") && (auth_header.is_some() || v2_query)) {
@@ -223,7 +237,13 @@ pub fn inspect(
             return Err(Refusal::new(StatusCode::BAD_REQUEST, "InvalidArgument", "Unsupported Authorization Type"));
         }
     } else if v4_query {
-        let signed_headers = unique(&qs, "X-Amz-SignedHeaders").map(split_signed).unwrap_or_default();
+        let signed_headers = unique(&qs, "X-Amz-SignedHeaders").and_then(strict_signed).ok_or_else(|| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "AuthorizationQueryParametersError",
+                "X-Amz-SignedHeaders must list lower-case header names separated by ';'",
+            )
+        })?;
         let credential = unique(&qs, "X-Amz-Credential").unwrap_or("");
         let (region, service) = scope(credential).unwrap_or_default();
         let expires = unique(&qs, "X-Amz-Expires").map_or(u64::MAX, |e| e.parse().unwrap_or(u64::MAX));
@@ -231,6 +251,15 @@ pub fn inspect(
     } else {
         Mechanism::None
     };
+    if matches!(mechanism, Mechanism::V2Header | Mechanism::V2Query { .. })
+        && let Some(k) = qs.iter().map(|(k, _)| k.as_str()).find(|k| V2_UNSIGNED_SUBRESOURCES.contains(k))
+    {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+            &format!("The {k} subresource needs AWS4-HMAC-SHA256: SigV2 does not sign it"),
+        ));
+    }
     match &mechanism {
         Mechanism::V4Header { signed_headers, service, .. } | Mechanism::V4Query { signed_headers, service, .. } => {
             if service != "s3" {
@@ -238,6 +267,23 @@ pub fn inspect(
                     StatusCode::BAD_REQUEST,
                     "AuthorizationHeaderMalformed",
                     &format!("The credential scope names service {service:?}; this endpoint is s3"),
+                ));
+            }
+            // Every signed name must be present: `s3s` drops an absent one from the
+            // canonical request, which would let a captured signature "sign" a header the
+            // attacker adds later. `host` is required, as S3 requires it (a request routed
+            // by virtual host would otherwise be movable to another bucket).
+            let has_host = headers.contains_key(http::header::HOST) || uri.authority().is_some();
+            if !signed_headers.iter().any(|n| n == "host") {
+                return Err(Refusal::new(StatusCode::FORBIDDEN, "AccessDenied", "The host header must be signed"));
+            }
+            if let Some(missing) =
+                signed_headers.iter().find(|n| !(headers.contains_key(n.as_str()) || (*n == "host" && has_host)))
+            {
+                return Err(Refusal::new(
+                    StatusCode::FORBIDDEN,
+                    "SignatureDoesNotMatch",
+                    &format!("The signed header {missing} is not in the request"),
                 ));
             }
             let unsigned = unsigned_amz_headers(headers, signed_headers);
@@ -254,6 +300,19 @@ pub fn inspect(
         _ => {}
     }
     Ok(AuthParams { mechanism })
+}
+
+/// True for a request `s3s` may read as a browser form upload: a POST whose Content-Type
+/// holds `multipart/form-data` anywhere, compared as bytes. A superset of what `s3s`
+/// accepts (it parses the value with the `mime` crate, which takes non-ASCII bytes in
+/// quoted parameters that `HeaderValue::to_str` refuses), so no form slips past the form
+/// limits by an odd Content-Type.
+pub fn is_form_upload(method: &Method, headers: &HeaderMap) -> bool {
+    *method == Method::POST
+        && headers.get_all(http::header::CONTENT_TYPE).iter().any(|v| {
+            let lower = v.as_bytes().to_ascii_lowercase();
+            lower.windows(b"multipart/form-data".len()).any(|w| w == b"multipart/form-data")
+        })
 }
 
 fn invalid_digest() -> Refusal {
@@ -281,11 +340,6 @@ pub fn unsigned_amz_headers(headers: &HeaderMap, signed: &[String]) -> Vec<Strin
     out
 }
 
-/// `;`-separated header names, lower-cased.
-fn split_signed(s: &str) -> Vec<String> {
-    s.split(';').map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect()
-}
-
 /// `(region, service)` of a credential `AK/DATE/REGION/SERVICE/aws4_request`.
 fn scope(credential: &str) -> Option<(String, String)> {
     let parts: Vec<&str> = credential.split('/').collect();
@@ -297,20 +351,28 @@ fn scope(credential: &str) -> Option<(String, String)> {
     Some((parts[n - 3].to_owned(), parts[n - 2].to_owned()))
 }
 
-/// `(signed headers, region, service)` from what follows `AWS4-HMAC-SHA256 `.
+/// `(signed headers, region, service)` from what follows `AWS4-HMAC-SHA256 `, read in the
+/// order `s3s` reads it (`Credential=...,` then `SignedHeaders=...,` then `Signature=`).
+/// `None` when the signed header names are not plain lower-case names: `s3s` looks each
+/// name up as written and silently leaves out one it does not find, so a name padded with
+/// a space or written in capitals would count as signed here and as absent there.
 fn parse_v4_authorization(rest: &str) -> Option<(Vec<String>, String, String)> {
-    let mut credential = None;
-    let mut signed = None;
-    for part in rest.split(',') {
-        let part = part.trim();
-        if let Some(c) = part.strip_prefix("Credential=") {
-            credential = Some(c);
-        } else if let Some(s) = part.strip_prefix("SignedHeaders=") {
-            signed = Some(s);
-        }
-    }
-    let (region, service) = scope(credential?)?;
-    Some((split_signed(signed?), region, service))
+    let rest = rest.trim_start();
+    let after_cred = rest.strip_prefix("Credential=")?;
+    let (credential, after) = after_cred.split_once(',')?;
+    let after = after.trim_start().strip_prefix("SignedHeaders=")?;
+    let (signed, _) = after.split_once(',')?;
+    let (region, service) = scope(credential)?;
+    Some((strict_signed(signed)?, region, service))
+}
+
+/// `;`-separated header names, each non-empty and only of `a-z`, `0-9` and `-`; else `None`.
+fn strict_signed(s: &str) -> Option<Vec<String>> {
+    let names: Vec<String> = s.split(';').map(str::to_owned).collect();
+    names
+        .iter()
+        .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+        .then_some(names)
 }
 
 /// SigV2 header auth: the request's date (`x-amz-date` when present, which SigV2 then
@@ -366,6 +428,7 @@ mod tests {
 
     fn run(method: &str, uri: &str, headers: &[(&str, &str)], rules: AuthRules) -> Result<AuthParams, Refusal> {
         let mut h = HeaderMap::new();
+        h.insert(http::header::HOST, "s3.test".parse().unwrap());
         for (k, v) in headers {
             h.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
         }
@@ -387,8 +450,8 @@ mod tests {
             RULES,
         );
         assert_eq!(code(ok), "ok");
-        let r =
-            run("PUT", "/b/k", &[("authorization", V4), ("x-amz-date", "x"), ("x-amz-copy-source", "/other/k")], RULES);
+        let signed = [("authorization", V4), ("x-amz-date", "x"), ("x-amz-content-sha256", "UNSIGNED-PAYLOAD")];
+        let r = run("PUT", "/b/k", &[&signed[..], &[("x-amz-copy-source", "/other/k")]].concat(), RULES);
         let e = r.unwrap_err();
         assert_eq!((e.status.as_u16(), e.code), (403, "AccessDenied"));
         assert_eq!(e.extra.unwrap().1, "x-amz-copy-source");
@@ -443,6 +506,43 @@ mod tests {
             "InvalidRequest"
         );
         assert_eq!(code(run("GET", "/b/k?AWSAccessKeyId=a&Expires=1&Signature=x", &[], off)), "InvalidRequest");
+    }
+
+    #[test]
+    fn signed_header_names_are_taken_as_s3s_reads_them() {
+        // A name s3s would not find (capitals, padding) cannot make a header "signed".
+        for list in ["host;X-Amz-Copy-Source", "host;x-amz-copy-source ", "host; x-amz-copy-source", "host;;x-amz-date"]
+        {
+            let auth = format!(
+                "AWS4-HMAC-SHA256 Credential=AK/20300101/us-east-1/s3/aws4_request, SignedHeaders={list}, Signature=00"
+            );
+            let r = run("PUT", "/b/k", &[("authorization", &auth), ("x-amz-copy-source", "/b/src")], RULES);
+            assert_eq!(code(r), "AuthorizationHeaderMalformed", "{list}");
+        }
+        // Every signed header must be present, and host must be signed.
+        let auth = "AWS4-HMAC-SHA256 Credential=AK/20300101/us-east-1/s3/aws4_request, SignedHeaders=host;x-amz-meta-a, Signature=00";
+        assert_eq!(code(run("PUT", "/b/k", &[("authorization", auth)], RULES)), "SignatureDoesNotMatch");
+        let auth =
+            "AWS4-HMAC-SHA256 Credential=AK/20300101/us-east-1/s3/aws4_request, SignedHeaders=x-amz-date, Signature=00";
+        assert_eq!(code(run("GET", "/b/k", &[("authorization", auth), ("x-amz-date", "x")], RULES)), "AccessDenied");
+        let q = "/b/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AK%2F20300101%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20300101T000000Z&X-Amz-Expires=60&X-Amz-SignedHeaders=host%3BX-Amz-Copy-Source&X-Amz-Signature=00";
+        assert_eq!(code(run("GET", q, &[("x-amz-copy-source", "/b/s")], RULES)), "AuthorizationQueryParametersError");
+    }
+
+    #[test]
+    fn forms_are_found_by_their_bytes_and_sigv2_cannot_gain_a_subresource() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_bytes("multipart/form-data; boundary=B; x=\"é\"".as_bytes()).unwrap(),
+        );
+        assert!(is_form_upload(&Method::POST, &h));
+        assert!(!is_form_upload(&Method::PUT, &h));
+        let fresh = httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(NOW as u64));
+        let v2 = [("authorization", "AWS AK:sig"), ("date", fresh.as_str())];
+        assert_eq!(code(run("GET", "/b/k?retention", &v2, RULES)), "InvalidRequest");
+        assert_eq!(code(run("GET", "/b/k?legal-hold", &v2, RULES)), "InvalidRequest");
+        assert_eq!(code(run("GET", "/b?list-type=2&prefix=a", &v2, RULES)), "ok");
     }
 
     #[test]

@@ -30,6 +30,16 @@ pub const DEFAULT_MAX_FORM_UPLOADS: usize = 4;
 /// the file; `s3s` counts the first frame of the file too, so this is larger.
 pub const FORM_FIELDS_ROOM: u64 = 1 << 20;
 
+/// Bytes of buffered request bodies (XML: DeleteObjects, CompleteMultipartUpload, bucket
+/// and object settings) `s3s` may hold at once, all requests together. `s3s` reads such a
+/// body whole (up to [`crate::server::XML_MAX_BODY`] each); beyond this budget a request
+/// answers 503 SlowDown, which SDKs retry.
+pub const XML_BUDGET: u64 = 64 << 20;
+
+/// Query parameters of a PUT that still streams its body into a file (PutObject,
+/// UploadPart) rather than handing it to `s3s` whole.
+const STREAMING_PUT_PARAMS: [&str; 3] = ["partNumber", "uploadId", "x-id"];
+
 /// An S3 error answered by a guard: status, code, message, and one optional extra element
 /// (`HeadersNotSigned`, as S3 sends).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +66,8 @@ pub struct Guard {
     /// Largest form upload file, bytes (`max_form_upload_size`).
     pub max_form: u64,
     forms: Arc<Semaphore>,
+    /// [`XML_BUDGET`] in KiB permits.
+    xml: Arc<Semaphore>,
 }
 
 /// What a request that passed the guards carries on.
@@ -64,14 +76,54 @@ pub struct Admitted {
     pub params: AuthParams,
     /// The body is aws-chunked: wrap it in a [`chunked::ChunkGuard`].
     pub aws_chunked: bool,
-    /// The slot of a form upload, held until the request is answered.
+    /// The slot of a form upload, or the share of [`XML_BUDGET`] of a buffered body, held
+    /// until the request is answered.
     pub form_slot: Option<OwnedSemaphorePermit>,
+}
+
+fn slow_down() -> Refusal {
+    Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "SlowDown", "Please reduce your request rate.")
+}
+
+/// The bytes `s3s` may hold for this request's body when it reads it whole: `None` for
+/// bodies that stream (PutObject, UploadPart) or that are empty. A body of unknown length
+/// counts as the largest allowed.
+fn buffered_body(head: &http::request::Parts) -> Option<u64> {
+    let h = &head.headers;
+    let declared = h.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let chunked = h.contains_key(http::header::TRANSFER_ENCODING);
+    let bytes = match (declared, chunked) {
+        (Some(n), _) => n,
+        (None, true) => crate::server::XML_MAX_BODY,
+        (None, false) => 0,
+    };
+    if bytes == 0 {
+        return None;
+    }
+    let buffered = match head.method {
+        http::Method::POST => true,
+        http::Method::PUT => head.uri.query().and_then(auth_params::decode_query).is_some_and(|qs| {
+            qs.iter().any(|(k, _)| {
+                !STREAMING_PUT_PARAMS.contains(&k.as_str())
+                    && !k.starts_with("X-Amz-")
+                    && !matches!(k.as_str(), "AWSAccessKeyId" | "Signature" | "Expires")
+            })
+        }),
+        _ => false,
+    };
+    buffered.then(|| bytes.min(crate::server::XML_MAX_BODY))
 }
 
 impl Guard {
     /// Guards with these settings.
     pub fn new(rules: AuthRules, max_chunk: u64, max_form: u64, max_forms: usize) -> Self {
-        Self { rules, max_chunk, max_form, forms: Arc::new(Semaphore::new(max_forms.max(1))) }
+        Self {
+            rules,
+            max_chunk,
+            max_form,
+            forms: Arc::new(Semaphore::new(max_forms.max(1))),
+            xml: Arc::new(Semaphore::new((XML_BUDGET >> 10) as usize)),
+        }
     }
 
     /// The form-upload limits `s3s` applies while it reads a form (its `S3Config` fields
@@ -103,9 +155,12 @@ impl Guard {
                     "Your proposed upload exceeds the maximum allowed size",
                 ));
             }
-            form_slot = Some(self.forms.clone().try_acquire_owned().map_err(|_| {
-                Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "SlowDown", "Please reduce your request rate.")
-            })?);
+            form_slot = Some(self.forms.clone().try_acquire_owned().map_err(|_| slow_down())?);
+        } else if let Some(bytes) = buffered_body(head) {
+            let kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+            if kib > 0 {
+                form_slot = Some(self.xml.clone().try_acquire_many_owned(kib).map_err(|_| slow_down())?);
+            }
         }
         Ok(Admitted { params, aws_chunked, form_slot })
     }

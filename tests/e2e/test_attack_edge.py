@@ -726,3 +726,159 @@ def test_logs_never_carry_secrets_at_any_rust_log(tmp_path, prefix, monkeypatch)
     for s in secrets:
         assert s not in log, f"a secret or signature is in the log: {s[:24]}..."
     assert "X-Amz-Signature" not in log and "Signature=" not in log
+
+
+# ------------------------------------------- findings of the outside attack pass (edge)
+
+
+@pytest.mark.parametrize("entry", ["X-Amz-Copy-Source", "x-amz-copy-source ", " x-amz-copy-source"])
+def test_padded_signed_header_name_cannot_sign_an_added_header(d, prefix, entry):
+    """s3s looks SignedHeaders names up as written and drops one it does not find, so a
+    captured signature stayed valid with `;X-Amz-Copy-Source` appended, while the guard,
+    which lower-cased and trimmed the names, took the added copy source as signed: a signed
+    PUT became a copy."""
+    target, hdrs = build_signed(d, "PUT", f"/vol-a/{prefix}-victim", body=b"")
+    hdrs["authorization"] = hdrs["authorization"].replace(", Signature=", f";{entry}, Signature=")
+    hdrs["x-amz-copy-source"] = "/vol-a/a.txt"
+    with Unchanged(d):
+        r = send_raw(d, "PUT", target, hdrs, b"")
+        assert r.status in (400, 403) and r.code in ("AuthorizationHeaderMalformed", "AccessDenied"), r
+    assert not (d.vol("vol-a") / f"{prefix}-victim").exists()
+
+
+def test_signed_header_missing_from_the_request_is_refused(d, prefix):
+    """A signature over a header the request no longer carries must not verify by the
+    header being left out of the canonical request."""
+    s = sign_v4("PUT", f"/vol-a/{prefix}-m", None, {"x-amz-meta-a": "1"}, EMPTY_SHA256, host(d),
+                ACCESS_KEY, SECRET_KEY, d.region)
+    hdrs = {k: v for k, v in s.headers.items() if k != "x-amz-meta-a"}
+    with Unchanged(d):
+        r = send_raw(d, "PUT", f"/vol-a/{prefix}-m", hdrs, b"")
+        assert (r.status, r.code) == (403, "SignatureDoesNotMatch"), r
+
+
+def test_form_with_a_non_ascii_content_type_is_still_held_to_the_form_limits(d, prefix):
+    """`multipart/form-data; boundary=b; x="é"` (UTF-8 bytes) used to pass the guard as a
+    non-form while s3s read it as one: no in-flight limit, no size check."""
+    pid = d.proc.pid
+    peak_rss_reset(pid)
+    base = rss_mib(pid, "VmRSS")
+    results = []
+
+    def attack(i):
+        sock = _raw_socket(d)
+        try:
+            head = ("POST /vol-a HTTP/1.1\r\nhost: %s\r\n" % host(d)).encode()
+            head += 'content-type: multipart/form-data; boundary=b; x="é"\r\n'.encode()
+            head += b"transfer-encoding: chunked\r\n\r\n"
+            sock.sendall(head)
+            sock.sendall(_http_chunk(b'--b\r\nContent-Disposition: form-data; name="key"\r\n\r\n'
+                                     + f"{prefix}/u-{i}".encode() + b'\r\n--b\r\nContent-Disposition: form-data;'
+                                     b' name="file"; filename="x"\r\n\r\n'))
+            try:
+                for _ in range(15):
+                    sock.sendall(_http_chunk(b"\0" * MiB))
+            except OSError:
+                pass
+            results.append(_read_response(sock))
+        finally:
+            sock.close()
+
+    with Unchanged(d):
+        threads = [threading.Thread(target=attack, args=(i,)) for i in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    statuses = sorted(r[0] for r in results)
+    assert 503 in statuses, statuses
+    growth = rss_mib(pid) - base
+    print(f"non-ASCII forms: peak RSS +{growth:.1f} MiB over {base:.1f} MiB")
+    assert growth < 100, f"peak RSS grew by {growth:.0f} MiB"
+
+
+def test_buffered_xml_bodies_share_one_memory_budget(d):
+    """s3s reads DeleteObjects bodies whole; a read-only key could hold 100 bodies of 8 MiB
+    at once (825 MB). Buffered bodies now share a budget; beyond it: 503 SlowDown."""
+    pid = d.proc.pid
+    peak_rss_reset(pid)
+    base = rss_mib(pid, "VmRSS")
+    declared = 8 * MiB
+    socks, statuses = [], []
+    try:
+        for _ in range(20):
+            target, hdrs = build_signed(d, "POST", "/vol-a", query=[("delete", "")], payload_hash="UNSIGNED-PAYLOAD",
+                                        access_key=READER_ACCESS_KEY, secret_key=READER_SECRET_KEY)
+            hdrs["content-length"] = str(declared)
+            sock = _raw_socket(d)
+            sock.sendall((f"POST {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items())
+                          + "\r\n").encode())
+            socks.append(sock)
+        for sock in socks:
+            try:
+                sock.sendall(b"<" * (declared - 1))
+            except OSError:
+                pass
+        time.sleep(1)
+        growth = rss_mib(pid) - base
+        for sock in socks:
+            sock.settimeout(0.5)
+            try:
+                got = sock.recv(4096)
+                statuses.append(int(got.split(b" ")[1]) if got else 0)
+            except (socket.timeout, OSError):
+                statuses.append(None)  # still being read: holding its share
+    finally:
+        for sock in socks:
+            sock.close()
+    print(f"buffered XML: peak RSS +{growth:.1f} MiB over {base:.1f} MiB, {statuses}")
+    assert statuses.count(503) >= 10, statuses
+    assert growth < 120, f"peak RSS grew by {growth:.0f} MiB"
+
+
+def _sigv2_form(access, secret, key_name):
+    exp = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    policy = base64.b64encode(json.dumps({"expiration": exp, "conditions": [
+        {"bucket": "vol-a"}, ["starts-with", "$key", ""]]}).encode()).decode()
+    sig = base64.b64encode(hmac.new(secret.encode(), policy.encode(), hashlib.sha1).digest()).decode()
+    return [("key", key_name), ("AWSAccessKeyId", access), ("policy", policy), ("signature", sig)]
+
+
+def test_sigv2_form_upload_is_refused_when_sigv2_is_off(tmp_path, prefix):
+    d2 = start_daemon(tmp_path, extra_config="sigv2 = false")
+    try:
+        r = send_form(d2, "vol-a", post_form(_sigv2_form(ACCESS_KEY, SECRET_KEY, f"{prefix}-v2"), b"v2 form"))
+        assert (r.status, r.code) == (400, "InvalidRequest"), r
+        assert not (d2.vol("vol-a") / f"{prefix}-v2").exists()
+        # A SigV4 form still works.
+        r = send_form(d2, "vol-a", post_form(signed_post_fields(d2, "vol-a", f"{prefix}/v4"), b"v4 form"))
+        assert r.status in (200, 204), r
+    finally:
+        stop_daemon(d2)
+
+
+def test_strict_region_applies_to_form_uploads(tmp_path, prefix):
+    d2 = start_daemon(tmp_path, region="eu-ro-1", extra_config="strict_region = true")
+    try:
+        d2.region = "us-west-2"  # sign the form for another region
+        fields = signed_post_fields(d2, "vol-a", f"{prefix}/other-region")
+        d2.region = "eu-ro-1"
+        r = send_form(d2, "vol-a", post_form(fields, b"wrong region"))
+        assert (r.status, r.code) == (400, "AuthorizationHeaderMalformed"), r
+        assert not (d2.vol("vol-a") / prefix).exists()
+        r = send_form(d2, "vol-a", post_form(signed_post_fields(d2, "vol-a", f"{prefix}/right"), b"ok"))
+        assert r.status in (200, 204), r
+    finally:
+        stop_daemon(d2)
+
+
+@pytest.mark.parametrize("sub", ["retention", "legal-hold", "attributes"])
+def test_sigv2_request_cannot_gain_an_unsigned_subresource(d, sub):
+    """SigV2 signs only a fixed list of subresources; one it leaves out, added to a captured
+    request, would route it to another operation."""
+    path = "/vol-a/a.txt"
+    hdrs = {"date": formatdate(usegmt=True)}
+    hdrs["authorization"] = f"AWS {ACCESS_KEY}:{sign_v2('GET', path, hdrs, SECRET_KEY)}"
+    assert send_raw(d, "GET", path, {"host": host(d), **hdrs}, b"").status == 200
+    r = send_raw(d, "GET", f"{path}?{sub}", {"host": host(d), **hdrs}, b"")
+    assert (r.status, r.code) == (400, "InvalidRequest"), r
