@@ -318,6 +318,10 @@ impl Writer {
         meta.fp = Some(Fingerprint::of(&st));
         if self.vol.xattrs {
             fsx::set_xattr(fd, META_XATTR, &meta.to_bytes())?;
+        } else {
+            // Without the attribute, HEAD, GET, listings and If-Match see the synthesized
+            // ETag: answer that one, so that a client can compare-and-swap with it.
+            meta.etag = meta::synthesized_etag(&st);
         }
         if self.vol.settings.fsync {
             fsx::fsync(fd)?;
