@@ -569,6 +569,58 @@ mod tests {
         std::fs::remove_dir_all(root).unwrap();
     }
 
+    /// A writer whose temp file is a named one, as on file systems without `O_TMPFILE`
+    /// (NFS, most FUSE ones), holding `body`.
+    fn named_writer(vol: &Arc<Volume>, key: &str, body: &[u8]) -> Writer {
+        let mut w = Writer::begin(vol.clone(), vol.key(key).unwrap(), body.len() as u64).unwrap();
+        let name = format!("w-{}", random_hex(12));
+        let fd = fsx::create_excl(vol.tmp_dir(), &name, OFlag::O_RDWR, 0o600).unwrap();
+        w.out = Some(Sink::new(File::from(fd), false, Some(body.len() as u64)));
+        w.temp = TempName::Named(name);
+        w.write(body).unwrap();
+        w
+    }
+
+    #[test]
+    fn a_named_temp_file_commits_if_none_match_without_replacing() {
+        let (root, vol) = volume("noreplace");
+        let first = named_writer(&vol, "d/k", b"first");
+        let second = named_writer(&vol, "d/k", b"second");
+        first.commit_if(ObjectMeta::default(), &Condition::Absent).unwrap();
+        let e = second.commit_if(ObjectMeta::default(), &Condition::Absent).unwrap_err();
+        assert!(matches!(e, Error::PreconditionFailed), "{e:?}");
+        assert_eq!(std::fs::read(root.join("d/k")).unwrap(), b"first");
+        // A directory at the key is the usual conflict, not a failed condition.
+        std::fs::create_dir(root.join("dir")).unwrap();
+        let mut w = named_writer(&vol, "x", b"x");
+        w.key = vol.key("dir").unwrap();
+        assert!(matches!(w.commit_if(ObjectMeta::default(), &Condition::Absent), Err(Error::IsDirectory)));
+        assert_eq!(std::fs::read_dir(root.join(".s3vol/tmp")).unwrap().count(), 0, "no temp or lock file left");
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn if_match_swaps_only_the_etag_it_names() {
+        let (root, vol) = volume("cas");
+        let key = vol.key("k").unwrap();
+        let mut w = Writer::begin(vol.clone(), key.clone(), 2).unwrap();
+        w.write(b"v0").unwrap();
+        let v0 = w.commit(ObjectMeta::default()).unwrap().meta.etag;
+        let stale = Condition::Matches("0123456789abcdef0123456789abcdef".into());
+        let w = named_writer(&vol, "k", b"lost");
+        assert!(matches!(w.commit_if(ObjectMeta::default(), &stale), Err(Error::PreconditionFailed)));
+        let w = named_writer(&vol, "k", b"v1");
+        w.commit_if(ObjectMeta::default(), &Condition::Matches(v0.clone())).unwrap();
+        assert_eq!(std::fs::read(root.join("k")).unwrap(), b"v1");
+        // The anonymous temp file of a compare-and-swap never creates a missing key.
+        let mut w = Writer::begin(vol.clone(), vol.key("absent").unwrap(), 1).unwrap();
+        w.write(b"x").unwrap();
+        assert!(matches!(w.commit_if(ObjectMeta::default(), &Condition::Matches(v0)), Err(Error::NotFound)));
+        assert!(!root.join("absent").exists());
+        assert_eq!(std::fs::read_dir(root.join(".s3vol/tmp")).unwrap().count(), 0, "no temp or lock file left");
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
     #[test]
     fn an_assembly_has_no_declared_size() {
         let (root, vol) = volume("assembly");
