@@ -6,6 +6,8 @@
 //! metadata attribute with the file's fingerprint, fsyncs, renames over the target and
 //! fsyncs the parent. Dropping a writer without committing removes the temp file, so a
 //! failed or cancelled PUT leaves the old object untouched and nothing behind.
+//! [`Writer::commit_if`] commits under `If-None-Match: *` (a link or rename that never
+//! replaces) or `If-Match` (the key's lock across comparison and rename), see [`super::cond`].
 
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
