@@ -86,6 +86,13 @@ pub fn to_s3(e: Error) -> S3Error {
         Error::InvalidPartNumber => {
             std_code(S3ErrorCode::InvalidArgument, "Part number must be an integer between 1 and 10000")
         }
+        Error::PreconditionFailed => {
+            std_code(S3ErrorCode::PreconditionFailed, "At least one of the pre-conditions you specified did not hold")
+        }
+        Error::ConditionalConflict => std_code(
+            S3ErrorCode::ConditionalRequestConflict,
+            "A conflicting operation occurred. If using PutObject you can retry the request.",
+        ),
         Error::Io(io) => {
             error!(error = %io, kind = ?io.kind(), "internal i/o error");
             std_code(S3ErrorCode::InternalError, "We encountered an internal error. Please try again.")

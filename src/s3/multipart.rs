@@ -139,6 +139,7 @@ impl S3Vol {
         let input = req.input;
         let vol = self.volume(&input.bucket)?;
         let key = vol.key(&input.key).map_err(to_s3)?;
+        let cond = super::object::write_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
         let parts = input.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
         let mut listed = Vec::with_capacity(parts.len());
         for p in parts {
@@ -164,7 +165,7 @@ impl S3Vol {
         // The assembly runs to its end even if the client goes away, so that the upload
         // is either completed (and recorded) or left for a retry, never half-done.
         let mut task =
-            tokio::task::spawn_blocking(move || span.in_scope(|| assemble::complete(vol, &id, &key, &listed)));
+            tokio::task::spawn_blocking(move || span.in_scope(|| assemble::complete(vol, &id, &key, &listed, &cond)));
         let output = move |done: Completed| complete_output(bucket, object, done);
         let joined = |r: Result<crate::store::Result<Completed>, tokio::task::JoinError>| match r {
             Ok(r) => r.map_err(to_s3),

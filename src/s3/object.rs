@@ -10,6 +10,7 @@ use super::body::{self, blocking};
 use super::convert::{self, etag, object_meta, refuse_unsupported_write_options, timestamp, unix_secs, user_metadata};
 use super::error::to_s3;
 use crate::auth::Permission;
+use crate::store::cond::{self, Condition};
 use crate::store::meta::{ObjectInfo, ObjectMeta};
 use crate::store::read::ObjectReader;
 use crate::store::write::Writer;
@@ -120,6 +121,7 @@ impl S3Vol {
         if !vol.xattrs && !meta.user.is_empty() {
             return Err(to_s3(store::Error::MetadataUnsupported));
         }
+        let cond = write_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
         if input.if_match.is_some() || input.if_none_match.is_some() {
             let (v, k) = (vol.clone(), key.clone());
             let current = blocking(move || match v.head(&k) {
@@ -157,7 +159,8 @@ impl S3Vol {
         .await?;
         let mut meta = meta;
         meta.checksums = checksums.iter().cloned().collect();
-        let info = blocking(move || writer.commit(meta)).await?;
+        // Judged again, atomically, at the commit: the check above only spares the body.
+        let info = blocking(move || writer.commit_if(meta, &cond)).await?;
         let c = put_checksums(&checksums);
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(etag(&info.meta.etag)),
@@ -338,7 +341,19 @@ impl S3Vol {
         }
         let vol = self.volume(&input.bucket)?;
         let key = vol.key(&input.key).map_err(to_s3)?;
-        blocking(move || vol.delete(&key)).await?;
+        if input.if_match_last_modified_time.is_some() || input.if_match_size.is_some() {
+            return Err(s3_error!(
+                NotImplemented,
+                "x-amz-if-match-last-modified-time and x-amz-if-match-size are not supported"
+            ));
+        }
+        // S3 (2025): If-Match deletes only the object with that ETag; 404 when there is none.
+        let cond = write_condition(input.if_match.as_ref(), None)?;
+        if cond == Condition::None {
+            blocking(move || vol.delete(&key)).await?;
+        } else {
+            blocking(move || cond::delete_if(&vol, &key, &cond)).await?;
+        }
         Ok(S3Response::with_status(DeleteObjectOutput::default(), http::StatusCode::NO_CONTENT))
     }
 
@@ -492,6 +507,19 @@ fn etag_matches(c: &ETagCondition, current: &ETag) -> bool {
         ETagCondition::Any => true,
         ETagCondition::ETag(e) => e.value() == current.value(),
     }
+}
+
+/// The condition a write commits under, from its `If-Match` / `If-None-Match` headers.
+/// `If-None-Match` takes precedence (with both, the early check already refused one of
+/// them); it supports only `*`, as S3.
+pub fn write_condition(if_match: Option<&ETagCondition>, if_none_match: Option<&ETagCondition>) -> S3Result<Condition> {
+    Ok(match (if_none_match, if_match) {
+        (Some(ETagCondition::Any), _) => Condition::Absent,
+        (Some(_), _) => return Err(s3_error!(NotImplemented, "If-None-Match on a write supports only '*'")),
+        (None, Some(ETagCondition::Any)) => Condition::Exists,
+        (None, Some(ETagCondition::ETag(e))) => Condition::Matches(e.value().to_owned()),
+        (None, None) => Condition::None,
+    })
 }
 
 /// Conditional writes (PutObject If-Match / If-None-Match: `*`): 412 when they do not hold.

@@ -38,6 +38,7 @@ use nix::sys::stat::Mode;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
+use super::cond::Condition;
 use super::key::ObjectKey;
 use super::meta;
 use super::multipart::{self, MANIFEST, Manifest, Part};
@@ -114,7 +115,7 @@ impl ClaimNote {
 }
 
 /// This node and boot: `<hostname>/<kernel boot id>` (a pid means nothing across either).
-fn hostname() -> String {
+pub(super) fn hostname() -> String {
     let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_owned()).unwrap_or_default();
     format!("{}/{}", read("/proc/sys/kernel/hostname"), read("/proc/sys/kernel/random/boot_id"))
 }
@@ -134,7 +135,20 @@ enum Claim {
 /// or a part removed meanwhile), [`Error::InvalidPartOrder`], [`Error::NoSuchUpload`]
 /// (unknown, aborted, or completed with other parts), write errors of the commit
 /// ([`Error::NoSpace`], ...). On any error the object at `key` is untouched.
-pub fn complete(vol: Arc<Volume>, id: &str, key: &ObjectKey, listed: &[ListedPart]) -> Result<Completed> {
+///
+/// `cond` (`If-None-Match: *` or `If-Match`) is judged before the assembly, to spare it,
+/// and again atomically at the commit ([`Writer::commit_if`]); when it fails
+/// ([`Error::PreconditionFailed`], [`Error::NotFound`], [`Error::ConditionalConflict`])
+/// every part is kept, so the upload can still be completed or aborted. A conditional
+/// Complete therefore never assembles by append-and-delete: without room for a copy (or
+/// a reflink) it answers [`Error::NoSpace`].
+pub fn complete(
+    vol: Arc<Volume>,
+    id: &str,
+    key: &ObjectKey,
+    listed: &[ListedPart],
+    cond: &Condition,
+) -> Result<Completed> {
     vol.check_writable()?;
     if listed.is_empty() {
         return Err(Error::InvalidPart("the upload lists no parts".into()));
@@ -173,7 +187,7 @@ pub fn complete(vol: Arc<Volume>, id: &str, key: &ObjectKey, listed: &[ListedPar
                 let _ = fsx::touch(heartbeat);
             }
         });
-        let r = assemble(&vol, dir.as_fd(), key, manifest, &chosen, listed, &expected);
+        let r = assemble(&vol, dir.as_fd(), key, manifest, &chosen, listed, &expected, cond);
         drop(stop);
         r
     });
@@ -268,7 +282,8 @@ fn take_over(dir: BorrowedFd<'_>) {
     }
 }
 
-/// Joins the chosen parts into the object at `key` (the caller holds the claim).
+/// Joins the chosen parts into the object at `key` under `cond` (the caller holds the claim).
+#[allow(clippy::too_many_arguments)]
 fn assemble(
     vol: &Arc<Volume>,
     dir: BorrowedFd<'_>,
@@ -277,6 +292,7 @@ fn assemble(
     chosen: &[Part],
     listed: &[ListedPart],
     expected: &str,
+    cond: &Condition,
 ) -> Result<Completed> {
     let sizes: Vec<u64> = chosen.iter().map(|p| p.size).collect();
     let total: u64 = sizes.iter().sum();
@@ -298,6 +314,8 @@ fn assemble(
     {
         return Ok(done("recovered"));
     }
+    // Fails early, before any work, a condition that does not hold now.
+    cond.check(vol, key)?;
     // Room for the assembly is judged below, part by part (a clone needs none, a copy
     // the whole object, append-and-delete about one part); the object's size limit holds.
     if vol.space.limits.max_object_size.is_some_and(|max| sizes.iter().sum::<u64>() > max) {
@@ -305,7 +323,8 @@ fn assemble(
     }
     let mut w = Writer::begin_assembly(vol.clone(), key.clone())?;
     let mut reflink = true;
-    let mut destructive: Option<bool> = None;
+    // A conditional Complete can fail at its commit: it keeps every part until then.
+    let mut destructive: Option<bool> = (*cond != Condition::None).then_some(false);
     let mut joined = 0u64;
     let mut method = "reflink";
     for p in chosen {
@@ -354,7 +373,7 @@ fn assemble(
     meta.etag = expected.to_owned();
     meta.parts = sizes;
     meta.checksums = checksums.clone();
-    w.commit(meta)?;
+    w.commit_if(meta, cond)?;
     Ok(done(method))
 }
 

@@ -294,6 +294,40 @@ pub fn rename_at(from_dir: BorrowedFd<'_>, from: &str, to_dir: BorrowedFd<'_>, t
     nix::fcntl::renameat(from_dir, from, to_dir, to).map_err(Into::into)
 }
 
+/// Gives the file `from` (in `from_dir`) the name `to` (in `to_dir`) only when `to` does
+/// not exist: EEXIST otherwise, decided by the file system in one step (SPEC.md: exactly
+/// one `If-None-Match: *` creator wins). On success `from` is gone.
+///
+/// `renameat2(RENAME_NOREPLACE)` where the file system has it (local ones, FUSE since
+/// 4.x); else `linkat` then `unlinkat` of `from` (NFS, which has no renameat2 flag but
+/// whose LINK fails with EEXIST on the server). EOPNOTSUPP/EPERM/ENOSYS when neither
+/// exists; the caller then needs another way to exclude.
+pub fn rename_noreplace(from_dir: BorrowedFd<'_>, from: &str, to_dir: BorrowedFd<'_>, to: &str) -> io::Result<()> {
+    match nix::fcntl::renameat2(from_dir, from, to_dir, to, nix::fcntl::RenameFlags::RENAME_NOREPLACE) {
+        Ok(()) => return Ok(()),
+        Err(nix::Error::EINVAL | nix::Error::ENOSYS | nix::Error::EOPNOTSUPP) => {}
+        Err(e) => return Err(e.into()),
+    }
+    match nix::unistd::linkat(from_dir, from, to_dir, to, nix::fcntl::AtFlags::empty()) {
+        Ok(()) => {}
+        // NFSv3 retransmits a LINK whose reply was lost, and the retry finds its own
+        // result: EEXIST for a link that was made. The same inode at both names is ours.
+        Err(nix::Error::EEXIST) if same_file(from_dir, from, to_dir, to) => {}
+        Err(e) => return Err(e.into()),
+    }
+    // The new name holds the file; a leftover temp name is removed by the sweep.
+    let _ = unlink_at(from_dir, from, false);
+    Ok(())
+}
+
+/// True when both names lead to one inode (not following a final link).
+fn same_file(a_dir: BorrowedFd<'_>, a: &str, b_dir: BorrowedFd<'_>, b: &str) -> bool {
+    match (lstat_at(a_dir, a.as_ref()), lstat_at(b_dir, b.as_ref())) {
+        (Ok(x), Ok(y)) => (x.st_dev, x.st_ino) == (y.st_dev, y.st_ino),
+        _ => false,
+    }
+}
+
 /// `unlinkat(dir, name)`; with `dir_too` it removes an (empty) directory instead.
 pub fn unlink_at(dir: BorrowedFd<'_>, name: &str, dir_too: bool) -> io::Result<()> {
     let flag = if dir_too { nix::unistd::UnlinkatFlags::RemoveDir } else { nix::unistd::UnlinkatFlags::NoRemoveDir };

@@ -5,6 +5,7 @@
 //! its operations are blocking; the protocol adapter runs them on the blocking pool.
 
 pub mod assemble;
+pub mod cond;
 pub mod dircache;
 mod fsx;
 pub mod key;
@@ -111,6 +112,14 @@ pub enum Error {
     /// A part number outside 1..=10000.
     #[error("invalid part number")]
     InvalidPartNumber,
+    /// A conditional write or delete whose condition does not hold (`If-None-Match: *`
+    /// on an existing key, `If-Match` with another ETag): S3's 412.
+    #[error("a precondition does not hold")]
+    PreconditionFailed,
+    /// A conditional write could not get its turn on the key within a deadline (another
+    /// conditional write or delete of it kept it busy): S3's 409 ConditionalRequestConflict.
+    #[error("a conflicting conditional operation is in progress")]
+    ConditionalConflict,
     /// Any other I/O error.
     #[error("i/o error: {0}")]
     Io(io::Error),

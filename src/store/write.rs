@@ -6,6 +6,8 @@
 //! metadata attribute with the file's fingerprint, fsyncs, renames over the target and
 //! fsyncs the parent. Dropping a writer without committing removes the temp file, so a
 //! failed or cancelled PUT leaves the old object untouched and nothing behind.
+//! [`Writer::commit_if`] commits under `If-None-Match: *` (a link or rename that never
+//! replaces) or `If-Match` (the key's lock across comparison and rename), see [`super::cond`].
 
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
@@ -15,6 +17,7 @@ use md5::{Digest, Md5};
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
+use super::cond::{Condition, KeyLock};
 use super::key::ObjectKey;
 use super::meta::{self, Fingerprint, META_XATTR, ObjectInfo, ObjectMeta};
 use super::quota::Reservation;
@@ -292,7 +295,19 @@ impl Writer {
     /// [`Error::IsDirectory`] when a directory appeared at the key,
     /// [`Error::ParentIsFile`], [`Error::NoSpace`] / [`Error::QuotaExceeded`]; on any error
     /// the temp file is removed and the old object is untouched.
-    pub fn commit(mut self, mut meta: ObjectMeta) -> Result<ObjectInfo> {
+    pub fn commit(self, meta: ObjectMeta) -> Result<ObjectInfo> {
+        self.commit_if(meta, &Condition::None)
+    }
+
+    /// [`Writer::commit`] under `cond`, judged atomically with the commit, also against
+    /// other daemons sharing the volume (see [`super::cond`]): [`Condition::Absent`] links
+    /// or renames without replacing, [`Condition::Exists`] and [`Condition::Matches`] hold
+    /// the key's lock across the ETag comparison and the rename.
+    ///
+    /// Errors: those of [`Writer::commit`], and [`Error::PreconditionFailed`],
+    /// [`Error::NotFound`] (`If-Match` on a missing key), [`Error::ConditionalConflict`];
+    /// on any of them nothing is committed and the temp file is removed.
+    pub fn commit_if(mut self, mut meta: ObjectMeta, cond: &Condition) -> Result<ObjectInfo> {
         self.check_complete()?;
         let file = self.out.take().expect("writer is open").into_inner()?;
         // Keep the descriptor in `self` so Drop can still clean up if a step below fails.
@@ -305,13 +320,19 @@ impl Writer {
         meta.fp = Some(Fingerprint::of(&st));
         if self.vol.xattrs {
             fsx::set_xattr(fd, META_XATTR, &meta.to_bytes())?;
+        } else {
+            // Without the attribute, HEAD, GET, listings and If-Match see the synthesized
+            // ETag: answer that one, so that a client can compare-and-swap with it.
+            meta.etag = meta::synthesized_etag(&st);
         }
         if self.vol.settings.fsync {
             fsx::fsync(fd)?;
         }
-        if matches!(self.temp, TempName::Anonymous) {
+        // A compare-and-swap must not create the key through the direct link below.
+        if matches!(self.temp, TempName::Anonymous) && !cond.needs_lock() {
             // A new key: give the complete file its final name directly (linkat never
-            // replaces, so a key that exists meanwhile takes the rename path below).
+            // replaces, so a key that exists meanwhile takes the rename path below, or,
+            // for `If-None-Match: *`, fails the condition).
             let (pdir, leaf) = self.vol.ensure_parent(&self.key)?;
             match fsx::link_tmpfile(fd, pdir.as_fd(), leaf) {
                 Ok(()) => {
@@ -327,14 +348,26 @@ impl Writer {
                         from_xattr: self.vol.xattrs,
                     });
                 }
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) && *cond == Condition::Absent => {
+                    return Err(exists(pdir.as_fd(), leaf));
+                }
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EEXIST | libc::ENOENT)) => {}
                 Err(e) => return Err(e.into()),
             }
+        }
+        if matches!(self.temp, TempName::Anonymous) {
             let name = format!("w-{}", random_hex(12));
             fsx::link_tmpfile(fd, self.vol.tmp_dir(), &name)?;
             self.temp = TempName::Named(name);
         }
         let TempName::Named(tmp_name) = &self.temp else { unreachable!() };
+        // Held from the comparison to the rename; released before the directory fsync.
+        let mut lock = None;
+        if cond.needs_lock() {
+            lock = Some(KeyLock::take(&self.vol, &self.key)?);
+            cond.check(&self.vol, &self.key)?;
+        }
+        let mut no_replace = *cond == Condition::Absent;
         // A concurrent delete may remove an empty parent s3vol made between ensure_dir and
         // rename: make it again once.
         let mut attempt = 0;
@@ -344,16 +377,35 @@ impl Writer {
                 Ok(st) if fsx::is_regular(&st) => st.st_size,
                 _ => 0,
             };
-            match fsx::rename_at(self.vol.tmp_dir(), tmp_name, pdir.as_fd(), leaf) {
+            let renamed = if no_replace {
+                fsx::rename_noreplace(self.vol.tmp_dir(), tmp_name, pdir.as_fd(), leaf)
+            } else {
+                fsx::rename_at(self.vol.tmp_dir(), tmp_name, pdir.as_fd(), leaf)
+            };
+            match renamed {
                 Ok(()) => {
                     self.vol.space.add_used(st.st_size - old_size);
                     break pdir;
+                }
+                Err(e) if no_replace && e.raw_os_error() == Some(libc::EEXIST) => {
+                    return Err(exists(pdir.as_fd(), leaf));
+                }
+                // Neither renameat2 flags nor hard links (some FUSE file systems): exclude
+                // other conditional writers with the key's lock, then check and rename.
+                Err(e)
+                    if no_replace
+                        && matches!(e.raw_os_error(), Some(libc::EPERM | libc::EOPNOTSUPP | libc::ENOSYS)) =>
+                {
+                    no_replace = false;
+                    lock = Some(KeyLock::take(&self.vol, &self.key)?);
+                    cond.check(&self.vol, &self.key)?;
                 }
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) && attempt == 0 => attempt += 1,
                 Err(e) => return Err(e.into()),
             }
         };
         self.temp = TempName::Anonymous; // renamed away: nothing to clean up
+        drop(lock);
         if self.vol.settings.fsync {
             fsx::fsync(pdir.as_fd())?;
         }
@@ -367,6 +419,15 @@ impl Drop for Writer {
         if let TempName::Named(name) = &self.temp {
             let _ = fsx::unlink_at(self.vol.tmp_dir(), name, false);
         }
+    }
+}
+
+/// What a no-replace commit answers when the name was taken: a directory there is the
+/// usual 409 (as without the condition), anything else fails `If-None-Match: *`.
+fn exists(pdir: std::os::fd::BorrowedFd<'_>, leaf: &str) -> Error {
+    match fsx::lstat_at(pdir, leaf.as_ref()) {
+        Ok(st) if fsx::is_dir(&st) => Error::IsDirectory,
+        _ => Error::PreconditionFailed,
     }
 }
 
@@ -507,6 +568,58 @@ mod tests {
         w.check_complete().unwrap();
         assert_eq!(w.commit(ObjectMeta::default()).unwrap().size, 10);
         assert_eq!(std::fs::read(root.join("k")).unwrap(), b"1234567890");
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    /// A writer whose temp file is a named one, as on file systems without `O_TMPFILE`
+    /// (NFS, most FUSE ones), holding `body`.
+    fn named_writer(vol: &Arc<Volume>, key: &str, body: &[u8]) -> Writer {
+        let mut w = Writer::begin(vol.clone(), vol.key(key).unwrap(), body.len() as u64).unwrap();
+        let name = format!("w-{}", random_hex(12));
+        let fd = fsx::create_excl(vol.tmp_dir(), &name, OFlag::O_RDWR, 0o600).unwrap();
+        w.out = Some(Sink::new(File::from(fd), false, Some(body.len() as u64)));
+        w.temp = TempName::Named(name);
+        w.write(body).unwrap();
+        w
+    }
+
+    #[test]
+    fn a_named_temp_file_commits_if_none_match_without_replacing() {
+        let (root, vol) = volume("noreplace");
+        let first = named_writer(&vol, "d/k", b"first");
+        let second = named_writer(&vol, "d/k", b"second");
+        first.commit_if(ObjectMeta::default(), &Condition::Absent).unwrap();
+        let e = second.commit_if(ObjectMeta::default(), &Condition::Absent).unwrap_err();
+        assert!(matches!(e, Error::PreconditionFailed), "{e:?}");
+        assert_eq!(std::fs::read(root.join("d/k")).unwrap(), b"first");
+        // A directory at the key is the usual conflict, not a failed condition.
+        std::fs::create_dir(root.join("dir")).unwrap();
+        let mut w = named_writer(&vol, "x", b"x");
+        w.key = vol.key("dir").unwrap();
+        assert!(matches!(w.commit_if(ObjectMeta::default(), &Condition::Absent), Err(Error::IsDirectory)));
+        assert_eq!(std::fs::read_dir(root.join(".s3vol/tmp")).unwrap().count(), 0, "no temp or lock file left");
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn if_match_swaps_only_the_etag_it_names() {
+        let (root, vol) = volume("cas");
+        let key = vol.key("k").unwrap();
+        let mut w = Writer::begin(vol.clone(), key.clone(), 2).unwrap();
+        w.write(b"v0").unwrap();
+        let v0 = w.commit(ObjectMeta::default()).unwrap().meta.etag;
+        let stale = Condition::Matches("0123456789abcdef0123456789abcdef".into());
+        let w = named_writer(&vol, "k", b"lost");
+        assert!(matches!(w.commit_if(ObjectMeta::default(), &stale), Err(Error::PreconditionFailed)));
+        let w = named_writer(&vol, "k", b"v1");
+        w.commit_if(ObjectMeta::default(), &Condition::Matches(v0.clone())).unwrap();
+        assert_eq!(std::fs::read(root.join("k")).unwrap(), b"v1");
+        // The anonymous temp file of a compare-and-swap never creates a missing key.
+        let mut w = Writer::begin(vol.clone(), vol.key("absent").unwrap(), 1).unwrap();
+        w.write(b"x").unwrap();
+        assert!(matches!(w.commit_if(ObjectMeta::default(), &Condition::Matches(v0)), Err(Error::NotFound)));
+        assert!(!root.join("absent").exists());
+        assert_eq!(std::fs::read_dir(root.join(".s3vol/tmp")).unwrap().count(), 0, "no temp or lock file left");
         std::fs::remove_dir_all(root).unwrap();
     }
 
