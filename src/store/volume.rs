@@ -83,6 +83,13 @@ pub struct Volume {
     pub local: bool,
     /// The file system is mounted read-only.
     pub read_only: bool,
+    /// Temp files are made with `O_TMPFILE` and named with `linkat`: only on a local file
+    /// system whose start-up probe saw the link really made ([`probe_tmpfile`]), and turned
+    /// off for good ([`Volume::distrust_tmpfile`]) the first time a commit finds that a link
+    /// the file system accepted did not name the file (a FUSE file system such as JuiceFS
+    /// answers the calls and keeps no such name). Otherwise temp files are named files in
+    /// the internal `tmp` directory, committed with `rename`.
+    tmpfile: std::sync::atomic::AtomicBool,
     /// Creation time of the root directory (ListBuckets CreationDate), ns since the epoch.
     pub created_ns: i128,
     /// Capacity, quota and in-flight reservations.
@@ -159,6 +166,9 @@ impl Volume {
             );
         }
         let local = fsx::is_local_fs(root.as_fd());
+        // Network and FUSE file systems are not asked at all: their client may answer a
+        // probe from its own cache and lose the name later (seen on JuiceFS).
+        let tmpfile = !read_only && local && probe_tmpfile(tmp.as_fd());
         let created_ns = fsx::ctime_ns(&st);
         let space = Arc::new(super::quota::Space::new(settings.limits.clone()));
         Ok(Self {
@@ -173,6 +183,7 @@ impl Volume {
             xattrs,
             local,
             read_only,
+            tmpfile: std::sync::atomic::AtomicBool::new(tmpfile),
             created_ns,
             intact: std::sync::atomic::AtomicBool::new(true),
         })
@@ -191,6 +202,19 @@ impl Volume {
     /// False while the last check found the internal directory replaced.
     pub fn is_intact(&self) -> bool {
         self.intact.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// True while temp files may be `O_TMPFILE` files (see the field `tmpfile`).
+    pub(super) fn tmpfile(&self) -> bool {
+        self.tmpfile.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Stops using `O_TMPFILE` on this volume for the rest of the process: a link the file
+    /// system accepted did not name the file (`why`, for the log). Logged once.
+    pub(super) fn distrust_tmpfile(&self, why: &str) {
+        if self.tmpfile.swap(false, std::sync::atomic::Ordering::AcqRel) {
+            warn!(volume = %self.name, why, "the file system accepted O_TMPFILE and linkat but did not honour them: using named temp files from now on");
+        }
     }
 
     /// The root directory handle: the base of every lookup.
@@ -551,6 +575,35 @@ fn probe_xattrs(tmp: BorrowedFd<'_>) -> bool {
         Err(_) => return false,
     };
     let ok = fsx::set_xattr(fd.as_fd(), meta::META_XATTR, b"{}").is_ok();
+    let _ = fsx::unlink_at(tmp, &name, false);
+    ok
+}
+
+/// Whether an `O_TMPFILE` file made in `tmp` can be given a name that then leads to it: a
+/// byte written, linked as a probe name, the descriptor closed, the name looked up (same
+/// inode, same size) and removed. False on any refusal or mismatch. The descriptor is
+/// closed first because that is where JuiceFS loses such a file: while it is open the name
+/// works; its release removes the file, which the file system never recorded as linked.
+fn probe_tmpfile(tmp: BorrowedFd<'_>) -> bool {
+    let Ok(fd) = nix::fcntl::openat(
+        tmp,
+        ".",
+        OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    ) else {
+        return false;
+    };
+    if nix::unistd::write(&fd, b"p") != Ok(1) {
+        return false;
+    }
+    let name = format!("probe-{}", random_hex(8));
+    if fsx::link_tmpfile(fd.as_fd(), tmp, &name).is_err() {
+        return false;
+    }
+    let Ok(ours) = fsx::identity(fd.as_fd()) else { return false };
+    drop(fd);
+    let ok =
+        fsx::lstat_at(tmp, name.as_ref()).is_ok_and(|st| (st.st_dev, st.st_ino, st.st_size) == (ours.0, ours.1, 1));
     let _ = fsx::unlink_at(tmp, &name, false);
     ok
 }

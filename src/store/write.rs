@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use md5::{Digest, Md5};
 use nix::fcntl::OFlag;
-use nix::sys::stat::Mode;
+use nix::sys::stat::{FileStat, Mode};
 
 use super::cond::{Condition, KeyLock};
 use super::key::ObjectKey;
@@ -193,34 +193,135 @@ impl Writer {
 
     /// Finishes a staged part: fsync, then link it into `dir` as `name`. Returns its size.
     ///
-    /// Errors: [`Error::BodyLength`] when fewer bytes than declared were written; I/O errors.
+    /// The name is looked up again afterwards and must lead to the file written (see
+    /// [`placed`]); where an `O_TMPFILE` link was accepted but not made the bytes are copied
+    /// to a named temp file and renamed instead.
+    ///
+    /// Errors: [`Error::BodyLength`] when fewer bytes than declared were written;
+    /// [`Error::Io`] when the file system did not make the name; I/O errors.
     pub(super) fn commit_into(mut self, dir: std::os::fd::BorrowedFd<'_>, name: &str) -> Result<u64> {
         self.check_complete()?;
-        let file = self.out.take().expect("writer is open").into_inner()?;
+        let mut file = self.out.take().expect("writer is open").into_inner()?;
+        self.check_size(&file)?;
         if self.vol.settings.fsync {
             fsx::fsync(file.as_fd())?;
         }
         // The usage grows by what is new on disk: nothing when the same bytes were staged
         // before under the same name (the name is the part's MD5).
-        let added = match &self.temp {
-            TempName::Anonymous => match fsx::link_tmpfile(file.as_fd(), dir, name) {
-                Ok(()) => self.written as i64,
-                // The same bytes were staged before under the same name: keep that copy.
-                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => 0,
+        if matches!(self.temp, TempName::Anonymous) {
+            let st = fsx::fstat(file.as_fd())?;
+            let verdict = match fsx::link_tmpfile(file.as_fd(), dir, name) {
+                Ok(()) => placed(dir, name, &st, None, self.vol.local)?,
+                // The same bytes were staged before under the same name: keep that copy,
+                // once the name is seen to hold them.
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => match fsx::lstat_at(dir, name.as_ref()) {
+                    Ok(old) if fsx::is_regular(&old) && old.st_size == st.st_size => {
+                        self.sync_dir(dir)?;
+                        return Ok(self.written);
+                    }
+                    _ => Placed::NotDone,
+                },
+                Err(e) if not_honoured(&e) => Placed::NotDone,
                 Err(e) => return Err(e.into()),
-            },
-            TempName::Named(tmp) => {
-                let replaced = fsx::lstat_at(dir, name.as_ref()).map(|st| st.st_size).unwrap_or(0);
-                fsx::rename_at(self.vol.tmp_dir(), tmp, dir, name)?;
-                self.temp = TempName::Anonymous;
-                self.written as i64 - replaced
+            };
+            if !matches!(verdict, Placed::NotDone) {
+                self.sync_dir(dir)?;
+                self.vol.space.add_used(self.written as i64);
+                return Ok(self.written);
             }
-        };
+            self.vol.distrust_tmpfile("a staged part's link");
+            file = self.copy_to_named(&file)?;
+            if self.vol.settings.fsync {
+                fsx::fsync(file.as_fd())?;
+            }
+        }
+        let st = fsx::fstat(file.as_fd())?;
+        let TempName::Named(tmp) = &self.temp else { unreachable!("converted above") };
+        let tmp = tmp.clone();
+        let prior = fsx::lstat_at(dir, name.as_ref()).ok();
+        fsx::rename_at(self.vol.tmp_dir(), &tmp, dir, name)?;
+        self.temp = TempName::Anonymous;
+        self.check_renamed(dir, name, &st, prior.as_ref(), &tmp)?;
+        self.sync_dir(dir)?;
+        self.vol.space.add_used(self.written as i64 - prior.map_or(0, |p| p.st_size));
+        Ok(self.written)
+    }
+
+    /// Fsyncs a directory whose entries changed, when the volume syncs.
+    fn sync_dir(&self, dir: std::os::fd::BorrowedFd<'_>) -> Result<()> {
         if self.vol.settings.fsync {
             fsx::fsync(dir)?;
         }
-        self.vol.space.add_used(added);
-        Ok(self.written)
+        Ok(())
+    }
+
+    /// Checks that the file holds every byte written: a kernel copy or clone that reported
+    /// bytes it did not write leaves the file short.
+    ///
+    /// Errors: [`Error::Io`] when the file is not `written` bytes long.
+    fn check_size(&self, file: &File) -> Result<()> {
+        let st = fsx::fstat(file.as_fd())?;
+        if st.st_size as u64 != self.written {
+            return Err(Error::Io(std::io::Error::other(format!(
+                "the temp file holds {} bytes of the {} written",
+                st.st_size, self.written
+            ))));
+        }
+        Ok(())
+    }
+
+    /// Replaces an `O_TMPFILE` file whose link the file system did not make by a named temp
+    /// file in the internal `tmp` directory holding the same bytes (a plain read and write:
+    /// the calls that failed to honour the link are not trusted to copy either).
+    fn copy_to_named(&mut self, file: &File) -> Result<File> {
+        let name = format!("w-{}", random_hex(12));
+        let fd = nix::fcntl::openat(
+            self.vol.tmp_dir(),
+            name.as_str(),
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        )?;
+        self.temp = TempName::Named(name);
+        let out = File::from(fd);
+        let mut buf = vec![0u8; COPY_BUF];
+        let mut done = 0u64;
+        while done < self.written {
+            let want = usize::try_from(self.written - done).unwrap_or(usize::MAX).min(COPY_BUF);
+            let n = std::os::unix::fs::FileExt::read_at(file, &mut buf[..want], done)?;
+            if n == 0 {
+                return Err(Error::Io(std::io::Error::other("the temp file lost bytes")));
+            }
+            std::os::unix::fs::FileExt::write_all_at(&out, &buf[..n], done)?;
+            done += n as u64;
+        }
+        self.check_size(&out)?;
+        Ok(out)
+    }
+
+    /// After renaming the temp file `tmp` to `name` in `dir`: the name must lead to the
+    /// file (`st`), or to a later writer's file; when it still holds `prior` (or nothing)
+    /// while `tmp` is still there, the file system did not do the rename.
+    ///
+    /// Errors: [`Error::Io`] when the rename was not done (the temp file is removed).
+    fn check_renamed(
+        &mut self,
+        dir: std::os::fd::BorrowedFd<'_>,
+        name: &str,
+        st: &FileStat,
+        prior: Option<&FileStat>,
+        tmp: &str,
+    ) -> Result<Option<FileStat>> {
+        match placed(dir, name, st, prior.map(|p| (p.st_dev, p.st_ino)), self.vol.local)? {
+            Placed::Ours(now) => Ok(Some(now)),
+            Placed::Replaced => Ok(None),
+            // Gone from the temp directory: renamed, then deleted or replaced by another
+            // request before we looked (a later operation; ours took effect).
+            Placed::NotDone if fsx::lstat_at(self.vol.tmp_dir(), tmp.as_ref()).is_err() => Ok(None),
+            Placed::NotDone => {
+                self.temp = TempName::Named(tmp.to_owned()); // removed by Drop
+                Err(Error::Io(std::io::Error::other("the file system accepted a rename and did not make it")))
+            }
+        }
     }
 
     /// Appends `data` and folds it into the MD5.
@@ -289,12 +390,22 @@ impl Writer {
     }
 
     /// Makes the object visible: metadata attribute (with `meta.etag` set to the content
-    /// MD5 when empty), fsync, rename over the target, fsync of the parent directory.
+    /// MD5 when empty), fsync, link or rename to the key, fsync of the parent directory.
+    ///
+    /// Before answering, the key is looked up afresh and must lead to the file written
+    /// (same device and inode, same size; see [`placed`]) or to a concurrent writer's file
+    /// that replaced it since. Where an `O_TMPFILE` link was accepted but not made (FUSE
+    /// file systems such as JuiceFS), the volume stops using `O_TMPFILE` and the bytes are
+    /// committed again through a named temp file and `rename`. When the fresh lookup shows
+    /// a different modification time than the write did (a file system that rounds or
+    /// sets it on commit), the fingerprint in the attribute is written again, so the
+    /// metadata stays trusted.
     ///
     /// Errors: [`Error::BodyLength`] when fewer bytes than declared were written,
     /// [`Error::IsDirectory`] when a directory appeared at the key,
-    /// [`Error::ParentIsFile`], [`Error::NoSpace`] / [`Error::QuotaExceeded`]; on any error
-    /// the temp file is removed and the old object is untouched.
+    /// [`Error::ParentIsFile`], [`Error::NoSpace`] / [`Error::QuotaExceeded`], [`Error::Io`]
+    /// when the file system did not make the name; on any error the temp file is removed
+    /// and the old object is untouched.
     pub fn commit(self, meta: ObjectMeta) -> Result<ObjectInfo> {
         self.commit_if(meta, &Condition::None)
     }
@@ -309,83 +420,88 @@ impl Writer {
     /// on any of them nothing is committed and the temp file is removed.
     pub fn commit_if(mut self, mut meta: ObjectMeta, cond: &Condition) -> Result<ObjectInfo> {
         self.check_complete()?;
-        let file = self.out.take().expect("writer is open").into_inner()?;
-        // Keep the descriptor in `self` so Drop can still clean up if a step below fails.
-        let fd = file.as_fd();
-        self.vol.apply_owner_mode(fd, false)?;
-        let st = fsx::fstat(fd)?;
+        let mut file = self.out.take().expect("writer is open").into_inner()?;
+        self.check_size(&file)?;
         if meta.etag.is_empty() {
             meta.etag = meta::hex_lower(&self.md5());
         }
-        meta.fp = Some(Fingerprint::of(&st));
-        if self.vol.xattrs {
-            fsx::set_xattr(fd, META_XATTR, &meta.to_bytes())?;
-        } else {
-            // Without the attribute, HEAD, GET, listings and If-Match see the synthesized
-            // ETag: answer that one, so that a client can compare-and-swap with it.
-            meta.etag = meta::synthesized_etag(&st);
-        }
-        if self.vol.settings.fsync {
-            fsx::fsync(fd)?;
-        }
+        // Keep the descriptor alive until the end so Drop can still clean up if a step fails.
+        let mut st = self.seal(&file, &mut meta)?;
         // A compare-and-swap must not create the key through the direct link below.
         if matches!(self.temp, TempName::Anonymous) && !cond.needs_lock() {
             // A new key: give the complete file its final name directly (linkat never
             // replaces, so a key that exists meanwhile takes the rename path below, or,
             // for `If-None-Match: *`, fails the condition).
             let (pdir, leaf) = self.vol.ensure_parent(&self.key)?;
-            match fsx::link_tmpfile(fd, pdir.as_fd(), leaf) {
-                Ok(()) => {
-                    self.vol.space.add_used(st.st_size);
-                    if self.vol.settings.fsync {
-                        fsx::fsync(pdir.as_fd())?;
-                    }
-                    drop(file);
-                    return Ok(ObjectInfo {
-                        size: st.st_size as u64,
-                        mtime_ns: fsx::mtime_ns(&st),
-                        meta,
-                        from_xattr: self.vol.xattrs,
-                    });
-                }
+            let verdict = match fsx::link_tmpfile(file.as_fd(), pdir.as_fd(), leaf) {
+                Ok(()) => Some(placed(pdir.as_fd(), leaf, &st, None, self.vol.local)?),
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) && *cond == Condition::Absent => {
                     return Err(exists(pdir.as_fd(), leaf));
                 }
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EEXIST | libc::ENOENT)) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EEXIST | libc::ENOENT)) => None,
+                Err(e) if not_honoured(&e) => Some(Placed::NotDone),
                 Err(e) => return Err(e.into()),
+            };
+            match verdict {
+                Some(Placed::Ours(now)) => {
+                    self.vol.space.add_used(st.st_size);
+                    self.sync_dir(pdir.as_fd())?;
+                    return self.finish(&file, now, meta);
+                }
+                Some(Placed::Replaced) => {
+                    self.vol.space.add_used(st.st_size);
+                    self.sync_dir(pdir.as_fd())?;
+                    return self.finish(&file, st, meta);
+                }
+                Some(Placed::NotDone) => {
+                    self.vol.distrust_tmpfile("an object's link");
+                    file = self.copy_to_named(&file)?;
+                    st = self.seal(&file, &mut meta)?;
+                }
+                None => {}
             }
         }
         if matches!(self.temp, TempName::Anonymous) {
             let name = format!("w-{}", random_hex(12));
-            fsx::link_tmpfile(fd, self.vol.tmp_dir(), &name)?;
-            self.temp = TempName::Named(name);
+            let linked = match fsx::link_tmpfile(file.as_fd(), self.vol.tmp_dir(), &name) {
+                Ok(()) => matches!(placed(self.vol.tmp_dir(), &name, &st, None, self.vol.local)?, Placed::Ours(_)),
+                Err(e) if not_honoured(&e) || e.raw_os_error() == Some(libc::EEXIST) => false,
+                Err(e) => return Err(e.into()),
+            };
+            if linked {
+                self.temp = TempName::Named(name);
+            } else {
+                self.vol.distrust_tmpfile("a temp file's link");
+                file = self.copy_to_named(&file)?;
+                st = self.seal(&file, &mut meta)?;
+            }
         }
         let TempName::Named(tmp_name) = &self.temp else { unreachable!() };
+        let tmp_name = tmp_name.clone();
         // Held from the comparison to the rename; released before the directory fsync.
+        let (vol, key) = (self.vol.clone(), self.key.clone());
         let mut lock = None;
         if cond.needs_lock() {
-            lock = Some(KeyLock::take(&self.vol, &self.key)?);
-            cond.check(&self.vol, &self.key)?;
+            lock = Some(KeyLock::take(&vol, &key)?);
+            cond.check(&vol, &key)?;
         }
         let mut no_replace = *cond == Condition::Absent;
         // A concurrent delete may remove an empty parent s3vol made between ensure_dir and
         // rename: make it again once.
         let mut attempt = 0;
-        let pdir = loop {
-            let (pdir, leaf) = self.vol.ensure_parent(&self.key)?;
-            let old_size = match fsx::lstat_at(pdir.as_fd(), leaf.as_ref()) {
-                Ok(st) if fsx::is_regular(&st) => st.st_size,
-                _ => 0,
-            };
+        let (pdir, leaf, prior) = loop {
+            let (pdir, leaf) = self.vol.ensure_parent(&key)?;
+            let prior = fsx::lstat_at(pdir.as_fd(), leaf.as_ref()).ok();
+            let old_size = prior.as_ref().filter(|p| fsx::is_regular(p)).map_or(0, |p| p.st_size);
             let renamed = if no_replace {
-                fsx::rename_noreplace(self.vol.tmp_dir(), tmp_name, pdir.as_fd(), leaf)
+                fsx::rename_noreplace(self.vol.tmp_dir(), &tmp_name, pdir.as_fd(), leaf)
             } else {
-                fsx::rename_at(self.vol.tmp_dir(), tmp_name, pdir.as_fd(), leaf)
+                fsx::rename_at(self.vol.tmp_dir(), &tmp_name, pdir.as_fd(), leaf)
             };
             match renamed {
                 Ok(()) => {
                     self.vol.space.add_used(st.st_size - old_size);
-                    break pdir;
+                    break (pdir, leaf, prior);
                 }
                 Err(e) if no_replace && e.raw_os_error() == Some(libc::EEXIST) => {
                     return Err(exists(pdir.as_fd(), leaf));
@@ -397,21 +513,114 @@ impl Writer {
                         && matches!(e.raw_os_error(), Some(libc::EPERM | libc::EOPNOTSUPP | libc::ENOSYS)) =>
                 {
                     no_replace = false;
-                    lock = Some(KeyLock::take(&self.vol, &self.key)?);
-                    cond.check(&self.vol, &self.key)?;
+                    lock = Some(KeyLock::take(&vol, &key)?);
+                    cond.check(&vol, &key)?;
                 }
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) && attempt == 0 => attempt += 1,
                 Err(e) => return Err(e.into()),
             }
         };
         self.temp = TempName::Anonymous; // renamed away: nothing to clean up
+        let now = self.check_renamed(pdir.as_fd(), leaf, &st, prior.as_ref(), &tmp_name)?;
         drop(lock);
-        if self.vol.settings.fsync {
-            fsx::fsync(pdir.as_fd())?;
-        }
-        drop(file);
-        Ok(ObjectInfo { size: st.st_size as u64, mtime_ns: fsx::mtime_ns(&st), meta, from_xattr: self.vol.xattrs })
+        self.sync_dir(pdir.as_fd())?;
+        self.finish(&file, now.unwrap_or(st), meta)
     }
+
+    /// Writes what the commit needs onto the complete temp file: owner and mode, the
+    /// metadata attribute with the file's fingerprint, fsync. Returns the file's `fstat`.
+    fn seal(&self, file: &File, meta: &mut ObjectMeta) -> Result<FileStat> {
+        let fd = file.as_fd();
+        self.vol.apply_owner_mode(fd, false)?;
+        let st = fsx::fstat(fd)?;
+        meta.fp = Some(Fingerprint::of(&st));
+        if self.vol.xattrs {
+            fsx::set_xattr(fd, META_XATTR, &meta.to_bytes())?;
+        } else {
+            // Without the attribute, HEAD, GET, listings and If-Match see the synthesized
+            // ETag: answer that one, so that a client can compare-and-swap with it.
+            meta.etag = meta::synthesized_etag(&st);
+        }
+        if self.vol.settings.fsync {
+            fsx::fsync(fd)?;
+        }
+        Ok(st)
+    }
+
+    /// The committed object as the key now shows it (`now`, looked up after the commit).
+    /// A modification time that moved since the attribute was written (rounded by the file
+    /// system, or set when the name was made) gets the fingerprint written again; otherwise
+    /// every later read would find the metadata stale.
+    fn finish(&self, file: &File, now: FileStat, mut meta: ObjectMeta) -> Result<ObjectInfo> {
+        let fp = Fingerprint::of(&now);
+        if meta.fp != Some(fp) && meta.fp.is_some_and(|old| old.ino == fp.ino) {
+            meta.fp = Some(fp);
+            if self.vol.xattrs {
+                fsx::set_xattr(file.as_fd(), META_XATTR, &meta.to_bytes())?;
+                if self.vol.settings.fsync {
+                    fsx::fsync(file.as_fd())?;
+                }
+            }
+        }
+        Ok(ObjectInfo { size: now.st_size as u64, mtime_ns: fsx::mtime_ns(&now), meta, from_xattr: self.vol.xattrs })
+    }
+}
+
+/// Where a name leads when looked up afresh after a link or rename made it.
+enum Placed {
+    /// The file written (same device and inode, same size); its `lstat` now.
+    Ours(FileStat),
+    /// Another file, not the one the name held before: a concurrent writer's commit came
+    /// after ours (the last rename wins, SPEC.md).
+    Replaced,
+    /// Nothing, the file the name held before, or ours with other bytes: the file system
+    /// accepted the call and did not do it.
+    NotDone,
+}
+
+/// Looks `name` up in `dir` and compares it with the file written (`ours`) and with what
+/// the name held before the commit (`prior`, device and inode).
+///
+/// On a file system the kernel does not keep itself (`local` false: NFS, FUSE) the name is
+/// opened, not only looked up: a FUSE client that accepted a link it did not make leaves a
+/// positive entry in the kernel's cache that `lstat` believes and that only the open,
+/// which asks the file system, refuses.
+fn placed(
+    dir: std::os::fd::BorrowedFd<'_>,
+    name: &str,
+    ours: &FileStat,
+    prior: Option<(u64, u64)>,
+    local: bool,
+) -> Result<Placed> {
+    let found = if local {
+        fsx::lstat_at(dir, name.as_ref())
+    } else {
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+        match nix::fcntl::openat(dir, name, flags, Mode::empty()) {
+            Ok(fd) => fsx::fstat(fd.as_fd()),
+            // Not readable by this process (a configured owner), or a link: what lstat says.
+            Err(nix::Error::EACCES | nix::Error::ELOOP) => fsx::lstat_at(dir, name.as_ref()),
+            Err(e) => Err(e.into()),
+        }
+    };
+    match found {
+        Ok(st) if (st.st_dev, st.st_ino) == (ours.st_dev, ours.st_ino) => {
+            Ok(if st.st_size == ours.st_size { Placed::Ours(st) } else { Placed::NotDone })
+        }
+        Ok(st) if Some((st.st_dev, st.st_ino)) == prior => Ok(Placed::NotDone),
+        Ok(_) => Ok(Placed::Replaced),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(Placed::NotDone),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Errors of `linkat` on an `O_TMPFILE` file that mean the file system cannot name it
+/// (JuiceFS answers EXDEV), as opposed to the target's own errors.
+fn not_honoured(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EXDEV | libc::EOPNOTSUPP | libc::EINVAL | libc::ENOSYS | libc::EPERM | libc::EBADF)
+    )
 }
 
 impl Drop for Writer {
@@ -433,10 +642,12 @@ fn exists(pdir: std::os::fd::BorrowedFd<'_>, leaf: &str) -> Error {
 
 fn create_temp(vol: &Volume) -> Result<(OwnedFd, TempName)> {
     let mode = Mode::from_bits_truncate(0o600);
-    match nix::fcntl::openat(vol.tmp_dir(), ".", OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC, mode) {
-        Ok(fd) => return Ok((fd, TempName::Anonymous)),
-        Err(nix::Error::EOPNOTSUPP | nix::Error::EISDIR | nix::Error::EINVAL | nix::Error::ENOSYS) => {}
-        Err(e) => return Err(e.into()),
+    if vol.tmpfile() {
+        match nix::fcntl::openat(vol.tmp_dir(), ".", OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC, mode) {
+            Ok(fd) => return Ok((fd, TempName::Anonymous)),
+            Err(nix::Error::EOPNOTSUPP | nix::Error::EISDIR | nix::Error::EINVAL | nix::Error::ENOSYS) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     let name = format!("w-{}", random_hex(12));
     let fd = nix::fcntl::openat(
