@@ -8,7 +8,8 @@
 //! failed or cancelled PUT leaves the old object untouched and nothing behind.
 
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 use md5::{Digest, Md5};
@@ -31,7 +32,15 @@ enum TempName {
     Anonymous,
     /// A named temp file in the internal `tmp` directory.
     Named(String),
+    /// A named file in an upload directory (a resumable multipart assembly): it outlives
+    /// the writer, so that a Complete cut by a crash or ENOSPC resumes from it.
+    Staged(OwnedFd, String),
 }
+
+/// How many times a commit makes the key's parent again when a concurrent delete removed
+/// it (an empty directory s3vol made, perhaps just now for this very write) between its
+/// creation and the link or rename into it.
+const PARENT_RETRIES: usize = 16;
 
 /// An object (or a multipart part) being written. Not visible until committed.
 pub struct Writer {
@@ -79,6 +88,71 @@ impl Writer {
         vol.check_writable()?;
         precheck_target(&vol, &key)?;
         Self::open(vol, key, None)
+    }
+
+    /// Resumes an assembly kept in `dir` as `name` (see [`Writer::stage_as`]): the file is
+    /// cut back to `len` bytes (what its journal says is whole; anything after is a partial
+    /// append of an interrupted attempt) and the next part is appended there.
+    ///
+    /// Errors: as [`Writer::begin_assembly`]; [`Error::NotFound`] when the file is gone.
+    pub(super) fn resume_assembly(
+        vol: Arc<Volume>,
+        key: ObjectKey,
+        dir: BorrowedFd<'_>,
+        name: &str,
+        len: u64,
+    ) -> Result<Self> {
+        vol.check_writable()?;
+        precheck_target(&vol, &key)?;
+        let reservation = Some(vol.space.reserve(vol.root(), 0)?);
+        let fd = nix::fcntl::openat(dir, name, OFlag::O_RDWR | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW, Mode::empty())?;
+        let file = File::from(fd);
+        file.set_len(len)?;
+        let mut out = Sink::new(file, false, None);
+        out.seek(len)?;
+        let temp = TempName::Staged(dir.try_clone_to_owned()?, name.to_owned());
+        Ok(Self {
+            vol,
+            key,
+            out: Some(out),
+            temp,
+            md5: Md5::new(),
+            md5_given: None,
+            written: len,
+            declared: None,
+            reservation,
+        })
+    }
+
+    /// Gives the file being written the name `name` in `dir` (an upload directory), where it
+    /// stays when the writer ends without a commit: what is appended from now on survives a
+    /// crash, and [`Writer::resume_assembly`] continues it. Used by append-and-delete
+    /// assembly, which consumes parts and so must never lose what it took from them.
+    ///
+    /// Errors: I/O errors (EEXIST when `name` exists: the caller removes a stale one first).
+    pub(super) fn stage_as(&mut self, dir: BorrowedFd<'_>, name: &str) -> Result<()> {
+        let out = self.out.as_mut().expect("writer is open");
+        out.flush()?;
+        match &self.temp {
+            TempName::Anonymous => fsx::link_tmpfile(out.get_ref().as_fd(), dir, name)?,
+            TempName::Named(tmp) => fsx::rename_at(self.vol.tmp_dir(), tmp, dir, name)?,
+            TempName::Staged(..) => return Ok(()),
+        }
+        self.temp = TempName::Staged(dir.try_clone_to_owned()?, name.to_owned());
+        if self.vol.settings.fsync {
+            fsx::fsync(dir)?;
+        }
+        Ok(())
+    }
+
+    /// Makes everything appended so far durable (flush, then `fsync` of the file, also when
+    /// the volume's `fsync` is off: the caller is about to delete the bytes' only other
+    /// copy, and a power cut must not take both).
+    pub(super) fn sync_all(&mut self) -> Result<()> {
+        let out = self.out.as_mut().expect("writer is open");
+        out.flush()?;
+        fsx::fsync(out.get_ref().as_fd())?;
+        Ok(())
     }
 
     /// Starts a write whose destination is decided at commit (a staged part) of exactly
@@ -206,9 +280,10 @@ impl Writer {
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => 0,
                 Err(e) => return Err(e.into()),
             },
-            TempName::Named(tmp) => {
+            TempName::Named(_) | TempName::Staged(..) => {
+                let (from, tmp) = self.temp_at().expect("a named temp file");
                 let replaced = fsx::lstat_at(dir, name.as_ref()).map(|st| st.st_size).unwrap_or(0);
-                fsx::rename_at(self.vol.tmp_dir(), tmp, dir, name)?;
+                fsx::rename_at(from, tmp, dir, name)?;
                 self.temp = TempName::Anonymous;
                 self.written as i64 - replaced
             }
@@ -312,8 +387,8 @@ impl Writer {
         if matches!(self.temp, TempName::Anonymous) {
             // A new key: give the complete file its final name directly (linkat never
             // replaces, so a key that exists meanwhile takes the rename path below).
-            let (pdir, leaf) = self.vol.ensure_parent(&self.key)?;
-            match fsx::link_tmpfile(fd, pdir.as_fd(), leaf) {
+            let (pdir, linked) = in_parent(&self.vol, &self.key, |pdir, leaf| fsx::link_tmpfile(fd, pdir, leaf))?;
+            match linked {
                 Ok(()) => {
                     self.vol.space.add_used(st.st_size);
                     if self.vol.settings.fsync {
@@ -334,25 +409,15 @@ impl Writer {
             fsx::link_tmpfile(fd, self.vol.tmp_dir(), &name)?;
             self.temp = TempName::Named(name);
         }
-        let TempName::Named(tmp_name) = &self.temp else { unreachable!() };
-        // A concurrent delete may remove an empty parent s3vol made between ensure_dir and
-        // rename: make it again once.
-        let mut attempt = 0;
-        let pdir = loop {
-            let (pdir, leaf) = self.vol.ensure_parent(&self.key)?;
-            let old_size = match fsx::lstat_at(pdir.as_fd(), leaf.as_ref()) {
+        let (from, tmp_name) = self.temp_at().expect("a named temp file");
+        let (pdir, renamed) = in_parent(&self.vol, &self.key, |pdir, leaf| {
+            let old_size = match fsx::lstat_at(pdir, leaf.as_ref()) {
                 Ok(st) if fsx::is_regular(&st) => st.st_size,
                 _ => 0,
             };
-            match fsx::rename_at(self.vol.tmp_dir(), tmp_name, pdir.as_fd(), leaf) {
-                Ok(()) => {
-                    self.vol.space.add_used(st.st_size - old_size);
-                    break pdir;
-                }
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) && attempt == 0 => attempt += 1,
-                Err(e) => return Err(e.into()),
-            }
-        };
+            fsx::rename_at(from, tmp_name, pdir, leaf).map(|()| old_size)
+        })?;
+        self.vol.space.add_used(st.st_size - renamed?);
         self.temp = TempName::Anonymous; // renamed away: nothing to clean up
         if self.vol.settings.fsync {
             fsx::fsync(pdir.as_fd())?;
@@ -362,8 +427,52 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// The directory and name of a named temp file; `None` for an `O_TMPFILE` one.
+    fn temp_at(&self) -> Option<(BorrowedFd<'_>, &str)> {
+        match &self.temp {
+            TempName::Anonymous => None,
+            TempName::Named(name) => Some((self.vol.tmp_dir(), name)),
+            TempName::Staged(dir, name) => Some((dir.as_fd(), name)),
+        }
+    }
+}
+
+/// Runs `place(parent, leaf)` in the parent directory of `key`, made when missing
+/// ([`Volume::ensure_parent`]). When `place` fails with ENOENT because that directory was
+/// removed meanwhile (a concurrent DeleteObject removes the empty directories s3vol made,
+/// possibly the one just made for this write), makes it again and retries, up to
+/// [`PARENT_RETRIES`] times: a write never fails because a delete raced it.
+///
+/// Returns the parent's handle and what `place` returned last. Errors: those of
+/// [`Volume::ensure_parent`].
+fn in_parent<T>(
+    vol: &Volume,
+    key: &ObjectKey,
+    mut place: impl FnMut(BorrowedFd<'_>, &str) -> io::Result<T>,
+) -> Result<(OwnedFd, io::Result<T>)> {
+    let mut attempt = 0;
+    loop {
+        let (pdir, leaf) = vol.ensure_parent(key)?;
+        let r = place(pdir.as_fd(), leaf);
+        match &r {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && attempt < PARENT_RETRIES && removed(pdir.as_fd()) => {
+                attempt += 1;
+            }
+            _ => return Ok((pdir, r)),
+        }
+    }
+}
+
+/// True when the open directory `dir` no longer has a name (removed: no links left), or
+/// cannot be looked at any more (a network file system's stale handle).
+fn removed(dir: BorrowedFd<'_>) -> bool {
+    fsx::fstat(dir).map_or(true, |st| st.st_nlink == 0)
+}
+
 impl Drop for Writer {
     fn drop(&mut self) {
+        // A staged assembly stays for the retry that resumes it (see `stage_as`).
         if let TempName::Named(name) = &self.temp {
             let _ = fsx::unlink_at(self.vol.tmp_dir(), name, false);
         }
