@@ -13,17 +13,20 @@
 //!    node that no longer exists, renames it away and claims again.
 //! 3. The holder first checks whether a dead predecessor already committed the object
 //!    (its metadata holds this upload's multipart ETag and part sizes); otherwise it
-//!    assembles into a temp file (reflink, else `copy_file_range`, else read/write; parts
-//!    are deleted as they are appended when the volume lacks room for a full copy, and
-//!    the Complete is refused with `NoSpace` before any part is consumed when there is not
-//!    room for even the largest part) and commits it with one rename: readers see the old
-//!    object or the whole new one.
-//! 4. It writes `done.json`, then removes the manifest, the parts and the claim. The
-//!    sweep removes the record later.
+//!    assembles into a temp file (reflink, else `copy_file_range`, else read/write) and
+//!    commits it with one rename: readers see the old object or the whole new one. When
+//!    the volume lacks room for a full copy it appends and deletes: the assembly file is
+//!    named `assembly` in the upload directory, and each part is deleted only after its
+//!    bytes are synced there and a line of the journal `assembly.log` says so; a retry
+//!    after a crash or ENOSPC cuts the assembly back to the journal and resumes. The
+//!    Complete is refused with `NoSpace` before any part is consumed when there is not
+//!    room for even the largest part still to join.
+//! 4. It writes `done.json`, then removes the manifest, the parts, the journal and the
+//!    claim. The sweep removes the record later.
 //!
-//! A crash at any point leaves the old object or the new whole object, never a partial
-//! one (the temp file is nameless, or a named temp file the sweep removes), and an upload
-//! that a retried Complete can finish.
+//! A crash or ENOSPC at any point leaves the old object or the new whole object, never a
+//! partial one, and an upload that a retried Complete finishes: no acknowledged part is
+//! lost (a consumed part lives on in the journaled assembly, and ListParts lists it).
 
 use std::collections::BTreeMap;
 use std::fs::File;
