@@ -180,7 +180,7 @@ fn spawn_sweeper(volumes: Arc<Volumes>, max_age_secs: u64) {
                 let now = time::OffsetDateTime::now_utc().unix_timestamp();
                 match tokio::task::spawn_blocking(move || sweep::sweep(&vol, max_age, now)).await {
                     Ok(Ok(r)) if r != SweepReport::default() => {
-                        info!(volume = %name, uploads = r.uploads, records = r.records, temps = r.temps, "swept");
+                        info!(volume = %name, uploads = r.uploads, records = r.records, temps = r.temps, dirs = r.dirs, "swept");
                     }
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => warn!(volume = %name, error = %e, "sweep failed"),

@@ -13,17 +13,20 @@
 //!    node that no longer exists, renames it away and claims again.
 //! 3. The holder first checks whether a dead predecessor already committed the object
 //!    (its metadata holds this upload's multipart ETag and part sizes); otherwise it
-//!    assembles into a temp file (reflink, else `copy_file_range`, else read/write; parts
-//!    are deleted as they are appended when the volume lacks room for a full copy, and
-//!    the Complete is refused with `NoSpace` before any part is consumed when there is not
-//!    room for even the largest part) and commits it with one rename: readers see the old
-//!    object or the whole new one.
-//! 4. It writes `done.json`, then removes the manifest, the parts and the claim. The
-//!    sweep removes the record later.
+//!    assembles into a temp file (reflink, else `copy_file_range`, else read/write) and
+//!    commits it with one rename: readers see the old object or the whole new one. When
+//!    the volume lacks room for a full copy it appends and deletes: the assembly file is
+//!    named `assembly` in the upload directory, and each part is deleted only after its
+//!    bytes are synced there and a line of the journal `assembly.log` says so; a retry
+//!    after a crash or ENOSPC cuts the assembly back to the journal and resumes. The
+//!    Complete is refused with `NoSpace` before any part is consumed when there is not
+//!    room for even the largest part still to join.
+//! 4. It writes `done.json`, then removes the manifest, the parts, the journal and the
+//!    claim. The sweep removes the record later.
 //!
-//! A crash at any point leaves the old object or the new whole object, never a partial
-//! one (the temp file is nameless, or a named temp file the sweep removes), and an upload
-//! that a retried Complete can finish.
+//! A crash or ENOSPC at any point leaves the old object or the new whole object, never a
+//! partial one, and an upload that a retried Complete finishes: no acknowledged part is
+//! lost (a consumed part lives on in the journaled assembly, and ListParts lists it).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -58,6 +61,15 @@ pub(super) const CLAIM_STALE_SECS: i64 = 60;
 const WAIT_POLL: Duration = Duration::from_millis(200);
 /// Free space kept beyond a full copy before assembly switches to append-and-delete.
 const SPACE_MARGIN: u64 = 64 << 20;
+/// Room (bytes) an append-and-delete needs beyond the largest part: its journal and the
+/// file system's metadata for the growing assembly file.
+const JOURNAL_ROOM: u64 = 1 << 20;
+/// The assembly file of an append-and-delete Complete, in the upload directory.
+pub(super) const ASSEMBLY: &str = "assembly";
+/// The journal of [`ASSEMBLY`]: one line per part it holds, in order,
+/// `<number, 5 digits> <ETag hex> <size>\n`, appended (and synced) after the part's bytes
+/// are durable in the assembly and before the part is deleted.
+pub(super) const JOURNAL: &str = "assembly.log";
 
 /// A part as CompleteMultipartUpload lists it.
 #[derive(Debug, Clone)]
@@ -226,8 +238,11 @@ fn expected_etag(listed: &[ListedPart]) -> Result<String> {
 }
 
 /// The staged part for each listed one: same number, same ETag, same checksums when listed.
+/// Any staged version of a number may be listed (see `multipart::commit_part`), and so may
+/// a part an interrupted append-and-delete already moved into its assembly file.
 fn choose(dir: BorrowedFd<'_>, listed: &[ListedPart]) -> Result<Vec<Part>> {
-    let staged = multipart::parts_in(dir)?;
+    let mut staged: Vec<Part> = multipart::part_versions(dir)?.into_iter().map(|v| v.part).collect();
+    staged.extend(journaled(dir));
     let mut chosen = Vec::with_capacity(listed.len());
     for l in listed {
         let etag = l.etag.trim().trim_matches('"').to_ascii_lowercase();
@@ -321,13 +336,44 @@ fn assemble(
     if vol.space.limits.max_object_size.is_some_and(|max| sizes.iter().sum::<u64>() > max) {
         return Err(Error::EntityTooLarge);
     }
-    let mut w = Writer::begin_assembly(vol.clone(), key.clone())?;
-    let mut reflink = true;
-    // A conditional Complete can fail at its commit: it keeps every part until then.
-    let mut destructive: Option<bool> = (*cond != Condition::None).then_some(false);
-    let mut joined = 0u64;
-    let mut method = "reflink";
-    for p in chosen {
+    let free_space = || vol.space_report().map_or(u64::MAX, |r| if r.capacity == 0 { u64::MAX } else { r.free });
+    let journal = read_journal(dir);
+    let (mut w, start, mut destructive) = match &journal {
+        Some((done_parts, _)) if !done_parts.is_empty() => {
+            // An append-and-delete that a crash or ENOSPC cut: its journal's parts are in the
+            // assembly file (and may be gone from staging); they must be the first listed.
+            let same = |j: &Part, c: &Part| j.number == c.number && j.etag == c.etag && j.size == c.size;
+            if done_parts.len() > chosen.len() || !done_parts.iter().zip(chosen).all(|(j, c)| same(j, c)) {
+                return Err(Error::InvalidPart(
+                    "a cut Complete already joined other parts of this upload; list those".into(),
+                ));
+            }
+            let rest = &chosen[done_parts.len()..];
+            if free_space() < rest.iter().map(|p| p.size).max().unwrap_or(0).saturating_add(JOURNAL_ROOM) {
+                return Err(Error::NoSpace);
+            }
+            let len = done_parts.iter().map(|p| p.size).sum();
+            truncate_journal(dir, journal.as_ref().map_or(0, |j| j.1))?;
+            let w = Writer::resume_assembly(vol.clone(), key.clone(), dir, ASSEMBLY, len).map_err(|e| match e {
+                Error::NotFound => Error::InvalidPart("the partly joined parts of this upload are gone".into()),
+                e => e,
+            })?;
+            info!(joined = done_parts.len(), of = chosen.len(), "resuming a cut append-and-delete assembly");
+            (w, done_parts.len(), Some(true))
+        }
+        _ => {
+            // Leftovers of an attempt cut before it consumed any part hold nothing needed.
+            let _ = fsx::unlink_at(dir, JOURNAL, false);
+            let _ = fsx::unlink_at(dir, ASSEMBLY, false);
+            // A conditional Complete can fail at its commit: it keeps every part until then.
+            let keep_parts = (*cond != Condition::None).then_some(false);
+            (Writer::begin_assembly(vol.clone(), key.clone())?, 0, keep_parts)
+        }
+    };
+    let mut reflink = start == 0;
+    let mut joined: u64 = chosen[..start].iter().map(|p| p.size).sum();
+    let mut method = if start == 0 { "reflink" } else { "append-and-delete" };
+    for (i, p) in chosen.iter().enumerate().skip(start) {
         let name = p.file_name();
         let fd = nix::fcntl::openat(
             dir,
@@ -348,20 +394,38 @@ fn assemble(
         let append_and_delete = match destructive {
             Some(d) => d,
             None => {
-                let free = vol.space_report().map_or(u64::MAX, |r| if r.capacity == 0 { u64::MAX } else { r.free });
+                let free = free_space();
                 // Not even room for the largest part still to join: refuse before any
                 // part is consumed, so that the upload can be completed later.
-                let largest = chosen.iter().map(|q| q.size).max().unwrap_or(0);
-                if free < largest {
+                let largest = chosen[i..].iter().map(|q| q.size).max().unwrap_or(0);
+                if free < largest.saturating_add(JOURNAL_ROOM) {
                     return Err(Error::NoSpace);
                 }
-                *destructive.insert(free < (total - joined).saturating_add(SPACE_MARGIN))
+                let d = free < (total - joined).saturating_add(SPACE_MARGIN);
+                if d {
+                    // Parts are consumed from here on: the assembly gets a name in the upload
+                    // directory and a journal of what it holds, so that a crash or ENOSPC at
+                    // any point leaves an upload a retry resumes, never lost parts.
+                    w.stage_as(dir, ASSEMBLY)?;
+                    if i > 0 {
+                        w.sync_all()?;
+                        for q in &chosen[..i] {
+                            append_journal(dir, q)?; // cloned: still staged too
+                        }
+                    }
+                }
+                *destructive.insert(d)
             }
         };
         w.copy_file(&f, p.size)?;
         joined += p.size;
         if append_and_delete {
             method = "append-and-delete";
+            // The part's bytes are durable in the assembly, and the journal says so, before
+            // the part goes: its only copy is never the one being written.
+            w.sync_all()?;
+            append_journal(dir, p)?;
+            drop(f);
             if fsx::unlink_at(dir, &name, false).is_ok() {
                 vol.space.add_used(-(p.size as i64));
             }
@@ -375,6 +439,63 @@ fn assemble(
     meta.checksums = checksums.clone();
     w.commit_if(meta, cond)?;
     Ok(done(method))
+}
+
+/// The parts the journal of a cut append-and-delete says its assembly holds, in order, and
+/// the length of the journal's whole lines (a torn last line is not counted). `None` when
+/// there is no journal.
+fn read_journal(dir: BorrowedFd<'_>) -> Option<(Vec<Part>, u64)> {
+    let fd =
+        nix::fcntl::openat(dir, JOURNAL, OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW, Mode::empty()).ok()?;
+    let f = File::from(fd);
+    let mtime_ns = fsx::fstat(f.as_fd()).map(|st| fsx::mtime_ns(&st)).unwrap_or(0);
+    let mut text = Vec::new();
+    std::io::Read::read_to_end(&mut &f, &mut text).ok()?;
+    let (mut parts, mut valid) = (Vec::new(), 0u64);
+    for line in text.split_inclusive(|&b| b == b'\n') {
+        let Some(body) = line.strip_suffix(b"\n").and_then(|l| std::str::from_utf8(l).ok()) else { break };
+        let mut it = body.split(' ');
+        let (Some(n), Some(etag), Some(size), None) = (it.next(), it.next(), it.next(), it.next()) else { break };
+        let (Ok(number), Ok(size)) = (n.parse::<u32>(), size.parse::<u64>()) else { break };
+        if !multipart::is_part_file(&format!("{n}-{etag}")) {
+            break;
+        }
+        parts.push(Part { number, etag: etag.to_owned(), size, mtime_ns });
+        valid += line.len() as u64;
+    }
+    Some((parts, valid))
+}
+
+/// The parts an interrupted append-and-delete moved into its assembly file (for ListParts
+/// and Complete: they are still staged, in the assembly).
+pub(super) fn journaled(dir: BorrowedFd<'_>) -> Vec<Part> {
+    read_journal(dir).map(|(parts, _)| parts).unwrap_or_default()
+}
+
+/// Cuts a torn last line off the journal, so that the next line starts clean.
+fn truncate_journal(dir: BorrowedFd<'_>, valid: u64) -> Result<()> {
+    let fd = nix::fcntl::openat(dir, JOURNAL, OFlag::O_WRONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW, Mode::empty())?;
+    File::from(fd).set_len(valid)?;
+    Ok(())
+}
+
+/// Records in the journal that the assembly holds part `p` (after the parts before it),
+/// durably: the line is synced (and the journal's name, when it is new) before returning.
+fn append_journal(dir: BorrowedFd<'_>, p: &Part) -> Result<()> {
+    let fd = nix::fcntl::openat(
+        dir,
+        JOURNAL,
+        OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_CREAT | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+        Mode::from_bits_truncate(0o600),
+    )?;
+    let mut f = File::from(fd);
+    let fresh = fsx::fstat(f.as_fd()).is_ok_and(|st| st.st_size == 0);
+    f.write_all(format!("{:05} {} {}\n", p.number, p.etag, p.size).as_bytes())?;
+    f.sync_all()?;
+    if fresh {
+        fsx::fsync(dir)?;
+    }
+    Ok(())
 }
 
 /// The object's additional checksum from the parts' ones (S3 rules): `COMPOSITE` is the

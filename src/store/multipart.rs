@@ -227,18 +227,57 @@ pub fn commit_part(w: Writer, id: &str, number: u32, checksums: &[(String, Strin
         write_json(dir.as_fd(), &format!("{name}{CHECKSUM_SUFFIX}"), &map, vol.settings.fsync)?;
     }
     let size = w.commit_into(dir.as_fd(), &name)?;
-    // Drop earlier versions of this part number.
-    for p in parts_in(dir.as_fd())? {
-        if p.number == number && p.etag != etag {
-            let old = p.file_name();
+    let st = nix::sys::stat::fstatat(dir.as_fd(), name.as_str(), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)?;
+    // Drop earlier versions of this part number: only those committed well before this one
+    // (by ctime, which the link or rename that made each visible set). Of two uploads of one
+    // number racing, each removing "every other" version left none; a version committed
+    // within SUPERSEDED_KEEP_NS of this one may still be on its way to its client as the
+    // last one acknowledged, so it stays (a Complete may list either; ListParts shows the
+    // newer) until a later upload of the number, the Complete or an abort removes it.
+    let ours = fsx::ctime_ns(&st);
+    for p in part_versions(dir.as_fd())? {
+        if p.part.number == number && p.part.etag != etag && ours - p.ctime_ns > SUPERSEDED_KEEP_NS {
+            let old = p.part.file_name();
             if fsx::unlink_at(dir.as_fd(), &old, false).is_ok() {
-                vol.space.add_used(-(p.size as i64));
+                vol.space.add_used(-(p.part.size as i64));
             }
             let _ = fsx::unlink_at(dir.as_fd(), &format!("{old}{CHECKSUM_SUFFIX}"), false);
         }
     }
-    let st = nix::sys::stat::fstatat(dir.as_fd(), name.as_str(), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)?;
     Ok(Part { number, etag, size, mtime_ns: fsx::mtime_ns(&st) })
+}
+
+/// How long (ns) a superseded version of a part stays staged after the upload that
+/// superseded it was committed: longer than any answer takes to leave the daemon.
+const SUPERSEDED_KEEP_NS: i128 = 60_000_000_000;
+
+/// A staged version of a part, with the time it was made visible.
+pub(super) struct PartVersion {
+    pub part: Part,
+    /// Change time of the part file, ns since the epoch: when it was linked into place.
+    pub ctime_ns: i128,
+}
+
+/// Every staged version of every part (several per number while uploads of one number
+/// race), in no order.
+pub(super) fn part_versions(dir: BorrowedFd<'_>) -> Result<Vec<PartVersion>> {
+    let mut out = Vec::new();
+    for e in fsx::read_dir(dir)? {
+        let Ok(name) = std::str::from_utf8(&e.name) else {
+            continue;
+        };
+        if !is_part_file(name) {
+            continue;
+        }
+        let Some((num, etag)) = name.split_once('-') else { continue };
+        let Ok(number) = num.parse::<u32>() else { continue };
+        let Ok(st) = nix::sys::stat::fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) else {
+            continue;
+        };
+        let part = Part { number, etag: etag.to_owned(), size: st.st_size as u64, mtime_ns: fsx::mtime_ns(&st) };
+        out.push(PartVersion { part, ctime_ns: fsx::ctime_ns(&st) });
+    }
+    Ok(out)
 }
 
 /// The additional checksums staged with part `p` (`ALGORITHM -> base64`); empty when none.
@@ -246,37 +285,36 @@ pub(super) fn part_checksums(dir: BorrowedFd<'_>, p: &Part) -> BTreeMap<String, 
     read_json(dir, &format!("{}{CHECKSUM_SUFFIX}", p.file_name())).unwrap_or_default()
 }
 
-/// The staged parts of an upload directory, by part number (the newest of duplicates).
+/// The staged parts of an upload directory, by part number (the newest of duplicates, by
+/// the time each was committed).
 pub(super) fn parts_in(dir: BorrowedFd<'_>) -> Result<Vec<Part>> {
-    let mut parts: Vec<Part> = Vec::new();
-    for e in fsx::read_dir(dir)? {
-        let Ok(name) = std::str::from_utf8(&e.name) else {
-            continue;
-        };
-        let Some((num, etag)) = name.split_once('-') else {
-            continue;
-        };
-        let (Ok(number), true) = (num.parse::<u32>(), etag.len() == 32 && num.len() == 5) else {
-            continue;
-        };
-        let Ok(st) = nix::sys::stat::fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) else {
-            continue;
-        };
-        let p = Part { number, etag: etag.to_owned(), size: st.st_size as u64, mtime_ns: fsx::mtime_ns(&st) };
-        match parts.iter_mut().find(|q| q.number == number) {
-            Some(q) if q.mtime_ns < p.mtime_ns => *q = p,
+    let mut parts: Vec<PartVersion> = Vec::new();
+    for v in part_versions(dir)? {
+        match parts.iter_mut().find(|q| q.part.number == v.part.number) {
+            Some(q) if (q.ctime_ns, &q.part.etag) < (v.ctime_ns, &v.part.etag) => *q = v,
             Some(_) => {}
-            None => parts.push(p),
+            None => parts.push(v),
         }
     }
+    let mut parts: Vec<Part> = parts.into_iter().map(|v| v.part).collect();
     parts.sort_by_key(|p| p.number);
     Ok(parts)
 }
 
 /// ListParts: the staged parts of upload `id`.
+///
+/// Parts an interrupted append-and-delete Complete already moved into its assembly file
+/// are listed too (from its journal): they are staged still, only in another file.
 pub fn list_parts(vol: &Volume, id: &str, key: &ObjectKey) -> Result<(Manifest, Vec<Part>)> {
     let (dir, m) = manifest(vol, id, key)?;
-    Ok((m, parts_in(dir.as_fd())?))
+    let mut parts = parts_in(dir.as_fd())?;
+    for p in super::assemble::journaled(dir.as_fd()) {
+        if !parts.iter().any(|q| q.number == p.number) {
+            parts.push(p);
+        }
+    }
+    parts.sort_by_key(|p| p.number);
+    Ok((m, parts))
 }
 
 /// AbortMultipartUpload: removes the staging of upload `id`.

@@ -5,18 +5,22 @@
 //! Removes, on one volume: uploads idle for longer than the configured age (no part,
 //! manifest or claim activity), completion records older than [`DONE_KEEP_SECS`] (they
 //! only serve retried Completes), leftovers of completed uploads, and temp files in
-//! `<internal>/tmp` untouched for [`TMP_MAX_AGE_SECS`] (a crashed write's named temp file).
+//! `<internal>/tmp` untouched for [`TMP_MAX_AGE_SECS`] (a crashed write's named temp file),
+//! and empty directories s3vol made as parents of keys (marked `auto`) that stayed empty
+//! for [`EMPTY_DIR_MAX_AGE_SECS`]: a DeleteObject(s) cut by a crash before it removed them
+//! would otherwise list them as `dir/` objects forever. Directories a pod made, and `k/`
+//! directory objects, are never removed.
 //! An upload with a live claim (a Complete in progress, on any daemon) is never touched.
 //! It never removes anything outside the internal directory: it works only through the
 //! handles of `tmp/` and `multipart/` opened at start (never a path), removes entries with
 //! `unlinkat` (a link goes, not its target), and skips a volume whose internal directory a
 //! pod renamed or swapped ([`Volume::internal_intact`]).
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 
 use super::assemble::{CLAIM, CLAIM_STALE_SECS, DONE};
 use super::multipart;
-use super::volume::Volume;
+use super::volume::{DirMark, Volume};
 use super::{Result, fsx};
 use tracing::warn;
 
@@ -25,6 +29,15 @@ pub const DONE_KEEP_SECS: i64 = 86_400;
 /// Age (seconds since last modification) after which a temp file is a crash leftover:
 /// six hours. A live write modifies its temp file continuously.
 pub const TMP_MAX_AGE_SECS: i64 = 6 * 3600;
+
+/// Age (seconds since last modification) after which an empty directory s3vol made is a
+/// leftover of an interrupted delete: one hour. A write that has just made one links its
+/// file into it within milliseconds.
+pub const EMPTY_DIR_MAX_AGE_SECS: i64 = 3600;
+/// Directories one sweep looks at, at most, per volume (bounds the walk of a huge tree).
+const DIR_WALK_BUDGET: usize = 200_000;
+/// Deepest directory level the walk descends to (a 1024-byte key has at most 512).
+const DIR_WALK_DEPTH: usize = 512;
 
 /// What one sweep removed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +48,8 @@ pub struct SweepReport {
     pub records: usize,
     /// Temp files removed.
     pub temps: usize,
+    /// Empty directories s3vol made that were removed.
+    pub dirs: usize,
 }
 
 /// Sweeps volume `vol` at time `now` (seconds since the epoch), removing uploads idle for
@@ -95,7 +110,75 @@ pub fn sweep(vol: &Volume, max_age_secs: i64, now: i64) -> Result<SweepReport> {
             report.temps += 1;
         }
     }
+    if vol.xattrs {
+        let mut walk = DirWalk { vol, now, budget: DIR_WALK_BUDGET, removed: 0 };
+        let root = fsx::open_dir(vol.root(), "")?;
+        walk.visit(root.as_fd(), 0);
+        report.dirs = walk.removed;
+    }
     Ok(report)
+}
+
+/// The walk that removes old empty `auto` directories, deepest first.
+struct DirWalk<'v> {
+    vol: &'v Volume,
+    now: i64,
+    /// Directories still to look at in this sweep.
+    budget: usize,
+    removed: usize,
+}
+
+impl DirWalk<'_> {
+    /// Visits the subdirectories of `dir` (at `depth`, the root being 0) and removes those
+    /// that are (or became) empty `auto` directories. Returns true when `dir` has no
+    /// entries left after that and one of its own was removed here, i.e. it became empty
+    /// now (its mtime just changed, so its age no longer tells how long it was empty).
+    fn visit(&mut self, dir: BorrowedFd<'_>, depth: usize) -> bool {
+        let mut subdirs = Vec::new();
+        let mut others = 0usize;
+        let listed = fsx::read_dir_each(dir, |name, d_type| match d_type {
+            libc::DT_DIR | libc::DT_UNKNOWN => subdirs.push(name.to_vec()),
+            _ => others += 1,
+        });
+        if listed.is_err() {
+            return false;
+        }
+        let mut removed_here = 0usize;
+        for name in &subdirs {
+            let Ok(name) = std::str::from_utf8(name) else {
+                others += 1;
+                continue;
+            };
+            // Never the internal directory (by name, and the root through a link by identity).
+            if self.budget == 0 || depth >= DIR_WALK_DEPTH || self.vol.check_entry(dir, name).is_err() {
+                others += 1;
+                continue;
+            }
+            // O_NOFOLLOW: a link is not walked (and a DT_UNKNOWN file fails to open as one).
+            let Ok(sub) = fsx::open_child_dir(dir, name) else {
+                others += 1;
+                continue;
+            };
+            self.budget -= 1;
+            let emptied = self.visit(sub.as_fd(), depth + 1);
+            if self.removable(sub.as_fd(), emptied) && fsx::unlink_at(dir, name, true).is_ok() {
+                self.removed += 1;
+                removed_here += 1;
+            } else {
+                others += 1;
+            }
+        }
+        removed_here > 0 && others == 0
+    }
+
+    /// True for an empty directory s3vol made as a parent, empty for long enough (or just
+    /// emptied by this walk).
+    fn removable(&self, dir: BorrowedFd<'_>, emptied: bool) -> bool {
+        if self.vol.dir_mark(dir) != Some(DirMark::Auto) || !fsx::dir_is_empty(dir).unwrap_or(false) {
+            return false;
+        }
+        emptied || fsx::fstat(dir).is_ok_and(|st| self.now - st.st_mtime > EMPTY_DIR_MAX_AGE_SECS)
+    }
 }
 
 #[cfg(test)]

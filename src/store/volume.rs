@@ -416,8 +416,22 @@ impl Volume {
     /// Makes sure the directory `rel` (relative, no trailing `/`) exists, creating missing
     /// ancestors marked `auto`; returns a handle to it.
     ///
+    /// A concurrent DeleteObject may remove an empty `auto` directory at any moment,
+    /// including one just made here: a walk that finds a component gone starts again (at
+    /// most [`ENSURE_DIR_RETRIES`] times), so that a write never fails for it.
+    ///
     /// Errors: [`Error::ParentIsFile`] when a component is a file; file-system errors.
     pub fn ensure_dir(&self, rel: &str) -> Result<OwnedFd> {
+        let mut attempt = 0;
+        loop {
+            match self.ensure_dir_once(rel) {
+                Err(Error::NotFound) if attempt < ENSURE_DIR_RETRIES => attempt += 1,
+                r => return r,
+            }
+        }
+    }
+
+    fn ensure_dir_once(&self, rel: &str) -> Result<OwnedFd> {
         match self.open_dir_path(rel) {
             Ok(fd) => return Ok(fd),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
@@ -476,14 +490,24 @@ impl Volume {
         // treated as missing: the client learns why nothing was deleted.
         let (pdir, leaf) = match self.open_parent(key) {
             Ok(d) => d,
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR | libc::EXDEV | libc::ELOOP)) => {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                // A retry of a delete cut short (a crash, a dropped DeleteObjects) finishes
+                // the cleanup of the empty directories s3vol made on the key's path.
+                self.remove_empty_parents(key);
+                return Ok(());
+            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::EXDEV | libc::ELOOP)) => {
                 return Ok(());
             }
             Err(e) => return Err(e.into()),
         };
         let st = match fsx::lstat_at(pdir.as_fd(), leaf.as_ref()) {
             Ok(st) => st,
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                drop(pdir);
+                self.remove_empty_parents(key);
+                return Ok(());
+            }
             Err(e) => return Err(e.into()),
         };
         let kind = st.st_mode & libc::S_IFMT;
@@ -524,12 +548,16 @@ impl Volume {
         Ok(())
     }
 
-    /// Removes the now-empty `auto` ancestors of `key`, deepest first.
+    /// Removes the now-empty `auto` ancestors of `key`, deepest first. Missing ones are
+    /// passed over (an earlier, interrupted delete removed them), so that the climb also
+    /// finishes what a crash left.
     fn remove_empty_parents(&self, key: &ObjectKey) {
         let ancestors: Vec<&str> = key.ancestors().collect();
         for rel in ancestors.into_iter().rev() {
-            let Ok(dir) = self.open_dir_path(rel) else {
-                return;
+            let dir = match self.open_dir_path(rel) {
+                Ok(d) => d,
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+                Err(_) => return,
             };
             if self.dir_mark(dir.as_fd()) != Some(DirMark::Auto) {
                 return;
@@ -553,6 +581,10 @@ impl Volume {
         self.space.report(self.root())
     }
 }
+
+/// How many times [`Volume::ensure_dir`] walks again after a concurrent delete removed a
+/// directory under it.
+const ENSURE_DIR_RETRIES: usize = 16;
 
 /// s3vol's mark on a directory it made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

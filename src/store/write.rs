@@ -10,7 +10,8 @@
 //! replaces) or `If-Match` (the key's lock across comparison and rename), see [`super::cond`].
 
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 use md5::{Digest, Md5};
@@ -34,7 +35,15 @@ enum TempName {
     Anonymous,
     /// A named temp file in the internal `tmp` directory.
     Named(String),
+    /// A named file in an upload directory (a resumable multipart assembly): it outlives
+    /// the writer, so that a Complete cut by a crash or ENOSPC resumes from it.
+    Staged(OwnedFd, String),
 }
+
+/// How many times a commit makes the key's parent again when a concurrent delete removed
+/// it (an empty directory s3vol made, perhaps just now for this very write) between its
+/// creation and the link or rename into it.
+const PARENT_RETRIES: usize = 16;
 
 /// An object (or a multipart part) being written. Not visible until committed.
 pub struct Writer {
@@ -82,6 +91,71 @@ impl Writer {
         vol.check_writable()?;
         precheck_target(&vol, &key)?;
         Self::open(vol, key, None)
+    }
+
+    /// Resumes an assembly kept in `dir` as `name` (see [`Writer::stage_as`]): the file is
+    /// cut back to `len` bytes (what its journal says is whole; anything after is a partial
+    /// append of an interrupted attempt) and the next part is appended there.
+    ///
+    /// Errors: as [`Writer::begin_assembly`]; [`Error::NotFound`] when the file is gone.
+    pub(super) fn resume_assembly(
+        vol: Arc<Volume>,
+        key: ObjectKey,
+        dir: BorrowedFd<'_>,
+        name: &str,
+        len: u64,
+    ) -> Result<Self> {
+        vol.check_writable()?;
+        precheck_target(&vol, &key)?;
+        let reservation = Some(vol.space.reserve(vol.root(), 0)?);
+        let fd = nix::fcntl::openat(dir, name, OFlag::O_RDWR | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW, Mode::empty())?;
+        let file = File::from(fd);
+        file.set_len(len)?;
+        let mut out = Sink::new(file, false, None);
+        out.seek(len)?;
+        let temp = TempName::Staged(dir.try_clone_to_owned()?, name.to_owned());
+        Ok(Self {
+            vol,
+            key,
+            out: Some(out),
+            temp,
+            md5: Md5::new(),
+            md5_given: None,
+            written: len,
+            declared: None,
+            reservation,
+        })
+    }
+
+    /// Gives the file being written the name `name` in `dir` (an upload directory), where it
+    /// stays when the writer ends without a commit: what is appended from now on survives a
+    /// crash, and [`Writer::resume_assembly`] continues it. Used by append-and-delete
+    /// assembly, which consumes parts and so must never lose what it took from them.
+    ///
+    /// Errors: I/O errors (EEXIST when `name` exists: the caller removes a stale one first).
+    pub(super) fn stage_as(&mut self, dir: BorrowedFd<'_>, name: &str) -> Result<()> {
+        let out = self.out.as_mut().expect("writer is open");
+        out.flush()?;
+        match &self.temp {
+            TempName::Anonymous => fsx::link_tmpfile(out.get_ref().as_fd(), dir, name)?,
+            TempName::Named(tmp) => fsx::rename_at(self.vol.tmp_dir(), tmp, dir, name)?,
+            TempName::Staged(..) => return Ok(()),
+        }
+        self.temp = TempName::Staged(dir.try_clone_to_owned()?, name.to_owned());
+        if self.vol.settings.fsync {
+            fsx::fsync(dir)?;
+        }
+        Ok(())
+    }
+
+    /// Makes everything appended so far durable (flush, then `fsync` of the file, also when
+    /// the volume's `fsync` is off: the caller is about to delete the bytes' only other
+    /// copy, and a power cut must not take both).
+    pub(super) fn sync_all(&mut self) -> Result<()> {
+        let out = self.out.as_mut().expect("writer is open");
+        out.flush()?;
+        fsx::fsync(out.get_ref().as_fd())?;
+        Ok(())
     }
 
     /// Starts a write whose destination is decided at commit (a staged part) of exactly
@@ -236,12 +310,12 @@ impl Writer {
             }
         }
         let st = fsx::fstat(file.as_fd())?;
-        let TempName::Named(tmp) = &self.temp else { unreachable!("converted above") };
-        let tmp = tmp.clone();
+        let (from, tmp) = self.temp_at().expect("converted above");
+        let (from, tmp) = (from.try_clone_to_owned()?, tmp.to_owned());
         let prior = fsx::lstat_at(dir, name.as_ref()).ok();
-        fsx::rename_at(self.vol.tmp_dir(), &tmp, dir, name)?;
+        fsx::rename_at(from.as_fd(), &tmp, dir, name)?;
         self.temp = TempName::Anonymous;
-        self.check_renamed(dir, name, &st, prior.as_ref(), &tmp)?;
+        self.check_renamed(dir, name, &st, prior.as_ref(), from.as_fd(), &tmp)?;
         self.sync_dir(dir)?;
         self.vol.space.add_used(self.written as i64 - prior.map_or(0, |p| p.st_size));
         Ok(self.written)
@@ -309,16 +383,22 @@ impl Writer {
         name: &str,
         st: &FileStat,
         prior: Option<&FileStat>,
+        from: BorrowedFd<'_>,
         tmp: &str,
     ) -> Result<Option<FileStat>> {
         match placed(dir, name, st, prior.map(|p| (p.st_dev, p.st_ino)), self.vol.local)? {
             Placed::Ours(now) => Ok(Some(now)),
             Placed::Replaced => Ok(None),
-            // Gone from the temp directory: renamed, then deleted or replaced by another
-            // request before we looked (a later operation; ours took effect).
-            Placed::NotDone if fsx::lstat_at(self.vol.tmp_dir(), tmp.as_ref()).is_err() => Ok(None),
+            // Gone from where it was: renamed, then deleted or replaced by another request
+            // before we looked (a later operation; ours took effect).
+            Placed::NotDone if fsx::lstat_at(from, tmp.as_ref()).is_err() => Ok(None),
             Placed::NotDone => {
-                self.temp = TempName::Named(tmp.to_owned()); // removed by Drop
+                // Removed by Drop from the temp directory; a staged assembly stays for a retry.
+                self.temp = if fsx::identity(from).ok() == fsx::identity(self.vol.tmp_dir()).ok() {
+                    TempName::Named(tmp.to_owned())
+                } else {
+                    TempName::Staged(from.try_clone_to_owned()?, tmp.to_owned())
+                };
                 Err(Error::Io(std::io::Error::other("the file system accepted a rename and did not make it")))
             }
         }
@@ -432,8 +512,10 @@ impl Writer {
             // A new key: give the complete file its final name directly (linkat never
             // replaces, so a key that exists meanwhile takes the rename path below, or,
             // for `If-None-Match: *`, fails the condition).
-            let (pdir, leaf) = self.vol.ensure_parent(&self.key)?;
-            let verdict = match fsx::link_tmpfile(file.as_fd(), pdir.as_fd(), leaf) {
+            let key = self.key.clone();
+            let leaf = key.split_parent().1;
+            let (pdir, linked) = in_parent(&self.vol, &key, |pdir, leaf| fsx::link_tmpfile(file.as_fd(), pdir, leaf))?;
+            let verdict = match linked {
                 Ok(()) => Some(placed(pdir.as_fd(), leaf, &st, None, self.vol.local)?),
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) && *cond == Condition::Absent => {
                     return Err(exists(pdir.as_fd(), leaf));
@@ -476,8 +558,8 @@ impl Writer {
                 st = self.seal(&file, &mut meta)?;
             }
         }
-        let TempName::Named(tmp_name) = &self.temp else { unreachable!() };
-        let tmp_name = tmp_name.clone();
+        let (from, tmp_name) = self.temp_at().expect("a named temp file");
+        let (from, tmp_name) = (from.try_clone_to_owned()?, tmp_name.to_owned());
         // Held from the comparison to the rename; released before the directory fsync.
         let (vol, key) = (self.vol.clone(), self.key.clone());
         let mut lock = None;
@@ -486,17 +568,17 @@ impl Writer {
             cond.check(&vol, &key)?;
         }
         let mut no_replace = *cond == Condition::Absent;
-        // A concurrent delete may remove an empty parent s3vol made between ensure_dir and
-        // rename: make it again once.
+        // A concurrent delete may remove an empty parent s3vol made, perhaps just now for
+        // this write, between its creation and the rename: make it again and retry.
         let mut attempt = 0;
         let (pdir, leaf, prior) = loop {
             let (pdir, leaf) = self.vol.ensure_parent(&key)?;
             let prior = fsx::lstat_at(pdir.as_fd(), leaf.as_ref()).ok();
             let old_size = prior.as_ref().filter(|p| fsx::is_regular(p)).map_or(0, |p| p.st_size);
             let renamed = if no_replace {
-                fsx::rename_noreplace(self.vol.tmp_dir(), &tmp_name, pdir.as_fd(), leaf)
+                fsx::rename_noreplace(from.as_fd(), &tmp_name, pdir.as_fd(), leaf)
             } else {
-                fsx::rename_at(self.vol.tmp_dir(), &tmp_name, pdir.as_fd(), leaf)
+                fsx::rename_at(from.as_fd(), &tmp_name, pdir.as_fd(), leaf)
             };
             match renamed {
                 Ok(()) => {
@@ -516,12 +598,16 @@ impl Writer {
                     lock = Some(KeyLock::take(&vol, &key)?);
                     cond.check(&vol, &key)?;
                 }
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) && attempt == 0 => attempt += 1,
+                Err(e)
+                    if e.raw_os_error() == Some(libc::ENOENT) && attempt < PARENT_RETRIES && removed(pdir.as_fd()) =>
+                {
+                    attempt += 1
+                }
                 Err(e) => return Err(e.into()),
             }
         };
         self.temp = TempName::Anonymous; // renamed away: nothing to clean up
-        let now = self.check_renamed(pdir.as_fd(), leaf, &st, prior.as_ref(), &tmp_name)?;
+        let now = self.check_renamed(pdir.as_fd(), leaf, &st, prior.as_ref(), from.as_fd(), &tmp_name)?;
         drop(lock);
         self.sync_dir(pdir.as_fd())?;
         self.finish(&file, now.unwrap_or(st), meta)
@@ -623,8 +709,52 @@ fn not_honoured(e: &std::io::Error) -> bool {
     )
 }
 
+impl Writer {
+    /// The directory and name of a named temp file; `None` for an `O_TMPFILE` one.
+    fn temp_at(&self) -> Option<(BorrowedFd<'_>, &str)> {
+        match &self.temp {
+            TempName::Anonymous => None,
+            TempName::Named(name) => Some((self.vol.tmp_dir(), name)),
+            TempName::Staged(dir, name) => Some((dir.as_fd(), name)),
+        }
+    }
+}
+
+/// Runs `place(parent, leaf)` in the parent directory of `key`, made when missing
+/// ([`Volume::ensure_parent`]). When `place` fails with ENOENT because that directory was
+/// removed meanwhile (a concurrent DeleteObject removes the empty directories s3vol made,
+/// possibly the one just made for this write), makes it again and retries, up to
+/// [`PARENT_RETRIES`] times: a write never fails because a delete raced it.
+///
+/// Returns the parent's handle and what `place` returned last. Errors: those of
+/// [`Volume::ensure_parent`].
+fn in_parent<T>(
+    vol: &Volume,
+    key: &ObjectKey,
+    mut place: impl FnMut(BorrowedFd<'_>, &str) -> io::Result<T>,
+) -> Result<(OwnedFd, io::Result<T>)> {
+    let mut attempt = 0;
+    loop {
+        let (pdir, leaf) = vol.ensure_parent(key)?;
+        let r = place(pdir.as_fd(), leaf);
+        match &r {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && attempt < PARENT_RETRIES && removed(pdir.as_fd()) => {
+                attempt += 1;
+            }
+            _ => return Ok((pdir, r)),
+        }
+    }
+}
+
+/// True when the open directory `dir` no longer has a name (removed: no links left), or
+/// cannot be looked at any more (a network file system's stale handle).
+fn removed(dir: BorrowedFd<'_>) -> bool {
+    fsx::fstat(dir).map_or(true, |st| st.st_nlink == 0)
+}
+
 impl Drop for Writer {
     fn drop(&mut self) {
+        // A staged assembly stays for the retry that resumes it (see `stage_as`).
         if let TempName::Named(name) = &self.temp {
             let _ = fsx::unlink_at(self.vol.tmp_dir(), name, false);
         }
