@@ -12,7 +12,10 @@ use tokio::sync::mpsc;
 use super::error::{body_error, to_s3};
 use crate::store::meta::Md5Hasher;
 use crate::store::read::ObjectReader;
+use crate::store::volume::RECHECK;
 use crate::store::write::Writer;
+use crate::store::{Error as StoreError, Volume};
+use std::sync::Arc;
 
 /// Batches queued between the network and each of the writer and hasher threads (bounds
 /// memory per upload: QUEUE x BATCH).
@@ -22,12 +25,70 @@ const BATCH: usize = 256 * 1024;
 /// Response block size for streamed GETs.
 pub const READ_BLOCK: usize = 512 * 1024;
 
+tokio::task_local! {
+    /// The volume of the request being served ([`super::S3Vol`] sets it around each
+    /// operation): [`blocking`] runs its work within that volume's bounds.
+    pub static VOLUME: Arc<Volume>;
+}
+
+/// How often a waiting request looks whether its volume was marked stalled.
+const STALL_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Runs a blocking store operation on the blocking pool, in the current tracing span.
+///
+/// Within a request on a volume ([`VOLUME`]) the work first takes one of the volume's
+/// [`Volume::gate`] permits and holds it until the work really ends, so a file system that
+/// stops answering ties up at most its own threads; and the request gives up with 503
+/// ServiceUnavailable as soon as the volume is marked stalled (its liveness check did not
+/// return within `volume_timeout`), while waiting for a permit or for the work. A merely
+/// slow operation on a volume that still answers its checks is waited for.
+///
+/// Errors that may mean the volume changed under the request (read-only, gone, stale)
+/// wake the liveness check ([`RECHECK`]).
 pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> crate::store::Result<T> + Send + 'static) -> S3Result<T> {
     let span = tracing::Span::current();
-    match tokio::task::spawn_blocking(move || span.in_scope(f)).await {
-        Ok(r) => r.map_err(to_s3),
-        Err(e) => Err(S3Error::internal_error(e)),
+    let Ok(vol) = VOLUME.try_with(Arc::clone) else {
+        return match tokio::task::spawn_blocking(move || span.in_scope(f)).await {
+            Ok(r) => r.map_err(to_s3),
+            Err(e) => Err(S3Error::internal_error(e)),
+        };
+    };
+    let permit = tokio::select! {
+        p = vol.gate.clone().acquire_owned() => p.map_err(S3Error::internal_error)?,
+        () = stalled(&vol) => return Err(to_s3(StoreError::Unavailable)),
+    };
+    let task = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        span.in_scope(f)
+    });
+    let r = tokio::select! {
+        r = task => r.map_err(S3Error::internal_error)?,
+        () = stalled(&vol) => return Err(to_s3(StoreError::Unavailable)),
+    };
+    if let Err(e) = &r
+        && may_mean_changed(e)
+    {
+        RECHECK.notify_one();
+    }
+    r.map_err(to_s3)
+}
+
+/// Completes once `vol` is marked stalled.
+async fn stalled(vol: &Volume) {
+    while !vol.is_stalled() {
+        tokio::time::sleep(STALL_POLL).await;
+    }
+}
+
+/// Errors after which the volume's liveness is checked at once: the file system went
+/// read-only, the directory went away or became stale, the device or the connection is gone.
+fn may_mean_changed(e: &StoreError) -> bool {
+    match e {
+        StoreError::ReadOnly | StoreError::Unavailable => true,
+        StoreError::Io(e) => {
+            matches!(e.raw_os_error(), Some(libc::ESTALE | libc::EIO | libc::ENOTCONN | libc::ENODEV | libc::ENXIO))
+        }
+        _ => false,
     }
 }
 
