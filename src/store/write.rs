@@ -193,6 +193,9 @@ impl Writer {
     /// Errors: [`Error::BodyLength`] when fewer bytes than declared were written; I/O errors.
     pub(super) fn commit_into(mut self, dir: std::os::fd::BorrowedFd<'_>, name: &str) -> Result<u64> {
         self.check_complete()?;
+        // The volume may have been renamed away, unmounted or remounted read-only while the
+        // body streamed: never commit into a detached tree.
+        self.vol.check_writable()?;
         let file = self.out.take().expect("writer is open").into_inner()?;
         if self.vol.settings.fsync {
             fsx::fsync(file.as_fd())?;
@@ -294,6 +297,7 @@ impl Writer {
     /// the temp file is removed and the old object is untouched.
     pub fn commit(mut self, mut meta: ObjectMeta) -> Result<ObjectInfo> {
         self.check_complete()?;
+        self.vol.check_writable()?;
         let file = self.out.take().expect("writer is open").into_inner()?;
         // Keep the descriptor in `self` so Drop can still clean up if a step below fails.
         let fd = file.as_fd();
