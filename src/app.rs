@@ -95,7 +95,7 @@ pub async fn serve(settings: Settings, keys: KeySet) -> Result<(), String> {
     };
     let volumes = Arc::new(Volumes::open(settings.volumes.clone(), settings.volumes_root.clone()));
     let metrics = Arc::new(Metrics::new());
-    spawn_sweeper(volumes.clone(), settings.multipart_max_age_secs);
+    spawn_sweeper(volumes.clone(), settings.multipart_max_age_secs, settings.limits.volume_timeout);
     spawn_liveness_checker(volumes.clone(), settings.limits.volume_timeout);
     let ring = KeyRing::new(keys, settings.strict_region.then(|| settings.region.clone()))
         .with_public(settings.public.clone());
@@ -164,20 +164,36 @@ pub fn sweep_interval(max_age_secs: u64) -> Duration {
 /// The background sweep (SPEC.md "Multipart uploads"): at start and then every
 /// [`sweep_interval`], on every online writable volume, removes idle uploads, old
 /// completion records and crash leftovers in the temp directory (`store::sweep`).
-fn spawn_sweeper(volumes: Arc<Volumes>, max_age_secs: u64) {
+fn spawn_sweeper(volumes: Arc<Volumes>, max_age_secs: u64, deadline: Duration) {
     let max_age = i64::try_from(max_age_secs).unwrap_or(i64::MAX);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(sweep_interval(max_age_secs));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            for (name, state) in volumes.all() {
+            // `all()` rescans `volumes_root`: file-system work, so on the blocking pool.
+            let list = {
+                let volumes = volumes.clone();
+                match tokio::task::spawn_blocking(move || volumes.all()).await {
+                    Ok(list) => list,
+                    Err(_) => continue,
+                }
+            };
+            for (name, state) in list {
                 let VolumeState::Online(vol) = state else { continue };
-                if vol.read_only {
+                // A stalled volume is skipped: its sweep would only hang another thread.
+                if vol.read_only || !vol.is_servable() {
                     continue;
                 }
                 let now = time::OffsetDateTime::now_utc().unix_timestamp();
-                match tokio::task::spawn_blocking(move || sweep::sweep(&vol, max_age, now)).await {
+                let task = tokio::task::spawn_blocking(move || sweep::sweep(&vol, max_age, now));
+                // A sweep that hangs (the file system stopped answering) holds up the other
+                // volumes' sweeps for at most `deadline`; it goes on in the background.
+                let Ok(done) = tokio::time::timeout(deadline, task).await else {
+                    warn!(volume = %name, "sweep did not finish in time (a hung volume?)");
+                    continue;
+                };
+                match done {
                     Ok(Ok(r)) if r != SweepReport::default() => {
                         info!(volume = %name, uploads = r.uploads, records = r.records, temps = r.temps, "swept");
                     }

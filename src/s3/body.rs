@@ -137,11 +137,21 @@ pub async fn receive(body: StreamingBlob, writer: Writer, mut hasher: ChecksumHa
     let mut batched = 0usize;
     let mut received = 0u64;
     let mut overrun = false;
+    // On a volume that stops answering, the writer thread hangs: the request gives up with
+    // 503 once the volume is marked stalled instead of waiting with it.
+    let vol = VOLUME.try_with(Arc::clone).ok();
     let send = async |batch: Vec<Bytes>| -> bool {
         // One shared batch for both threads: each hand-off wakes a thread, so chunks go
         // over in batches of about BATCH bytes rather than one by one.
         let batch = Batch::new(batch);
-        htx.send(batch.clone()).await.is_ok() && wtx.send(batch).await.is_ok()
+        let hand_off = async { htx.send(batch.clone()).await.is_ok() && wtx.send(batch).await.is_ok() };
+        match &vol {
+            Some(v) => tokio::select! {
+                ok = hand_off => ok,
+                () = stalled(v) => false,
+            },
+            None => hand_off.await,
+        }
     };
     loop {
         match body.next().await {
@@ -177,7 +187,13 @@ pub async fn receive(body: StreamingBlob, writer: Writer, mut hasher: ChecksumHa
     }
     drop(wtx);
     drop(htx);
-    let written = write_task.await.map_err(S3Error::internal_error)?;
+    let written = match &vol {
+        Some(v) => tokio::select! {
+            r = write_task => r.map_err(S3Error::internal_error)?,
+            () = stalled(v) => return Err(to_s3(StoreError::Unavailable)),
+        },
+        None => write_task.await.map_err(S3Error::internal_error)?,
+    };
     let (md5, hasher) = hash_task.await.map_err(S3Error::internal_error)?;
     if let Some(e) = failure {
         return Err(e); // `written` (and its temp file) is dropped here

@@ -1200,6 +1200,40 @@ mod tests {
     }
 
     #[test]
+    fn a_removed_renamed_or_recreated_directory_is_noticed_by_the_check() {
+        let base = scratch("live");
+        let (dir, moved) = (base.join("vol"), base.join("moved"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let vols = Volumes::open(vec![("v".into(), dir.clone(), VolumeSettings::default())], None);
+        let first = vols.get("v").unwrap();
+        assert_eq!(vols.check("v"), None, "nothing changed");
+        std::fs::rename(&dir, &moved).unwrap();
+        // Writes are refused at once, before any check.
+        assert!(matches!(first.check_writable(), Err(Error::Unavailable)));
+        assert!(matches!(vols.check("v"), Some(Transition::Unavailable(_))));
+        assert!(matches!(vols.get("v"), Err(Error::Unavailable)));
+        assert_eq!(vols.check("v"), None, "still gone: no new transition");
+        std::fs::create_dir(&dir).unwrap();
+        assert_eq!(vols.check("v"), Some(Transition::Online { read_only: false }));
+        let second = vols.get("v").unwrap();
+        assert!(!Arc::ptr_eq(&first, &second) && second.check_writable().is_ok());
+        assert!(dir.join(".s3vol/tmp").is_dir(), "a new internal directory");
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn statx_tells_mount_roots_from_plain_directories() {
+        assert!(is_mount_point(Path::new("/")) && is_mount_point(Path::new("/proc")));
+        let dir = scratch("statx");
+        let m = mount_state_path(&dir).unwrap();
+        assert!(!m.mount_root);
+        let fd = nix::fcntl::open(&dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY, nix::sys::stat::Mode::empty()).unwrap();
+        assert_eq!(m.id, fsx::identity(fd.as_fd()).unwrap());
+        assert_eq!(mount_state_fd(fd.as_fd()).unwrap(), m);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn head_cached_agrees_with_head_or_defers_to_it() {
         let root = std::env::temp_dir().join(format!("s3vol-headc-{}", std::process::id()));
         let outside = std::env::temp_dir().join(format!("s3vol-headc-out-{}", std::process::id()));

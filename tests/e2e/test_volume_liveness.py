@@ -24,6 +24,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -468,8 +469,15 @@ def test_a_hung_volume_answers_503_after_the_deadline_and_stalls_no_other(tmp_pa
         assert (mnt / "obj.txt").read_bytes() == b"before"
         assert admin_get(d, "/ready")[0] == 200
 
+        # A PUT whose body is half sent when the file system stops: its writer hangs, the
+        # request does not.
+        frozen = threading.Event()
+        streamed = pool.submit(put_in_two_halves, d, "/hung/streamed.bin", data(2 * MiB, "s"),
+                               lambda: frozen.wait(10))
+        time.sleep(0.5)
         os.kill(sshfs.pid, signal.SIGSTOP)
         stopped = True
+        frozen.set()
         t0 = time.monotonic()
 
         def one(i: int):
@@ -498,6 +506,7 @@ def test_a_hung_volume_answers_503_after_the_deadline_and_stalls_no_other(tmp_pa
             time.sleep(0.3)
         assert (local / "during.txt").read_bytes() == b"during"
 
+        assert streamed.result(timeout=60) == 503
         results = [f.result(timeout=60) for f in futures]
         took_all = time.monotonic() - t0
         statuses = sorted({s for s, _ in results})
@@ -529,6 +538,7 @@ def test_a_hung_volume_answers_503_after_the_deadline_and_stalls_no_other(tmp_pa
               timeout=30)
         assert put(d, "hung", "after.txt", b"after").status == 200
         assert (mnt / "after.txt").read_bytes() == b"after"
+        assert not (mnt / "streamed.bin").exists()
         until(lambda: admin_get(d, "/ready")[0] == 200, "/ready after SIGCONT", timeout=30)
     finally:
         if stopped:
