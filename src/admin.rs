@@ -25,6 +25,7 @@ use tracing::{debug, warn};
 use crate::metrics::{self, Metrics};
 use crate::store::Volumes;
 use crate::store::status::{self, VolumeStatus};
+use crate::store::volume::VolumeState;
 
 /// How long a volume check (statvfs, probe file) may take before `/ready` and `/status`
 /// give up: a hung network mount must not hang the health checks too.
@@ -35,6 +36,8 @@ pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Admin {
     pub volumes: Arc<Volumes>,
     pub metrics: Arc<Metrics>,
+    /// Volumes whose status check is running now (at most one per volume).
+    pub busy: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 /// The body of `/status`.
@@ -44,22 +47,55 @@ pub struct StatusReport {
 }
 
 impl Admin {
-    /// Every volume's status with this daemon's writes in flight; None when the checks
-    /// did not finish within [`CHECK_TIMEOUT`].
+    /// Every volume's status with this daemon's writes in flight; None when the list of
+    /// volumes could not be had within [`CHECK_TIMEOUT`].
+    ///
+    /// Each volume is checked in its own blocking task with its own [`CHECK_TIMEOUT`], and
+    /// at most one such task per volume runs at a time: a volume whose file system hangs is
+    /// reported offline ("does not answer") while the others are reported as they are.
     pub async fn volume_status(&self) -> Option<Vec<VolumeStatus>> {
         let volumes = self.volumes.clone();
-        let task = tokio::task::spawn_blocking(move || status::all(&volumes));
-        let mut all = match tokio::time::timeout(CHECK_TIMEOUT, task).await {
-            Ok(Ok(all)) => all,
+        let list = match tokio::time::timeout(CHECK_TIMEOUT, tokio::task::spawn_blocking(move || volumes.all())).await {
+            Ok(Ok(list)) => list,
             Ok(Err(e)) => {
                 warn!(error = %e, "volume status check failed");
                 return None;
             }
             Err(_) => {
-                warn!(timeout = ?CHECK_TIMEOUT, "volume status check timed out (a hung mount?)");
+                warn!(timeout = ?CHECK_TIMEOUT, "listing the volumes timed out (a hung volumes_root?)");
                 return None;
             }
         };
+        let checks = list.into_iter().map(|(name, state)| {
+            let busy = self.busy.clone();
+            async move {
+                let path = match &state {
+                    VolumeState::Online(v) => v.path.display().to_string(),
+                    VolumeState::Unavailable(_, p) => p.display().to_string(),
+                };
+                if !busy.lock().unwrap().insert(name.clone()) {
+                    return status::unanswered(&name, &path); // the last check has not returned
+                }
+                let n = name.clone();
+                let task = tokio::task::spawn_blocking(move || {
+                    let st = status::of_state(&n, &state);
+                    busy.lock().unwrap().remove(&n);
+                    st
+                });
+                match tokio::time::timeout(CHECK_TIMEOUT, task).await {
+                    Ok(Ok(st)) => st,
+                    Ok(Err(e)) => {
+                        warn!(volume = %name, error = %e, "volume status check failed");
+                        status::unanswered(&name, &path)
+                    }
+                    Err(_) => {
+                        warn!(volume = %name, timeout = ?CHECK_TIMEOUT, "volume status check timed out (a hung mount?)");
+                        status::unanswered(&name, &path)
+                    }
+                }
+            }
+        });
+        let mut all = futures::future::join_all(checks).await;
         for v in &mut all {
             v.writes_in_flight = self.metrics.writes_in_flight(&v.name);
         }

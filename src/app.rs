@@ -95,8 +95,8 @@ pub async fn serve(settings: Settings, keys: KeySet) -> Result<(), String> {
     };
     let volumes = Arc::new(Volumes::open(settings.volumes.clone(), settings.volumes_root.clone()));
     let metrics = Arc::new(Metrics::new());
-    spawn_sweeper(volumes.clone(), settings.multipart_max_age_secs);
-    spawn_internal_checker(volumes.clone());
+    spawn_sweeper(volumes.clone(), settings.multipart_max_age_secs, settings.limits.volume_timeout);
+    spawn_liveness_checker(volumes.clone(), settings.limits.volume_timeout);
     let ring = KeyRing::new(keys, settings.strict_region.then(|| settings.region.clone()))
         .with_sigv2(settings.sigv2)
         .with_public(settings.public.clone());
@@ -138,7 +138,7 @@ pub async fn serve(settings: Settings, keys: KeySet) -> Result<(), String> {
     if let Some((l, bound)) = admin {
         info!(addr = %bound, "admin listening");
         println!("admin on {bound}");
-        let state = Admin { volumes, metrics: metrics.clone() };
+        let state = Admin { volumes, metrics: metrics.clone(), busy: Arc::default() };
         let mut rx = stop_rx.clone();
         tokio::spawn(crate::admin::run(l, state, async move {
             let _ = rx.wait_for(|stop| *stop).await;
@@ -165,20 +165,36 @@ pub fn sweep_interval(max_age_secs: u64) -> Duration {
 /// The background sweep (SPEC.md "Multipart uploads"): at start and then every
 /// [`sweep_interval`], on every online writable volume, removes idle uploads, old
 /// completion records and crash leftovers in the temp directory (`store::sweep`).
-fn spawn_sweeper(volumes: Arc<Volumes>, max_age_secs: u64) {
+fn spawn_sweeper(volumes: Arc<Volumes>, max_age_secs: u64, deadline: Duration) {
     let max_age = i64::try_from(max_age_secs).unwrap_or(i64::MAX);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(sweep_interval(max_age_secs));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            for (name, state) in volumes.all() {
+            // `all()` rescans `volumes_root`: file-system work, so on the blocking pool.
+            let list = {
+                let volumes = volumes.clone();
+                match tokio::task::spawn_blocking(move || volumes.all()).await {
+                    Ok(list) => list,
+                    Err(_) => continue,
+                }
+            };
+            for (name, state) in list {
                 let VolumeState::Online(vol) = state else { continue };
-                if vol.read_only {
+                // A stalled volume is skipped: its sweep would only hang another thread.
+                if vol.read_only || !vol.is_servable() {
                     continue;
                 }
                 let now = time::OffsetDateTime::now_utc().unix_timestamp();
-                match tokio::task::spawn_blocking(move || sweep::sweep(&vol, max_age, now)).await {
+                let task = tokio::task::spawn_blocking(move || sweep::sweep(&vol, max_age, now));
+                // A sweep that hangs (the file system stopped answering) holds up the other
+                // volumes' sweeps for at most `deadline`; it goes on in the background.
+                let Ok(done) = tokio::time::timeout(deadline, task).await else {
+                    warn!(volume = %name, "sweep did not finish in time (a hung volume?)");
+                    continue;
+                };
+                match done {
                     Ok(Ok(r)) if r != SweepReport::default() => {
                         info!(volume = %name, uploads = r.uploads, records = r.records, temps = r.temps, dirs = r.dirs, "swept");
                     }
@@ -191,39 +207,50 @@ fn spawn_sweeper(volumes: Arc<Volumes>, max_age_secs: u64) {
     });
 }
 
-/// How often each volume's internal directory is checked against the one it opened.
-const INTERNAL_CHECK_EVERY: Duration = Duration::from_secs(2);
+/// How often each volume's liveness is checked ([`Volumes::check`]).
+const LIVENESS_EVERY: Duration = Duration::from_secs(2);
+/// Shortest gap between two rounds of checks woken by request errors.
+const LIVENESS_MIN_GAP: Duration = Duration::from_millis(250);
 
-/// Checks every [`INTERNAL_CHECK_EVERY`] that each volume's internal directory is still the
-/// one it opened ([`crate::store::volume::Volume::check_internal`]): a pod that renames or
-/// swaps it makes the volume answer 503 within seconds, until it is put back. Each check
-/// runs on the blocking pool, one task per volume, so a hung volume stalls only its own.
-fn spawn_internal_checker(volumes: Arc<Volumes>) {
+/// The liveness check of every volume, every [`LIVENESS_EVERY`] and whenever a request
+/// meets an error that may mean its volume changed ([`crate::store::volume::RECHECK`]):
+/// a volume whose path leads elsewhere, that was remounted read-only or writable, whose
+/// mount appeared or went away, or whose internal directory was renamed, answers 503 or is
+/// opened again within seconds, without a restart ([`Volumes::check`]).
+///
+/// Each check runs on the blocking pool, one task per volume and at most one at a time per
+/// volume, so a hung volume stalls only its own; a check that has not returned after
+/// `deadline` marks its volume stalled (503 at once) until one returns.
+fn spawn_liveness_checker(volumes: Arc<Volumes>, deadline: Duration) {
+    use crate::store::volume::{RECHECK, Transition};
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(INTERNAL_CHECK_EVERY);
+        let mut tick = tokio::time::interval(LIVENESS_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let busy: Arc<std::sync::Mutex<std::collections::HashSet<String>>> = Arc::default();
+        let busy: Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>> = Arc::default();
         loop {
-            tick.tick().await;
-            let list = {
-                let volumes = volumes.clone();
-                match tokio::task::spawn_blocking(move || volumes.all()).await {
-                    Ok(l) => l,
-                    Err(_) => continue,
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = RECHECK.notified() => tokio::time::sleep(LIVENESS_MIN_GAP).await,
+            }
+            for name in volumes.names() {
+                if let Some(since) = busy.lock().unwrap().get(&name) {
+                    // The last check of this volume has not returned: its file system hangs.
+                    if since.elapsed() > deadline && volumes.mark_stalled(&name) {
+                        warn!(volume = %name, timeout = ?deadline, "the volume's file system does not answer: it answers 503 until it does");
+                    }
+                    continue;
                 }
-            };
-            for (name, state) in list {
-                let VolumeState::Online(vol) = state else { continue };
-                if !busy.lock().unwrap().insert(name.clone()) {
-                    continue; // the last check of this volume has not returned
-                }
-                let busy = busy.clone();
+                busy.lock().unwrap().insert(name.clone(), std::time::Instant::now());
+                let (busy, volumes) = (busy.clone(), volumes.clone());
                 tokio::task::spawn_blocking(move || {
-                    let (intact, changed) = vol.check_internal();
-                    if changed && !intact {
-                        warn!(volume = %name, "the internal directory was renamed, removed or replaced: the volume answers 503 until it is put back");
-                    } else if changed {
-                        info!(volume = %name, "the internal directory is back: the volume is served again");
+                    match volumes.check(&name) {
+                        Some(Transition::Online { read_only }) => {
+                            info!(volume = %name, read_only, "the volume is served (again)");
+                        }
+                        Some(Transition::Unavailable(reason)) => {
+                            warn!(volume = %name, %reason, "the volume answers 503 ServiceUnavailable until it is back");
+                        }
+                        None => {}
                     }
                     busy.lock().unwrap().remove(&name);
                 });

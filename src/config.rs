@@ -58,6 +58,9 @@ pub struct RawConfig {
     pub http2: Option<bool>,
     /// Largest aws-chunked chunk accepted, e.g. `8MiB` (default; SDKs send 64 KiB-1 MiB).
     pub max_chunk_size: Option<String>,
+    /// A file-system step of a request that a volume does not finish in this long answers
+    /// 503 and marks the volume stalled until it answers again, e.g. `30s` (default).
+    pub volume_timeout: Option<String>,
     /// Largest browser form upload (PostObject), e.g. `16MiB` (default). It is held in
     /// memory while read.
     pub max_form_upload_size: Option<String>,
@@ -262,6 +265,7 @@ impl RawConfig {
             max_chunk_size: crate::guard::chunked::DEFAULT_MAX_CHUNK_SIZE,
             max_form_upload_size: crate::guard::DEFAULT_MAX_FORM_UPLOAD,
             max_form_uploads: self.max_form_uploads.unwrap_or(crate::guard::DEFAULT_MAX_FORM_UPLOADS),
+            volume_timeout: duration("volume_timeout", &self.volume_timeout, limits::DEFAULT_VOLUME_TIMEOUT),
         };
         if limits.max_connections == 0 {
             errs.push("max_connections: must be at least 1".into());
@@ -546,6 +550,7 @@ mod tests {
                 max_chunk_size: 1 << 20,
                 max_form_upload_size: 5 << 20,
                 max_form_uploads: 2,
+                volume_timeout: limits::DEFAULT_VOLUME_TIMEOUT,
             }
         );
         assert!(!s.sigv2);

@@ -73,7 +73,14 @@ pub struct Limits {
     pub max_form_upload_size: u64,
     /// Form uploads read at once; more answer 503 SlowDown.
     pub max_form_uploads: usize,
+    /// Longest wait for one file-system step of a request on a volume (a turn on its
+    /// blocking threads, then the work): past it the request answers 503 and the volume
+    /// is reported stalled, so a hung mount holds its own requests only.
+    pub volume_timeout: Duration,
 }
+
+/// Default [`Limits::volume_timeout`]: 30 s.
+pub const DEFAULT_VOLUME_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Default for Limits {
     fn default() -> Self {
@@ -89,6 +96,7 @@ impl Default for Limits {
             max_chunk_size: crate::guard::chunked::DEFAULT_MAX_CHUNK_SIZE,
             max_form_upload_size: crate::guard::DEFAULT_MAX_FORM_UPLOAD,
             max_form_uploads: crate::guard::DEFAULT_MAX_FORM_UPLOADS,
+            volume_timeout: DEFAULT_VOLUME_TIMEOUT,
         }
     }
 }

@@ -12,7 +12,10 @@ use tokio::sync::mpsc;
 use super::error::{body_error, to_s3};
 use crate::store::meta::Md5Hasher;
 use crate::store::read::ObjectReader;
+use crate::store::volume::RECHECK;
 use crate::store::write::Writer;
+use crate::store::{Error as StoreError, Volume};
+use std::sync::Arc;
 
 /// Batches queued between the network and each of the writer and hasher threads (bounds
 /// memory per upload: QUEUE x BATCH).
@@ -22,12 +25,70 @@ const BATCH: usize = 256 * 1024;
 /// Response block size for streamed GETs.
 pub const READ_BLOCK: usize = 512 * 1024;
 
+tokio::task_local! {
+    /// The volume of the request being served ([`super::S3Vol`] sets it around each
+    /// operation): [`blocking`] runs its work within that volume's bounds.
+    pub static VOLUME: Arc<Volume>;
+}
+
+/// How often a waiting request looks whether its volume was marked stalled.
+const STALL_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Runs a blocking store operation on the blocking pool, in the current tracing span.
+///
+/// Within a request on a volume ([`VOLUME`]) the work first takes one of the volume's
+/// [`Volume::gate`] permits and holds it until the work really ends, so a file system that
+/// stops answering ties up at most its own threads; and the request gives up with 503
+/// ServiceUnavailable as soon as the volume is marked stalled (its liveness check did not
+/// return within `volume_timeout`), while waiting for a permit or for the work. A merely
+/// slow operation on a volume that still answers its checks is waited for.
+///
+/// Errors that may mean the volume changed under the request (read-only, gone, stale)
+/// wake the liveness check ([`RECHECK`]).
 pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> crate::store::Result<T> + Send + 'static) -> S3Result<T> {
     let span = tracing::Span::current();
-    match tokio::task::spawn_blocking(move || span.in_scope(f)).await {
-        Ok(r) => r.map_err(to_s3),
-        Err(e) => Err(S3Error::internal_error(e)),
+    let Ok(vol) = VOLUME.try_with(Arc::clone) else {
+        return match tokio::task::spawn_blocking(move || span.in_scope(f)).await {
+            Ok(r) => r.map_err(to_s3),
+            Err(e) => Err(S3Error::internal_error(e)),
+        };
+    };
+    let permit = tokio::select! {
+        p = vol.gate.clone().acquire_owned() => p.map_err(S3Error::internal_error)?,
+        () = stalled(&vol) => return Err(to_s3(StoreError::Unavailable)),
+    };
+    let task = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        span.in_scope(f)
+    });
+    let r = tokio::select! {
+        r = task => r.map_err(S3Error::internal_error)?,
+        () = stalled(&vol) => return Err(to_s3(StoreError::Unavailable)),
+    };
+    if let Err(e) = &r
+        && may_mean_changed(e)
+    {
+        RECHECK.notify_one();
+    }
+    r.map_err(to_s3)
+}
+
+/// Completes once `vol` is marked stalled.
+async fn stalled(vol: &Volume) {
+    while !vol.is_stalled() {
+        tokio::time::sleep(STALL_POLL).await;
+    }
+}
+
+/// Errors after which the volume's liveness is checked at once: the file system went
+/// read-only, the directory went away or became stale, the device or the connection is gone.
+fn may_mean_changed(e: &StoreError) -> bool {
+    match e {
+        StoreError::ReadOnly | StoreError::Unavailable => true,
+        StoreError::Io(e) => {
+            matches!(e.raw_os_error(), Some(libc::ESTALE | libc::EIO | libc::ENOTCONN | libc::ENODEV | libc::ENXIO))
+        }
+        _ => false,
     }
 }
 
@@ -76,11 +137,21 @@ pub async fn receive(body: StreamingBlob, writer: Writer, mut hasher: ChecksumHa
     let mut batched = 0usize;
     let mut received = 0u64;
     let mut overrun = false;
+    // On a volume that stops answering, the writer thread hangs: the request gives up with
+    // 503 once the volume is marked stalled instead of waiting with it.
+    let vol = VOLUME.try_with(Arc::clone).ok();
     let send = async |batch: Vec<Bytes>| -> bool {
         // One shared batch for both threads: each hand-off wakes a thread, so chunks go
         // over in batches of about BATCH bytes rather than one by one.
         let batch = Batch::new(batch);
-        htx.send(batch.clone()).await.is_ok() && wtx.send(batch).await.is_ok()
+        let hand_off = async { htx.send(batch.clone()).await.is_ok() && wtx.send(batch).await.is_ok() };
+        match &vol {
+            Some(v) => tokio::select! {
+                ok = hand_off => ok,
+                () = stalled(v) => false,
+            },
+            None => hand_off.await,
+        }
     };
     loop {
         match body.next().await {
@@ -116,7 +187,13 @@ pub async fn receive(body: StreamingBlob, writer: Writer, mut hasher: ChecksumHa
     }
     drop(wtx);
     drop(htx);
-    let written = write_task.await.map_err(S3Error::internal_error)?;
+    let written = match &vol {
+        Some(v) => tokio::select! {
+            r = write_task => r.map_err(S3Error::internal_error)?,
+            () = stalled(v) => return Err(to_s3(StoreError::Unavailable)),
+        },
+        None => write_task.await.map_err(S3Error::internal_error)?,
+    };
     let (md5, hasher) = hash_task.await.map_err(S3Error::internal_error)?;
     if let Some(e) = failure {
         return Err(e); // `written` (and its temp file) is dropped here

@@ -40,6 +40,16 @@ impl S3Vol {
     fn volume(&self, bucket: &str) -> S3Result<Arc<Volume>> {
         self.volumes.get(bucket).map_err(error::to_s3)
     }
+
+    /// Runs one operation on `bucket` with its volume as [`body::VOLUME`], so that its
+    /// blocking work stays within the volume's bounds (a hung volume stalls only itself).
+    /// An unknown or unavailable bucket runs as is: the operation reports it.
+    async fn on<T>(&self, bucket: &str, op: impl std::future::Future<Output = S3Result<T>>) -> S3Result<T> {
+        match self.volumes.get(bucket) {
+            Ok(vol) => body::VOLUME.scope(vol, op).await,
+            Err(_) => op.await,
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -51,7 +61,8 @@ impl S3 for S3Vol {
 
     #[instrument(skip_all, fields(op = "HeadBucket", bucket = %req.input.bucket))]
     async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
-        self.do_head_bucket(req).await
+        let bucket = req.input.bucket.clone();
+        self.on(&bucket, self.do_head_bucket(req)).await
     }
 
     #[instrument(skip_all, fields(op = "GetBucketLocation", bucket = %req.input.bucket))]
@@ -59,7 +70,8 @@ impl S3 for S3Vol {
         &self,
         req: S3Request<GetBucketLocationInput>,
     ) -> S3Result<S3Response<GetBucketLocationOutput>> {
-        self.do_get_bucket_location(req).await
+        let bucket = req.input.bucket.clone();
+        self.on(&bucket, self.do_get_bucket_location(req)).await
     }
 
     #[instrument(skip_all, fields(op = "GetBucketVersioning", bucket = %req.input.bucket))]
@@ -67,57 +79,68 @@ impl S3 for S3Vol {
         &self,
         req: S3Request<GetBucketVersioningInput>,
     ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
-        self.do_get_bucket_versioning(req).await
+        let bucket = req.input.bucket.clone();
+        self.on(&bucket, self.do_get_bucket_versioning(req)).await
     }
 
     #[instrument(skip_all, fields(op = "CreateBucket", bucket = %req.input.bucket))]
     async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
-        self.do_create_bucket(req).await
+        let bucket = req.input.bucket.clone();
+        self.on(&bucket, self.do_create_bucket(req)).await
     }
 
     #[instrument(skip_all, fields(op = "DeleteBucket", bucket = %req.input.bucket))]
     async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
-        self.do_delete_bucket(req).await
+        let bucket = req.input.bucket.clone();
+        self.on(&bucket, self.do_delete_bucket(req)).await
     }
 
     #[instrument(skip_all, fields(op = "ListObjects", bucket = %req.input.bucket))]
     async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
-        self.do_list_objects(req).await
+        let bucket = req.input.bucket.clone();
+        self.on(&bucket, self.do_list_objects(req)).await
     }
 
     #[instrument(skip_all, fields(op = "ListObjectsV2", bucket = %req.input.bucket))]
     async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
-        self.do_list_objects_v2(req).await
+        let bucket = req.input.bucket.clone();
+        self.on(&bucket, self.do_list_objects_v2(req)).await
     }
 
     #[instrument(skip_all, fields(op = "PutObject", bucket = %req.input.bucket, key = %req.input.key))]
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
-        self.do_put_object(req).await
+        let bucket = req.input.bucket.clone();
+        self.on(&bucket, self.do_put_object(req)).await
     }
 
     #[instrument(skip_all, fields(op = "GetObject", bucket = %req.input.bucket, key = %req.input.key))]
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
-        self.do_get_object(req).await
+        let bucket = req.input.bucket.clone();
+        self.on(&bucket, self.do_get_object(req)).await
     }
 
     #[instrument(skip_all, fields(op = "HeadObject", bucket = %req.input.bucket, key = %req.input.key))]
     async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
-        self.do_head_object(req).await
+        let bucket = req.input.bucket.clone();
+        self.on(&bucket, self.do_head_object(req)).await
     }
 
     #[instrument(skip_all, fields(op = "DeleteObject", bucket = %req.input.bucket, key = %req.input.key))]
     async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
-        self.do_delete_object(req).await
+        let bucket = req.input.bucket.clone();
+        self.on(&bucket, self.do_delete_object(req)).await
     }
 
     #[instrument(skip_all, fields(op = "DeleteObjects", bucket = %req.input.bucket))]
     async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
-        self.do_delete_objects(req).await
+        let bucket = req.input.bucket.clone();
+        self.on(&bucket, self.do_delete_objects(req)).await
     }
 
     #[instrument(skip_all, fields(op = "CopyObject", bucket = %req.input.bucket, key = %req.input.key))]
     async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
-        self.do_copy_object(req).await
+        let bucket = req.input.bucket.clone();
+        self.on(&bucket, self.do_copy_object(req)).await
     }
 
     #[instrument(skip_all, fields(op = "CreateMultipartUpload", bucket = %req.input.bucket, key = %req.input.key))]
@@ -125,12 +148,14 @@ impl S3 for S3Vol {
         &self,
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
-        self.do_create_multipart_upload(req).await
+        let bucket = req.input.bucket.clone();
+        self.on(&bucket, self.do_create_multipart_upload(req)).await
     }
 
     #[instrument(skip_all, fields(op = "UploadPart", bucket = %req.input.bucket, key = %req.input.key, part = req.input.part_number))]
     async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
-        self.do_upload_part(req).await
+        let bucket = req.input.bucket.clone();
+        self.on(&bucket, self.do_upload_part(req)).await
     }
 
     #[instrument(skip_all, fields(op = "CompleteMultipartUpload", bucket = %req.input.bucket, key = %req.input.key))]
@@ -138,7 +163,8 @@ impl S3 for S3Vol {
         &self,
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
-        self.do_complete_multipart_upload(req).await
+        let bucket = req.input.bucket.clone();
+        self.on(&bucket, self.do_complete_multipart_upload(req)).await
     }
 
     #[instrument(skip_all, fields(op = "AbortMultipartUpload", bucket = %req.input.bucket, key = %req.input.key))]
@@ -146,7 +172,8 @@ impl S3 for S3Vol {
         &self,
         req: S3Request<AbortMultipartUploadInput>,
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
-        self.do_abort_multipart_upload(req).await
+        let bucket = req.input.bucket.clone();
+        self.on(&bucket, self.do_abort_multipart_upload(req)).await
     }
 
     #[instrument(skip_all, fields(op = "UploadPartCopy", bucket = %req.input.bucket, key = %req.input.key, part = req.input.part_number))]
@@ -154,7 +181,8 @@ impl S3 for S3Vol {
         &self,
         req: S3Request<UploadPartCopyInput>,
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
-        self.do_upload_part_copy(req).await
+        let bucket = req.input.bucket.clone();
+        self.on(&bucket, self.do_upload_part_copy(req)).await
     }
 
     #[instrument(skip_all, fields(op = "ListMultipartUploads", bucket = %req.input.bucket))]
@@ -162,11 +190,13 @@ impl S3 for S3Vol {
         &self,
         req: S3Request<ListMultipartUploadsInput>,
     ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
-        self.do_list_multipart_uploads(req).await
+        let bucket = req.input.bucket.clone();
+        self.on(&bucket, self.do_list_multipart_uploads(req)).await
     }
 
     #[instrument(skip_all, fields(op = "ListParts", bucket = %req.input.bucket, key = %req.input.key))]
     async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
-        self.do_list_parts(req).await
+        let bucket = req.input.bucket.clone();
+        self.on(&bucket, self.do_list_parts(req)).await
     }
 }

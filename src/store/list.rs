@@ -21,6 +21,7 @@ use tracing::debug;
 
 use super::key::MAX_KEY_LEN;
 use super::meta::{self, EMPTY_MD5};
+use super::volume::LOST_FOUND;
 use super::volume::{DirMark, Volume};
 use super::{Result, dircache, fsx, resolve};
 
@@ -365,7 +366,8 @@ impl Tree for FsTree<'_> {
     fn read_dir(&mut self, dir: &str) -> Result<Option<Sorted>> {
         // The internal directory is never listed, whatever prefix asks for it.
         let internal = self.vol.settings.internal_dir.as_str();
-        if dir.split('/').next() == Some(internal) {
+        let first = dir.split('/').next();
+        if first == Some(internal) || (self.vol.mount_root && first == Some(LOST_FOUND)) {
             return Ok(None);
         }
         let fd = match self.vol.open_dir_path(dir) {
@@ -382,9 +384,14 @@ impl Tree for FsTree<'_> {
         let st = fsx::fstat(fd.as_fd())?;
         // The root hides the internal directory, also when reached through a link (`self/`):
         // by identity, not by the path's spelling.
-        let hidden = if (st.st_dev, st.st_ino) == self.vol.fence().root { internal } else { "" };
+        let at_root = (st.st_dev, st.st_ino) == self.vol.fence().root;
+        let hidden = if at_root { internal } else { "" };
+        // fsck's `lost+found` at a mount root is not an object either.
+        let hide_lf = at_root && self.vol.mount_root;
+        // The cache keeps entries by what was hidden: a name with '/' cannot be a real one.
+        let tag = if hide_lf { format!("{hidden}/{LOST_FOUND}") } else { hidden.to_owned() };
         let stamp = dircache::Stamp::of(&st);
-        if let Some(hit) = dircache::get(&stamp, hidden) {
+        if let Some(hit) = dircache::get(&stamp, &tag) {
             return Ok(Some(hit));
         }
         let mut out = Builder::default();
@@ -395,7 +402,7 @@ impl Tree for FsTree<'_> {
                 non_utf8 = true;
                 return;
             };
-            if name == hidden {
+            if name == hidden || (hide_lf && name == LOST_FOUND) {
                 return;
             }
             let d_type = if d_type == libc::DT_UNKNOWN {
@@ -430,7 +437,7 @@ impl Tree for FsTree<'_> {
             return Err(std::io::Error::from_raw_os_error(libc::E2BIG).into());
         };
         if !links {
-            dircache::offer(stamp, read_at, hidden, &sorted);
+            dircache::offer(stamp, read_at, &tag, &sorted);
         }
         Ok(Some(sorted))
     }

@@ -68,41 +68,60 @@ impl VolumeStatus {
 
 /// The status of every volume, by name. Blocking.
 pub fn all(volumes: &Volumes) -> Vec<VolumeStatus> {
-    volumes
-        .all()
-        .into_iter()
-        .map(|(name, state)| match state {
-            VolumeState::Online(v) => of_volume(&v),
-            VolumeState::Unavailable(reason, path) => VolumeStatus {
-                name,
-                mounted: is_mount_point(&path),
-                path: path.display().to_string(),
-                online: false,
-                reason: Some(reason),
-                read_only: false,
-                writable: false,
-                capacity: None,
-                quota: None,
-                multipart_uploads: None,
-                objects: None,
-                writes_in_flight: 0,
-            },
-        })
-        .collect()
+    volumes.all().into_iter().map(|(name, state)| of_state(&name, &state)).collect()
+}
+
+/// The status of one volume in `state`. Blocking (one volume's file system only); a
+/// stalled volume is reported without touching its file system.
+pub fn of_state(name: &str, state: &VolumeState) -> VolumeStatus {
+    match state {
+        VolumeState::Online(v) if v.is_stalled() => unanswered(name, &v.path.display().to_string()),
+        VolumeState::Online(v) => of_volume(v),
+        VolumeState::Unavailable(reason, path) => VolumeStatus {
+            mounted: is_mount_point(path),
+            reason: Some(reason.clone()),
+            ..offline(name, &path.display().to_string())
+        },
+    }
+}
+
+/// The status of a volume whose file system did not answer its check in time.
+pub fn unanswered(name: &str, path: &str) -> VolumeStatus {
+    VolumeStatus { reason: Some("the file system does not answer".into()), ..offline(name, path) }
+}
+
+fn offline(name: &str, path: &str) -> VolumeStatus {
+    VolumeStatus {
+        name: name.to_owned(),
+        path: path.to_owned(),
+        online: false,
+        reason: None,
+        mounted: false,
+        read_only: false,
+        writable: false,
+        capacity: None,
+        quota: None,
+        multipart_uploads: None,
+        objects: None,
+        writes_in_flight: 0,
+    }
 }
 
 /// The status of one served volume. Blocking.
 pub fn of_volume(v: &Volume) -> VolumeStatus {
     // Under a quota, `used` is the volume's measured usage, not the whole file system's.
     let capacity = v.space_report().ok().map(|r| Capacity { total: r.capacity, free: r.free, used: r.used });
+    // Read now, not at open: a remount shows at once, before the liveness check re-opens.
+    let read_only = v.read_only_now();
+    let intact = v.internal_intact();
     VolumeStatus {
         name: v.name.clone(),
         path: v.path.display().to_string(),
-        online: true,
-        reason: None,
+        online: intact,
+        reason: (!intact).then(|| "the internal directory was renamed, removed or replaced".into()),
         mounted: is_mount_point(&v.path),
-        read_only: v.read_only,
-        writable: !v.read_only && v.internal_intact() && probe_write(v),
+        read_only,
+        writable: !read_only && intact && probe_write(v),
         capacity,
         quota: v.settings.limits.quota,
         multipart_uploads: staged_uploads(v),

@@ -97,7 +97,32 @@ pub struct Volume {
     /// The last [`Volume::internal_intact`] verdict of the background check
     /// ([`Volume::check_internal`]); while false the volume answers 503.
     intact: std::sync::atomic::AtomicBool,
+    /// The root was a mount root when opened (statx `STATX_ATTR_MOUNT_ROOT`): should the
+    /// path stop being one, the volume answers 503 rather than serve the directory beneath.
+    pub mount_root: bool,
+    /// The file system's read-only flag (`ST_RDONLY`) when opened: a change means it was
+    /// remounted, and the volume is opened again ([`Volumes::check`]).
+    fs_read_only: bool,
+    /// Bounds this volume's blocking work ([`BLOCKING_PER_VOLUME`] threads): a file system
+    /// that stops answering holds at most these, never the whole blocking pool.
+    pub gate: Arc<tokio::sync::Semaphore>,
+    /// Work on this volume overran its deadline and has not been seen to finish since: the
+    /// volume answers 503 at once until a liveness check completes.
+    stalled: std::sync::atomic::AtomicBool,
 }
+
+/// The directory fsck keeps at the root of an ext2/3/4 file system: not an object when the
+/// volume's root is a mount root ([`Volume::key`], the listing).
+pub const LOST_FOUND: &str = "lost+found";
+
+/// Blocking tasks one volume may run at once ([`Volume::gate`]). Tokio's blocking pool
+/// holds 512 threads: a few hung volumes cannot exhaust it.
+pub const BLOCKING_PER_VOLUME: usize = 64;
+
+/// Woken when a request meets an error that may mean the volume changed under it (a
+/// read-only or stale file system, a vanished directory): the liveness check then runs at
+/// once instead of at its next tick.
+pub static RECHECK: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
 /// A configured volume: served, or reported unavailable with the reason.
 #[derive(Debug, Clone)]
@@ -130,8 +155,9 @@ impl Volume {
             return Err(format!("{} is not a mount point (require_mount = true)", path.display()));
         }
         let st = fsx::fstat(root.as_fd()).map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
-        let vfs = nix::sys::statvfs::fstatvfs(root.as_fd()).map_err(|e| format!("statvfs {}: {e}", path.display()))?;
-        let mut read_only = vfs.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY);
+        let fs_read_only = fs_read_only(root.as_fd()).map_err(|e| format!("statvfs {}: {e}", path.display()))?;
+        let mut read_only = fs_read_only;
+        let mount_root = mount_state_fd(root.as_fd()).is_ok_and(|m| m.mount_root);
         let internal = settings.internal_dir.clone();
         let shown = |sub: &str| format!("{}/{sub}", path.display());
         let mut fence = Fence { name: internal.clone(), root: (st.st_dev, st.st_ino), ..Fence::default() };
@@ -186,6 +212,10 @@ impl Volume {
             tmpfile: std::sync::atomic::AtomicBool::new(tmpfile),
             created_ns,
             intact: std::sync::atomic::AtomicBool::new(true),
+            mount_root,
+            fs_read_only,
+            gate: Arc::new(tokio::sync::Semaphore::new(BLOCKING_PER_VOLUME)),
+            stalled: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -215,6 +245,44 @@ impl Volume {
         if self.tmpfile.swap(false, std::sync::atomic::Ordering::AcqRel) {
             warn!(volume = %self.name, why, "the file system accepted O_TMPFILE and linkat but did not honour them: using named temp files from now on");
         }
+    }
+
+    /// Records that work on this volume overran its deadline (`true`) or that a check
+    /// completed (`false`); returns the previous value.
+    pub fn set_stalled(&self, stalled: bool) -> bool {
+        self.stalled.swap(stalled, std::sync::atomic::Ordering::AcqRel)
+    }
+
+    /// True while work on this volume overran its deadline and no check has completed since.
+    pub fn is_stalled(&self) -> bool {
+        self.stalled.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Served now: the internal directory is the one opened and the file system answers.
+    pub fn is_servable(&self) -> bool {
+        self.is_intact() && !self.is_stalled()
+    }
+
+    /// The configured path still leads to the directory this volume opened (same
+    /// `(st_dev, st_ino)` as the root handle). Fails when the directory was removed,
+    /// renamed away, replaced, mounted over, or its mount was (lazily) unmounted: the root
+    /// handle then points into a tree nobody else sees, and nothing may be written there.
+    ///
+    /// Errors: [`Error::Unavailable`] (and the liveness check is woken). Blocking: one statx.
+    pub fn check_path(&self) -> Result<()> {
+        match mount_state_path(&self.path) {
+            Ok(m) if m.id == self.fence.root => Ok(()),
+            _ => {
+                RECHECK.notify_one();
+                Err(Error::Unavailable)
+            }
+        }
+    }
+
+    /// The file system is mounted read-only now (`ST_RDONLY` of the root handle), whatever
+    /// it was at open. Blocking: one statvfs.
+    pub fn read_only_now(&self) -> bool {
+        self.read_only || fs_read_only(self.root()).unwrap_or(false)
     }
 
     /// The root directory handle: the base of every lookup.
@@ -293,14 +361,24 @@ impl Volume {
                 .all(|(i, sub)| fsx::open_child_dir(dir.as_fd(), sub).is_ok_and(|fd| same(&fd, i + 1)))
     }
 
-    /// Validates a client key for this volume.
+    /// Validates a client key for this volume. On a volume whose root is a mount root, a
+    /// key under `lost+found` is refused like one under the internal directory: it is
+    /// fsck's, not an object (and nothing may be written there).
     pub fn key(&self, key: &str) -> Result<ObjectKey> {
-        ObjectKey::parse(key, &self.settings.internal_dir)
+        let k = ObjectKey::parse(key, &self.settings.internal_dir)?;
+        if self.mount_root && k.path().split('/').next() == Some(LOST_FOUND) {
+            return Err(Error::InvalidKey("the key names the file system's lost+found directory"));
+        }
+        Ok(k)
     }
 
-    /// Refuses writes on a read-only volume.
+    /// Refuses writes on a read-only volume, and on one whose path no longer leads to the
+    /// directory it opened ([`Volume::check_path`]: never a write into a detached tree).
     pub fn check_writable(&self) -> Result<()> {
-        if self.read_only { Err(Error::ReadOnly) } else { Ok(()) }
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        self.check_path()
     }
 
     /// HEAD: what is at `key`, or [`Error::NotFound`].
@@ -726,12 +804,65 @@ fn regular(fd: OwnedFd) -> Result<(OwnedFd, FileStat)> {
     Ok((fd, st))
 }
 
+/// True when `path` is a mount point now: the root of a mounted file system (statx's
+/// `STATX_ATTR_MOUNT_ROOT`, Linux 5.8; before that, a device differing from the parent's).
+/// A bind mount of a directory of the same file system counts too. Blocking.
 pub(super) fn is_mount_point(path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let (Ok(me), Ok(parent)) = (std::fs::metadata(path), std::fs::metadata(path.join(".."))) else {
-        return false;
-    };
-    me.dev() != parent.dev() || me.ino() == parent.ino()
+    mount_state_path(path).is_ok_and(|m| m.mount_root)
+}
+
+/// What statx says about a directory: its identity and whether it is a mount root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct MountState {
+    /// `(st_dev, st_ino)`, comparable with [`fsx::identity`].
+    pub id: (u64, u64),
+    /// The root of a mount.
+    pub mount_root: bool,
+}
+
+/// [`MountState`] of `path` (links followed, as the volume's own open follows them).
+pub(super) fn mount_state_path(path: &Path) -> io::Result<MountState> {
+    use std::os::unix::ffi::OsStrExt;
+    let c =
+        std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    statx_mount(libc::AT_FDCWD, &c, 0).or_else(|e| {
+        // Without statx (old kernels, some sandboxes): the device/inode guess.
+        if e.raw_os_error() != Some(libc::ENOSYS) {
+            return Err(e);
+        }
+        use std::os::unix::fs::MetadataExt;
+        let me = std::fs::metadata(path)?;
+        let parent = std::fs::metadata(path.join(".."))?;
+        Ok(MountState { id: (me.dev(), me.ino()), mount_root: me.dev() != parent.dev() || me.ino() == parent.ino() })
+    })
+}
+
+/// [`MountState`] of an open directory.
+pub(super) fn mount_state_fd(fd: BorrowedFd<'_>) -> io::Result<MountState> {
+    use std::os::fd::AsRawFd;
+    statx_mount(fd.as_raw_fd(), c"", libc::AT_EMPTY_PATH)
+}
+
+fn statx_mount(dirfd: libc::c_int, path: &std::ffi::CStr, flags: libc::c_int) -> io::Result<MountState> {
+    // SAFETY: `stx` is plain data the kernel fills in; `path` is a valid C string.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::statx(dirfd, path.as_ptr(), flags, libc::STATX_INO, &mut stx) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let dev = libc::makedev(stx.stx_dev_major, stx.stx_dev_minor);
+    let bit = libc::STATX_ATTR_MOUNT_ROOT as u64;
+    if stx.stx_attributes_mask & bit == 0 {
+        // A kernel before 5.8 does not report the attribute.
+        return Err(io::Error::from_raw_os_error(libc::ENOSYS));
+    }
+    Ok(MountState { id: (dev, stx.stx_ino), mount_root: stx.stx_attributes & bit != 0 })
+}
+
+/// The file system's `ST_RDONLY` flag (statvfs of an open handle).
+fn fs_read_only(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let vfs = nix::sys::statvfs::fstatvfs(fd)?;
+    Ok(vfs.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
 }
 
 /// `n` random bytes as lower-case hex (temp names, upload ids, dev keys).
@@ -744,9 +875,46 @@ pub fn random_hex(n: usize) -> String {
 /// The set of volumes this daemon serves, by bucket name.
 #[derive(Debug)]
 pub struct Volumes {
-    map: RwLock<BTreeMap<String, VolumeState>>,
+    map: RwLock<BTreeMap<String, Entry>>,
     /// `volumes_root` mode: the parent directory whose subdirectories are volumes.
     root_dir: Option<(PathBuf, VolumeSettings)>,
+}
+
+/// One configured volume: its state and what it takes to open it again.
+#[derive(Debug, Clone)]
+struct Entry {
+    state: VolumeState,
+    path: PathBuf,
+    settings: VolumeSettings,
+    /// Served only while the path is a mount point: `require_mount`, or the volume was a
+    /// mount root when last opened (its mount going away must not expose the directory
+    /// beneath it, typically empty, as the bucket).
+    needs_mount: bool,
+}
+
+impl Entry {
+    fn new(name: &str, path: PathBuf, settings: VolumeSettings) -> Self {
+        let needs_mount = settings.require_mount;
+        let state = open_state(name, &path, settings.clone(), needs_mount, true);
+        let mut e = Self { state, path, settings, needs_mount };
+        e.note_mount();
+        e
+    }
+
+    fn note_mount(&mut self) {
+        if let VolumeState::Online(v) = &self.state {
+            self.needs_mount |= v.mount_root;
+        }
+    }
+}
+
+/// What a liveness check ([`Volumes::check`]) changed, for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transition {
+    /// Served again (or for the first time), from the directory now at its path.
+    Online { read_only: bool },
+    /// Not served any more, with the reason.
+    Unavailable(String),
 }
 
 impl Volumes {
@@ -755,8 +923,8 @@ impl Volumes {
     pub fn open(explicit: Vec<(String, PathBuf, VolumeSettings)>, root_dir: Option<(PathBuf, VolumeSettings)>) -> Self {
         let mut map = BTreeMap::new();
         for (name, path, settings) in explicit {
-            let state = open_state(&name, &path, settings);
-            map.insert(name, state);
+            let entry = Entry::new(&name, path, settings);
+            map.insert(name, entry);
         }
         let vols = Self { map: RwLock::new(map), root_dir };
         vols.rescan();
@@ -785,18 +953,19 @@ impl Volumes {
             if self.map.read().unwrap().contains_key(&name) {
                 continue;
             }
-            let state = open_state(&name, &ent.path(), settings.clone());
-            self.map.write().unwrap().insert(name, state);
+            let entry = Entry::new(&name, ent.path(), settings.clone());
+            self.map.write().unwrap().insert(name, entry);
         }
         self.map.write().unwrap().retain(|name, _| seen.contains(name));
     }
 
     /// The volume named `bucket`: [`Error::NoSuchBucket`] when unknown, [`Error::Unavailable`]
-    /// when configured but not servable.
+    /// when configured but not servable now. Never touches the file system unless a
+    /// `volumes_root` rescan is needed for an unknown name.
     pub fn get(&self, bucket: &str) -> Result<Arc<Volume>> {
-        if let Some(state) = self.map.read().unwrap().get(bucket) {
-            return match state {
-                VolumeState::Online(v) if v.is_intact() => Ok(v.clone()),
+        if let Some(e) = self.map.read().unwrap().get(bucket) {
+            return match &e.state {
+                VolumeState::Online(v) if v.is_servable() => Ok(v.clone()),
                 VolumeState::Online(_) | VolumeState::Unavailable(..) => Err(Error::Unavailable),
             };
         }
@@ -804,7 +973,7 @@ impl Volumes {
             self.rescan();
             // Found by this scan but not servable (its internal directory is a link, say):
             // 503 from the first request on, as on every later one.
-            match self.map.read().unwrap().get(bucket) {
+            match self.map.read().unwrap().get(bucket).map(|e| &e.state) {
                 Some(VolumeState::Online(v)) => return Ok(v.clone()),
                 Some(VolumeState::Unavailable(..)) => return Err(Error::Unavailable),
                 None => {}
@@ -816,7 +985,78 @@ impl Volumes {
     /// Every volume with its state, by name.
     pub fn all(&self) -> Vec<(String, VolumeState)> {
         self.rescan();
-        self.map.read().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        self.map.read().unwrap().iter().map(|(k, e)| (k.clone(), e.state.clone())).collect()
+    }
+
+    /// The names of every volume (no rescan, no file-system access).
+    pub fn names(&self) -> Vec<String> {
+        self.map.read().unwrap().keys().cloned().collect()
+    }
+
+    /// The liveness check of one volume (blocking; run on the blocking pool, one volume
+    /// per task, so a hung file system stalls only its own check). Returns what changed.
+    ///
+    /// A served volume is opened again (a new root handle, internal directory and xattr
+    /// probe) when its path leads to another directory than the one it holds (removed and
+    /// re-created, mounted over) or its file system's read-only flag changed (remounted);
+    /// it becomes unavailable (503) when its path leads nowhere (removed, renamed away), or
+    /// not to a mount point while one is needed ([`Entry::needs_mount`]: unmounted, also
+    /// lazily). An unavailable volume is opened again at every check until it succeeds.
+    /// The internal directory is checked as by [`Volume::check_internal`] (no re-open: a
+    /// renamed internal directory is the operator's to put back).
+    pub fn check(&self, name: &str) -> Option<Transition> {
+        let entry = self.map.read().unwrap().get(name)?.clone();
+        let reopen = match &entry.state {
+            VolumeState::Online(v) => {
+                let changed = match mount_state_path(&entry.path) {
+                    Err(_) => true,
+                    Ok(m) => m.id != v.fence.root || fs_read_only(v.root()).is_ok_and(|ro| ro != v.fs_read_only),
+                };
+                if !changed {
+                    let (intact, flipped) = v.check_internal();
+                    v.set_stalled(false);
+                    return flipped.then(|| {
+                        if intact {
+                            Transition::Online { read_only: v.read_only }
+                        } else {
+                            Transition::Unavailable("the internal directory was renamed, removed or replaced".into())
+                        }
+                    });
+                }
+                true
+            }
+            VolumeState::Unavailable(..) => true,
+        };
+        debug_assert!(reopen);
+        let next = open_state(name, &entry.path, entry.settings.clone(), entry.needs_mount, false);
+        let transition = match (&entry.state, &next) {
+            (VolumeState::Unavailable(old, _), VolumeState::Unavailable(new, _)) if old == new => return None,
+            (_, VolumeState::Unavailable(why, _)) => Transition::Unavailable(why.clone()),
+            (_, VolumeState::Online(v)) => Transition::Online { read_only: v.read_only },
+        };
+        let mut map = self.map.write().unwrap();
+        let slot = map.get_mut(name)?;
+        // Replaced meanwhile (CreateBucket, DeleteBucket, another check): leave it.
+        let same = match (&slot.state, &entry.state) {
+            (VolumeState::Online(a), VolumeState::Online(b)) => Arc::ptr_eq(a, b),
+            (VolumeState::Unavailable(a, _), VolumeState::Unavailable(b, _)) => a == b,
+            _ => false,
+        };
+        if !same {
+            return None;
+        }
+        slot.state = next;
+        slot.note_mount();
+        Some(transition)
+    }
+
+    /// Marks the served volume `name` stalled ([`Volume::set_stalled`]): its liveness check
+    /// has not returned within the deadline. True when this changed it.
+    pub fn mark_stalled(&self, name: &str) -> bool {
+        match self.map.read().unwrap().get(name).map(|e| &e.state) {
+            Some(VolumeState::Online(v)) => !v.set_stalled(true),
+            _ => false,
+        }
     }
 
     /// True in `volumes_root` mode (CreateBucket/DeleteBucket allowed).
@@ -835,8 +1075,8 @@ impl Volumes {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(Error::BucketExists),
             Err(e) => return Err(e.into()),
         }
-        let state = open_state(bucket, &path, settings.clone());
-        self.map.write().unwrap().insert(bucket.to_owned(), state);
+        let entry = Entry::new(bucket, path, settings.clone());
+        self.map.write().unwrap().insert(bucket.to_owned(), entry);
         Ok(())
     }
 
@@ -898,10 +1138,16 @@ impl Volumes {
 /// Directory levels of the internal directory s3vol makes: `.s3vol`, `multipart`, an upload.
 const INTERNAL_DEPTH: usize = 3;
 
-fn open_state(name: &str, path: &Path, settings: VolumeSettings) -> VolumeState {
+/// Opens a volume for the registry; `needs_mount`: refused unless `path` is a mount point.
+/// `log`: report the outcome (at start; the liveness check logs only changes).
+fn open_state(name: &str, path: &Path, settings: VolumeSettings, needs_mount: bool, log: bool) -> VolumeState {
+    if needs_mount && !settings.require_mount && !is_mount_point(path) {
+        let reason = format!("{} is not a mount point any more (it was one when last served)", path.display());
+        return VolumeState::Unavailable(reason, path.to_owned());
+    }
     match Volume::open(name, path, settings) {
         Ok(v) => {
-            if v.read_only {
+            if v.read_only && log {
                 warn!(volume = name, "the volume is read-only: served for reads only");
             }
             let v = Arc::new(v);
@@ -911,7 +1157,9 @@ fn open_state(name: &str, path: &Path, settings: VolumeSettings) -> VolumeState 
             VolumeState::Online(v)
         }
         Err(reason) => {
-            warn!(volume = name, %reason, "volume unavailable: it answers 503 ServiceUnavailable");
+            if log {
+                warn!(volume = name, %reason, "volume unavailable: it answers 503 ServiceUnavailable");
+            }
             VolumeState::Unavailable(reason, path.to_owned())
         }
     }
@@ -1034,6 +1282,40 @@ mod tests {
         assert_eq!(names(".s3vol"), ["multipart", "tmp"]);
         assert_eq!(names(".s3vol/tmp"), ["planted"]);
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_removed_renamed_or_recreated_directory_is_noticed_by_the_check() {
+        let base = scratch("live");
+        let (dir, moved) = (base.join("vol"), base.join("moved"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let vols = Volumes::open(vec![("v".into(), dir.clone(), VolumeSettings::default())], None);
+        let first = vols.get("v").unwrap();
+        assert_eq!(vols.check("v"), None, "nothing changed");
+        std::fs::rename(&dir, &moved).unwrap();
+        // Writes are refused at once, before any check.
+        assert!(matches!(first.check_writable(), Err(Error::Unavailable)));
+        assert!(matches!(vols.check("v"), Some(Transition::Unavailable(_))));
+        assert!(matches!(vols.get("v"), Err(Error::Unavailable)));
+        assert_eq!(vols.check("v"), None, "still gone: no new transition");
+        std::fs::create_dir(&dir).unwrap();
+        assert_eq!(vols.check("v"), Some(Transition::Online { read_only: false }));
+        let second = vols.get("v").unwrap();
+        assert!(!Arc::ptr_eq(&first, &second) && second.check_writable().is_ok());
+        assert!(dir.join(".s3vol/tmp").is_dir(), "a new internal directory");
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn statx_tells_mount_roots_from_plain_directories() {
+        assert!(is_mount_point(Path::new("/")) && is_mount_point(Path::new("/proc")));
+        let dir = scratch("statx");
+        let m = mount_state_path(&dir).unwrap();
+        assert!(!m.mount_root);
+        let fd = nix::fcntl::open(&dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY, nix::sys::stat::Mode::empty()).unwrap();
+        assert_eq!(m.id, fsx::identity(fd.as_fd()).unwrap());
+        assert_eq!(mount_state_fd(fd.as_fd()).unwrap(), m);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

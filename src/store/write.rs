@@ -275,6 +275,9 @@ impl Writer {
     /// [`Error::Io`] when the file system did not make the name; I/O errors.
     pub(super) fn commit_into(mut self, dir: std::os::fd::BorrowedFd<'_>, name: &str) -> Result<u64> {
         self.check_complete()?;
+        // The volume may have been renamed away, unmounted or remounted read-only while the
+        // body streamed: never commit into a detached tree.
+        self.vol.check_writable()?;
         let mut file = self.out.take().expect("writer is open").into_inner()?;
         self.check_size(&file)?;
         if self.vol.settings.fsync {
@@ -500,6 +503,9 @@ impl Writer {
     /// on any of them nothing is committed and the temp file is removed.
     pub fn commit_if(mut self, mut meta: ObjectMeta, cond: &Condition) -> Result<ObjectInfo> {
         self.check_complete()?;
+        // The volume may have been renamed away, unmounted or remounted read-only while the
+        // body streamed: never commit into a detached tree.
+        self.vol.check_writable()?;
         let mut file = self.out.take().expect("writer is open").into_inner()?;
         self.check_size(&file)?;
         if meta.etag.is_empty() {
