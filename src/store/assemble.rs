@@ -126,10 +126,15 @@ impl ClaimNote {
     }
 }
 
-/// This node and boot: `<hostname>/<kernel boot id>` (a pid means nothing across either).
+/// This node, boot and PID namespace: `<hostname>/<kernel boot id>/<pid namespace>`. A pid
+/// means nothing across any of them: two containers on one node (host network, so one
+/// hostname) each see the other's pids as missing, and must not take a live holder for a
+/// dead one. A record without the namespace (an older s3vol) never matches, so it is only
+/// ever broken by age.
 pub(super) fn hostname() -> String {
     let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_owned()).unwrap_or_default();
-    format!("{}/{}", read("/proc/sys/kernel/hostname"), read("/proc/sys/kernel/random/boot_id"))
+    let pidns = std::fs::read_link("/proc/self/ns/pid").map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+    format!("{}/{}/{pidns}", read("/proc/sys/kernel/hostname"), read("/proc/sys/kernel/random/boot_id"))
 }
 
 enum Claim {
@@ -321,11 +326,28 @@ fn assemble(
         finished: fsx::now_secs(),
         method: method.to_owned(),
     };
-    // A predecessor that died between its commit and its record left the whole object.
-    if let Ok(info) = vol.head(key)
+    // A predecessor that died between its commit and its record left the whole object:
+    // the same ETag and part sizes, and this upload's metadata (another upload of the same
+    // bytes with other metadata is not this one). A conditional Complete never takes this
+    // shortcut: it would answer 200 without judging its condition (a retry of one whose
+    // first attempt committed then answers by the condition, e.g. 412 for
+    // `If-None-Match: *`, and commits nothing).
+    let own_meta = |m: &super::meta::ObjectMeta| {
+        let strip = |m: &super::meta::ObjectMeta| super::meta::ObjectMeta {
+            etag: String::new(),
+            parts: Vec::new(),
+            checksums: Default::default(),
+            fp: None,
+            ..m.clone()
+        };
+        strip(m) == strip(&manifest.meta)
+    };
+    if *cond == Condition::None
+        && let Ok(info) = vol.head(key)
         && info.from_xattr
         && info.meta.etag == expected
         && info.meta.parts == sizes
+        && own_meta(&info.meta)
     {
         return Ok(done("recovered"));
     }

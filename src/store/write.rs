@@ -534,12 +534,12 @@ impl Writer {
                 Some(Placed::Ours(now)) => {
                     self.vol.space.add_used(st.st_size);
                     self.sync_dir(pdir.as_fd())?;
-                    return self.finish(&file, now, meta);
+                    return self.finish(file, now, meta);
                 }
                 Some(Placed::Replaced) => {
                     self.vol.space.add_used(st.st_size);
                     self.sync_dir(pdir.as_fd())?;
-                    return self.finish(&file, st, meta);
+                    return self.finish(file, st, meta);
                 }
                 Some(Placed::NotDone) => {
                     self.vol.distrust_tmpfile("an object's link");
@@ -616,7 +616,7 @@ impl Writer {
         let now = self.check_renamed(pdir.as_fd(), leaf, &st, prior.as_ref(), from.as_fd(), &tmp_name)?;
         drop(lock);
         self.sync_dir(pdir.as_fd())?;
-        self.finish(&file, now.unwrap_or(st), meta)
+        self.finish(file, now.unwrap_or(st), meta)
     }
 
     /// Writes what the commit needs onto the complete temp file: owner and mode, the
@@ -643,7 +643,12 @@ impl Writer {
     /// A modification time that moved since the attribute was written (rounded by the file
     /// system, or set when the name was made) gets the fingerprint written again; otherwise
     /// every later read would find the metadata stale.
-    fn finish(&self, file: &File, now: FileStat, mut meta: ObjectMeta) -> Result<ObjectInfo> {
+    ///
+    /// Without extended attributes the ETag is the synthesized one of the file's final
+    /// state: the file is closed first (a FUSE or network file system may set the
+    /// modification time when it flushes on close) and the key looked up again, so the
+    /// PUT answers the ETag that HEAD, listings and `If-Match` will see.
+    fn finish(&self, file: File, mut now: FileStat, mut meta: ObjectMeta) -> Result<ObjectInfo> {
         let fp = Fingerprint::of(&now);
         if meta.fp != Some(fp) && meta.fp.is_some_and(|old| old.ino == fp.ino) {
             meta.fp = Some(fp);
@@ -653,6 +658,16 @@ impl Writer {
                     fsx::fsync(file.as_fd())?;
                 }
             }
+        }
+        if !self.vol.xattrs {
+            drop(file);
+            if let Ok((_, st)) = self.vol.open_regular(&self.key)
+                && st.st_ino == now.st_ino
+                && st.st_dev == now.st_dev
+            {
+                now = st;
+            }
+            meta.etag = meta::synthesized_etag(&now);
         }
         Ok(ObjectInfo { size: now.st_size as u64, mtime_ns: fsx::mtime_ns(&now), meta, from_xattr: self.vol.xattrs })
     }

@@ -17,7 +17,11 @@ ramfs cases skip (fail under CI).
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
+import json
 import os
+import time
+import uuid
 import subprocess
 import threading
 from pathlib import Path
@@ -324,3 +328,63 @@ def test_delete_if_match_race_with_cas_writers_has_one_winner(nodes):
     else:
         assert (vol / key).read_bytes() == bodies[won[0]]
     no_leftovers(vol)
+
+
+def test_complete_of_another_upload_with_the_same_bytes_does_not_count_as_done(nodes):
+    """Complete's crash-recovery shortcut ("the object with these parts is already there")
+    used to answer 200 for any upload whose parts matched the object: with If-None-Match
+    on an existing key, and silently dropping the second upload's metadata."""
+    a, b, vol = nodes
+    if "ramfs" in str(vol):
+        pytest.skip("no extended attributes on ramfs: no metadata to compare, no shortcut taken")
+    ca, cb = clients(a, b)
+    key = f"same-bytes-{uuid.uuid4().hex[:8]}"
+
+    def upload(c, who):
+        up = c.create_multipart_upload(Bucket="vol-a", Key=key, ContentType=f"type/{who}",
+                                       Metadata={"who": str(who)})["UploadId"]
+        e = c.upload_part(Bucket="vol-a", Key=key, UploadId=up, PartNumber=1, Body=b"identical part")["ETag"]
+        return up, [{"PartNumber": 1, "ETag": e}]
+
+    up0, parts0 = upload(ca, 0)
+    up1, parts1 = upload(cb, 1)
+    up2, parts2 = upload(ca, 2)
+    ca.complete_multipart_upload(Bucket="vol-a", Key=key, UploadId=up0, MultipartUpload={"Parts": parts0},
+                                 IfNoneMatch="*")
+    with pytest.raises(ClientError) as e:
+        cb.complete_multipart_upload(Bucket="vol-a", Key=key, UploadId=up1, MultipartUpload={"Parts": parts1},
+                                     IfNoneMatch="*")
+    assert err_status(e.value) == 412, e.value
+    assert ca.head_object(Bucket="vol-a", Key=key)["Metadata"] == {"who": "0"}
+    # Without a condition the second upload of the same bytes is committed, metadata and all.
+    cb.complete_multipart_upload(Bucket="vol-a", Key=key, UploadId=up2, MultipartUpload={"Parts": parts2})
+    h = cb.head_object(Bucket="vol-a", Key=key)
+    assert (h["ContentType"], h["Metadata"]) == ("type/2", {"who": "2"})
+    ca.abort_multipart_upload(Bucket="vol-a", Key=key, UploadId=up1)
+
+
+def test_lock_of_a_holder_in_another_pid_namespace_is_not_broken_early(nodes):
+    """A lock's holder on the same host but in another PID namespace (two containers with
+    host networking) looks dead to `kill(pid, 0)`: its live lock used to be broken at once,
+    so two compare-and-swaps could both win. Only age breaks such a lock now."""
+    a, b, vol = nodes
+    ca, _ = clients(a, b)
+    key = f"pidns-{uuid.uuid4().hex[:8]}"
+    etag = ca.put_object(Bucket="vol-a", Key=key, Body=b"v0")["ETag"]
+    read = lambda p: Path(p).read_text().strip()  # noqa: E731
+    # Same host and boot, and no namespace that matches ours (as an older s3vol in another
+    # container writes it): its pid means nothing here.
+    host = f"{read('/proc/sys/kernel/hostname')}/{read('/proc/sys/kernel/random/boot_id')}"
+    lock = vol / ".s3vol" / "tmp" / ("lock-" + hashlib.md5(key.encode()).hexdigest())
+    lock.write_text(json.dumps({"host": host, "pid": 4_000_000, "nonce": "0123456789abcdef",
+                                "taken": int(time.time())}))
+    try:
+        started = time.monotonic()
+        with pytest.raises(ClientError) as e:
+            ca.put_object(Bucket="vol-a", Key=key, Body=b"v1", IfMatch=etag)
+        assert (err_status(e.value), err_code(e.value)) == (409, "ConditionalRequestConflict"), e.value
+        assert time.monotonic() - started >= 5
+        assert lock.exists(), "the live holder's lock was broken"
+        assert (vol / key).read_bytes() == b"v0"
+    finally:
+        lock.unlink(missing_ok=True)

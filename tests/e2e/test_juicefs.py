@@ -348,3 +348,19 @@ def test_upload_whose_node_was_killed_mid_part_is_finished_through_the_other(clu
         assert hashlib.md5(got["Body"].read()).hexdigest() == hashlib.md5(whole).hexdigest()
     finally:
         stop_daemon(victim)
+
+
+def test_the_etag_a_put_answers_is_the_one_every_node_then_shows(cluster):
+    """Without extended attributes the ETag is made from the file (inode, size, mtime): a
+    PUT used to answer one made before the file was closed, while HEAD, listings and
+    If-Match saw another, so a compare-and-swap with the PUT's ETag always failed."""
+    cl = cluster
+    for i in range(3):
+        key = f"etag/{i}.bin"
+        put = cl.front.client().put_object(Bucket=BUCKET, Key=key, Body=data(1000 + i, f"etag{i}"))["ETag"]
+        time.sleep(1.5)  # past the mounts' attribute cache
+        for n in cl.nodes:
+            assert n.client().head_object(Bucket=BUCKET, Key=key)["ETag"] == put, (key, n.port)
+        # The answered ETag works as a compare-and-swap, once.
+        r = cl.front.client().put_object(Bucket=BUCKET, Key=key, Body=b"swapped", IfMatch=put)
+        assert r["ETag"] != put

@@ -369,6 +369,10 @@ def test_overwrite_under_a_quota_counts_the_size_of_the_object_it_replaces(tmp_p
         assert r.status == 403 and r.code == "QuotaExceeded", r
         assert (mnt / "a.bin").read_bytes() == small
         assert not (mnt / "c.bin").exists()
+        # Admission too: replacing b.bin (800 KiB) with 850 KiB needs 50 KiB more, which fits.
+        r = put(d, "quota-over", "b.bin", data(850 * 1024, "b2"))
+        assert r.status == 200, r
+        assert status_of(d, "quota-over")["capacity"]["used"] == 950 * 1024
     finally:
         if d:
             stop_daemon(d)
