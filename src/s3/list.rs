@@ -41,6 +41,11 @@ impl S3Vol {
         blocking(move || {
             let q = Query { prefix: &prefix, delimiter: delimiter.as_deref(), after: after.as_deref(), max_keys: max };
             let page = list::walk(&mut FsTree::new(&vol), &q)?;
+            // A volume whose directory was removed, renamed away or unmounted since its
+            // last check lists as empty from its old handle: never answer that (SPEC.md).
+            if page.items.is_empty() {
+                vol.check_path()?;
+            }
             let last = page.items.last().map(|i| i.name().to_owned());
             let prefixes = page
                 .items

@@ -84,6 +84,13 @@ impl Space {
     /// Errors: [`Error::EntityTooLarge`] over `max_object_size`; [`Error::QuotaExceeded`]
     /// when the quota cannot hold it; [`Error::NoSpace`] when the file system cannot.
     pub fn reserve(self: &Arc<Self>, root: BorrowedFd<'_>, declared: u64) -> Result<Reservation> {
+        self.reserve_replacing(root, declared, 0)
+    }
+
+    /// [`Space::reserve`] for a write that replaces an object of `replacing` bytes: under a
+    /// quota it needs only the growth (the old object's bytes go when it commits); free
+    /// space is still judged on the whole size (both files exist until the rename).
+    pub fn reserve_replacing(self: &Arc<Self>, root: BorrowedFd<'_>, declared: u64, replacing: u64) -> Result<Reservation> {
         if self.limits.max_object_size.is_some_and(|max| declared > max) {
             return Err(Error::EntityTooLarge);
         }
@@ -91,7 +98,8 @@ impl Space {
         let mut inf = self.inflight.lock().unwrap();
         if let Some(quota) = self.limits.quota {
             let used = self.used.load(Ordering::Relaxed).max(0) as u64;
-            if used.saturating_add(inf.declared).saturating_add(declared) > quota {
+            let growth = declared.saturating_sub(replacing);
+            if used.saturating_add(inf.declared).saturating_add(growth) > quota {
                 return Err(Error::QuotaExceeded);
             }
         }

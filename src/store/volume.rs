@@ -396,16 +396,33 @@ impl Volume {
     /// Opens the regular file at `key` for reading; `NotFound` for anything else.
     ///
     /// `O_NONBLOCK` so that a FIFO swapped in can never block the open.
+    ///
+    /// A miss is checked against the volume's path first: a volume whose directory was
+    /// removed, renamed away or unmounted since its last check answers
+    /// [`Error::Unavailable`], not NoSuchKey (one `statx`, on misses only).
     pub fn open_regular(&self, key: &ObjectKey) -> Result<(OwnedFd, FileStat)> {
-        let fd = self.open_path(key.path(), READ_FLAGS).map_err(open_error)?;
-        regular(fd)
+        let r = self.open_path(key.path(), READ_FLAGS).map_err(open_error).and_then(regular);
+        if matches!(r, Err(Error::NotFound)) {
+            self.check_path()?;
+        }
+        r
     }
 
     /// [`Volume::open_regular`] for the async threads: `None` unless the volume is local
     /// and every component of the key is in the kernel's lookup cache (`RESOLVE_CACHED`),
     /// so that nothing here waits on a device or a server; the caller then uses the
     /// blocking pool. Directory markers (`k/`) always take the blocking path.
+    ///
+    /// A miss is left to the blocking path too, which checks the volume's path before it
+    /// answers NoSuchKey (see [`Volume::open_regular`]).
     pub fn open_regular_cached(&self, key: &ObjectKey) -> Option<Result<(OwnedFd, FileStat)>> {
+        match self.open_regular_cached_inner(key) {
+            Some(Err(Error::NotFound)) => None,
+            r => r,
+        }
+    }
+
+    fn open_regular_cached_inner(&self, key: &ObjectKey) -> Option<Result<(OwnedFd, FileStat)>> {
         // A root that folds case needs the identity checks of the slow lookup every time.
         if !self.local || key.is_dir_marker() || self.fence.folds_case {
             return None;

@@ -80,7 +80,12 @@ impl Writer {
     pub fn begin(vol: Arc<Volume>, key: ObjectKey, declared: u64) -> Result<Self> {
         vol.check_writable()?;
         precheck_target(&vol, &key)?;
-        Self::open(vol, key, Some(declared))
+        // Under a quota an overwrite needs only its growth: the object it replaces goes.
+        let replacing = match vol.space.limits.quota {
+            Some(_) => vol.open_regular(&key).map_or(0, |(_, st)| st.st_size as u64),
+            None => 0,
+        };
+        Self::open_replacing(vol, key, Some(declared), replacing)
     }
 
     /// Starts the assembly of a multipart object at `key`: the same early refusals as
@@ -166,8 +171,12 @@ impl Writer {
 
     /// Admits `declared` bytes (nothing for an assembly), then creates the temp file.
     fn open(vol: Arc<Volume>, key: ObjectKey, declared: Option<u64>) -> Result<Self> {
+        Self::open_replacing(vol, key, declared, 0)
+    }
+
+    fn open_replacing(vol: Arc<Volume>, key: ObjectKey, declared: Option<u64>, replacing: u64) -> Result<Self> {
         let size = declared.unwrap_or(0);
-        let reservation = Some(vol.space.reserve(vol.root(), size)?);
+        let reservation = Some(vol.space.reserve_replacing(vol.root(), size, replacing)?);
         let (fd, temp) = create_temp(&vol)?;
         // Direct I/O only where the kernel is the file system (not NFS or FUSE, whose
         // O_DIRECT means an uncached round trip per write).

@@ -256,8 +256,12 @@ def test_directory_removed_and_recreated_answers_503_then_serves_the_new_one(tmp
         d = volume_daemon(tmp_path, {"recreated": vol})
         assert put(d, "recreated", "old.txt", b"old").status == 200
         shutil.rmtree(vol)
-        # A write at once goes nowhere; a listing is never the empty removed directory.
+        # At once, before any periodic check: a write goes nowhere, a listing is never the
+        # empty removed directory, and a key that was there is not "missing".
         assert put(d, "recreated", "lost.txt", b"x").status == 503
+        assert listing(d, "recreated").status == 503
+        assert d.raw("HEAD", "/recreated/old.txt").status == 503
+        assert d.raw("GET", "/recreated/old.txt").status == 503
         until(lambda: listing(d, "recreated").status == 503, "503 for a removed directory")
         assert not vol.exists()
         vol.mkdir()
