@@ -78,11 +78,7 @@ impl Condition {
     pub fn check(&self, vol: &Volume, key: &ObjectKey) -> Result<()> {
         let current = match self {
             Condition::None => return Ok(()),
-            _ => match vol.head(key) {
-                Ok(info) => Some(info),
-                Err(Error::NotFound) => None,
-                Err(e) => return Err(e),
-            },
+            _ => current(vol, key)?,
         };
         match (self, current) {
             (Condition::Absent, None) => Ok(()),
@@ -92,6 +88,56 @@ impl Condition {
             _ => Ok(()),
         }
     }
+}
+
+/// How often, and how long apart, [`current`] looks again while the lookup cache and the
+/// directory disagree (JuiceFS caches entries for 1 s by default).
+const FRESH_TRIES: u32 = 40;
+const FRESH_WAIT: Duration = Duration::from_millis(100);
+
+/// The object at `key` as the file server has it now, for a condition judged under the
+/// key's lock. On a local file system that is what a lookup finds. On a network or FUSE
+/// file system a lookup may still find the file another node replaced a moment ago (the
+/// client caches names for a while): the name is then looked up again until the inode it
+/// leads to is the one the directory itself lists, so that of two nodes holding the same
+/// ETag only one can win a compare-and-swap.
+///
+/// Errors: [`Error::ConditionalConflict`] when the two do not agree within about 4 s;
+/// lookup errors.
+fn current(vol: &Volume, key: &ObjectKey) -> Result<Option<super::meta::ObjectInfo>> {
+    let head = || match vol.head(key) {
+        Ok(info) => Ok(Some(info)),
+        Err(Error::NotFound) => Ok(None),
+        Err(e) => Err(e),
+    };
+    if vol.local || key.is_dir_marker() {
+        return head();
+    }
+    let (parent, leaf) = key.split_parent();
+    for _ in 0..FRESH_TRIES {
+        let opened = match vol.open_regular(key) {
+            Ok((fd, st)) => Some((fd, st)),
+            Err(Error::NotFound) => None,
+            Err(e) => return Err(e),
+        };
+        let listed = match vol.open_dir_path(parent) {
+            Ok(dir) => fsx::entry_ino(dir.as_fd(), leaf)?,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        use nix::dir::Type;
+        match (opened, listed) {
+            // A link inside the volume: its target is what the key names.
+            (Some((fd, st)), Some((ino, t))) if t == Some(Type::Symlink) || st.st_ino == ino => {
+                return Ok(Some(super::meta::load(fd.as_fd(), &st, key.as_str(), vol.xattrs)));
+            }
+            (None, None) => return Ok(None),
+            // A directory, FIFO or link at the key: no object, as a lookup says.
+            (None, Some((_, Some(t)))) if t != Type::File => return Ok(None),
+            _ => std::thread::sleep(FRESH_WAIT),
+        }
+    }
+    Err(Error::ConditionalConflict)
 }
 
 /// Who holds a lock file (its content, JSON).

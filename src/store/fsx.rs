@@ -371,6 +371,20 @@ pub fn read_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<RawEntry>> {
     Ok(out)
 }
 
+/// The inode number and `d_type` (as [`read_dir_each`] gives it) of the entry `name` of the
+/// directory open at `dir`, as the directory itself lists it (read afresh, not through the
+/// kernel's lookup cache); `None` when it has no such entry.
+pub fn entry_ino(dir: BorrowedFd<'_>, name: &str) -> io::Result<Option<(u64, Option<nix::dir::Type>)>> {
+    let mut d = reopen_dir(dir)?;
+    for ent in d.iter() {
+        let ent = ent?;
+        if ent.file_name().to_bytes() == name.as_bytes() {
+            return Ok(Some((ent.ino(), ent.file_type())));
+        }
+    }
+    Ok(None)
+}
+
 /// Calls `f(name, d_type)` for every entry of the directory open at `dir` (except `.` and
 /// `..`), in no order, without allocating per entry (a directory of a million names).
 /// `d_type` is `DT_REG`, `DT_DIR`, `DT_LNK`, `DT_FIFO` for any other special file, or

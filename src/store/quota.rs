@@ -90,7 +90,12 @@ impl Space {
     /// [`Space::reserve`] for a write that replaces an object of `replacing` bytes: under a
     /// quota it needs only the growth (the old object's bytes go when it commits); free
     /// space is still judged on the whole size (both files exist until the rename).
-    pub fn reserve_replacing(self: &Arc<Self>, root: BorrowedFd<'_>, declared: u64, replacing: u64) -> Result<Reservation> {
+    pub fn reserve_replacing(
+        self: &Arc<Self>,
+        root: BorrowedFd<'_>,
+        declared: u64,
+        replacing: u64,
+    ) -> Result<Reservation> {
         if self.limits.max_object_size.is_some_and(|max| declared > max) {
             return Err(Error::EntityTooLarge);
         }

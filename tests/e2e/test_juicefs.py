@@ -28,6 +28,7 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from helpers import (
     ACCESS_KEY, SECRET_KEY, SYNTH_ETAG_RE, data, md5_etag, start_daemon, stop_daemon, toml_str,
@@ -364,3 +365,22 @@ def test_the_etag_a_put_answers_is_the_one_every_node_then_shows(cluster):
         # The answered ETag works as a compare-and-swap, once.
         r = cl.front.client().put_object(Bucket=BUCKET, Key=key, Body=b"swapped", IfMatch=put)
         assert r["ETag"] != put
+
+
+def test_compare_and_swap_through_both_nodes_has_one_winner(cluster):
+    """Node B's mount caches names for a while: after node A swapped the object, B's lookup
+    still found the replaced file, its old ETag matched, and both compare-and-swaps won
+    (the outside reliability pass: 10 of 10). B must now see the swap and answer 412."""
+    cl = cluster
+    a, b = cl.nodes[0].client(), cl.nodes[1].client()
+    for i in range(5):
+        key = f"cas/{i}.bin"
+        # Both nodes have looked the key up, so both caches hold its first file.
+        etag = a.put_object(Bucket=BUCKET, Key=key, Body=b"v0")["ETag"]
+        time.sleep(1.5)
+        assert b.head_object(Bucket=BUCKET, Key=key)["ETag"] == etag
+        a.put_object(Bucket=BUCKET, Key=key, Body=b"v1 from a", IfMatch=etag)
+        with pytest.raises(ClientError) as e:
+            b.put_object(Bucket=BUCKET, Key=key, Body=b"v1 from b", IfMatch=etag)
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412, e.value
+        assert on_disk(cl, key) == [b"v1 from a", b"v1 from a"]
