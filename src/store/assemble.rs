@@ -352,7 +352,7 @@ fn assemble(
         return Ok(done("recovered"));
     }
     // Fails early, before any work, a condition that does not hold now.
-    cond.check(vol, key)?;
+    let _ = cond.check(vol, key)?;
     // Room for the assembly is judged below, part by part (a clone needs none, a copy
     // the whole object, append-and-delete about one part); the object's size limit holds.
     if vol.space.limits.max_object_size.is_some_and(|max| sizes.iter().sum::<u64>() > max) {

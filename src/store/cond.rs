@@ -75,17 +75,22 @@ impl Condition {
     /// only an early answer (the commit judges again atomically).
     ///
     /// Errors: [`Error::PreconditionFailed`], [`Error::NotFound`], lookup errors.
-    pub fn check(&self, vol: &Volume, key: &ObjectKey) -> Result<()> {
+    ///
+    /// Returns the `(st_dev, st_ino)` of the object the condition was judged on, when
+    /// there is one (a compare-and-swap commits by exchanging names and then checks that
+    /// it displaced exactly that file).
+    pub fn check(&self, vol: &Volume, key: &ObjectKey) -> Result<Option<(u64, u64)>> {
         let current = match self {
-            Condition::None => return Ok(()),
+            Condition::None => return Ok(None),
             _ => current(vol, key)?,
         };
         match (self, current) {
-            (Condition::Absent, None) => Ok(()),
+            (Condition::Absent, None) => Ok(None),
             (Condition::Absent, Some(_)) => Err(Error::PreconditionFailed),
             (Condition::Exists | Condition::Matches(_), None) => Err(Error::NotFound),
-            (Condition::Matches(want), Some(info)) if info.meta.etag != *want => Err(Error::PreconditionFailed),
-            _ => Ok(()),
+            (Condition::Matches(want), Some((info, _))) if info.meta.etag != *want => Err(Error::PreconditionFailed),
+            (_, Some((_, id))) => Ok(id),
+            (Condition::None, None) => Ok(None),
         }
     }
 }
@@ -104,14 +109,27 @@ const FRESH_WAIT: Duration = Duration::from_millis(100);
 ///
 /// Errors: [`Error::ConditionalConflict`] when the two do not agree within about 4 s;
 /// lookup errors.
-fn current(vol: &Volume, key: &ObjectKey) -> Result<Option<super::meta::ObjectInfo>> {
-    let head = || match vol.head(key) {
-        Ok(info) => Ok(Some(info)),
-        Err(Error::NotFound) => Ok(None),
-        Err(e) => Err(e),
+/// An object as judged: its metadata and, for a regular file, its `(st_dev, st_ino)`.
+type Judged = (super::meta::ObjectInfo, Option<(u64, u64)>);
+
+fn current(vol: &Volume, key: &ObjectKey) -> Result<Option<Judged>> {
+    let load = |fd: OwnedFd, st: nix::sys::stat::FileStat| {
+        let info = super::meta::load(fd.as_fd(), &st, key.as_str(), vol.xattrs);
+        Ok(Some((info, Some((st.st_dev, st.st_ino)))))
     };
-    if vol.local || key.is_dir_marker() {
-        return head();
+    if key.is_dir_marker() {
+        return match vol.head(key) {
+            Ok(info) => Ok(Some((info, None))),
+            Err(Error::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        };
+    }
+    if vol.local {
+        return match vol.open_regular(key) {
+            Ok((fd, st)) => load(fd, st),
+            Err(Error::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        };
     }
     let (parent, leaf) = key.split_parent();
     for _ in 0..FRESH_TRIES {
@@ -128,9 +146,7 @@ fn current(vol: &Volume, key: &ObjectKey) -> Result<Option<super::meta::ObjectIn
         use nix::dir::Type;
         match (opened, listed) {
             // A link inside the volume: its target is what the key names.
-            (Some((fd, st)), Some((ino, t))) if t == Some(Type::Symlink) || st.st_ino == ino => {
-                return Ok(Some(super::meta::load(fd.as_fd(), &st, key.as_str(), vol.xattrs)));
-            }
+            (Some((fd, st)), Some((ino, t))) if t == Some(Type::Symlink) || st.st_ino == ino => return load(fd, st),
             (None, None) => return Ok(None),
             // A directory, FIFO or link at the key: no object, as a lookup says.
             (None, Some((_, Some(t)))) if t != Type::File => return Ok(None),
@@ -280,8 +296,10 @@ fn break_stale(vol: &Volume, name: &str) {
 pub fn delete_if(vol: &Volume, key: &ObjectKey, cond: &Condition) -> Result<()> {
     vol.check_writable()?;
     let _lock = KeyLock::take(vol, key)?;
-    cond.check(vol, key)?;
-    vol.delete(key)
+    match cond.check(vol, key)? {
+        Some(judged) if !key.is_dir_marker() => vol.delete_judged(key, judged),
+        _ => vol.delete(key),
+    }
 }
 
 #[cfg(test)]

@@ -643,6 +643,55 @@ impl Volume {
         Ok(())
     }
 
+    /// DeleteObject under a compare-and-swap (`If-Match`, the key's lock held): removes the
+    /// key only when it still is the `judged` file (device and inode). The file is moved
+    /// to the temp directory in one step and looked at there: when an unconditional write
+    /// replaced the judged file after the comparison, that write is ordered after this
+    /// delete and its file is put back (unless a newer one is already there).
+    ///
+    /// Errors: [`Error::NotFound`] when the key is gone (deleted after the comparison: that
+    /// delete is ordered first); I/O errors. Elsewhere as [`Volume::delete`].
+    pub fn delete_judged(&self, key: &ObjectKey, judged: (u64, u64)) -> Result<()> {
+        self.check_writable()?;
+        let (pdir, leaf) = match self.open_parent(key) {
+            Ok(d) => d,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Err(Error::NotFound),
+            Err(e) => return Err(e.into()),
+        };
+        let grave = format!("d-{}", random_hex(12));
+        match fsx::rename_at(pdir.as_fd(), leaf, self.tmp_dir(), &grave) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Err(Error::NotFound),
+            // The key's directory is another file system (a mount inside the volume).
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => return self.delete(key),
+            Err(e) => return Err(e.into()),
+        }
+        let moved = fsx::lstat_at(self.tmp_dir(), grave.as_ref())?;
+        let link = moved.st_mode & libc::S_IFMT == libc::S_IFLNK;
+        if link || (moved.st_dev, moved.st_ino) != judged {
+            match fsx::rename_noreplace(self.tmp_dir(), &grave, pdir.as_fd(), leaf) {
+                Ok(()) => {}
+                // An even newer write holds the key: the moved file was replaced anyway.
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                    let _ = fsx::unlink_at(self.tmp_dir(), &grave, false);
+                }
+                Err(e) => return Err(e.into()),
+            }
+            // A link at the key was judged by its target: delete it as any delete does.
+            return if link { self.delete(key) } else { Ok(()) };
+        }
+        fsx::unlink_at(self.tmp_dir(), &grave, false)?;
+        if fsx::is_regular(&moved) {
+            self.space.add_used(-moved.st_size);
+        }
+        if self.settings.fsync {
+            fsx::fsync(pdir.as_fd())?;
+        }
+        drop(pdir);
+        self.remove_empty_parents(key);
+        Ok(())
+    }
+
     /// Removes the now-empty `auto` ancestors of `key`, deepest first. Missing ones are
     /// passed over (an earlier, interrupted delete removed them), so that the climb also
     /// finishes what a crash left.

@@ -578,9 +578,40 @@ impl Writer {
         // Held from the comparison to the rename; released before the directory fsync.
         let (vol, key) = (self.vol.clone(), self.key.clone());
         let mut lock = None;
+        let mut judged = None;
         if cond.needs_lock() {
             lock = Some(KeyLock::take(&vol, &key)?);
-            cond.check(&vol, &key)?;
+            judged = cond.check(&vol, &key)?;
+        }
+        // A compare-and-swap exchanges names, so that it sees the file it displaced: an
+        // unconditional write that landed after the comparison is then ordered after this
+        // one, never silently overwritten by it.
+        if let Some(judged) = judged {
+            let (pdir, leaf) = self.vol.ensure_parent(&key)?;
+            // A link at the key (to a file inside the volume) was judged by its target: it
+            // is replaced by rename, as before.
+            let link =
+                fsx::lstat_at(pdir.as_fd(), leaf.as_ref()).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFLNK);
+            let swapped = if link {
+                Swapped::Unsupported
+            } else {
+                match swap_in(from.as_fd(), &tmp_name, pdir.as_fd(), leaf, judged, (st.st_dev, st.st_ino)) {
+                    Ok(s) => s,
+                    // Deleted after the comparison: the delete is ordered first, and this
+                    // write finds no object (404, as S3 answers If-Match on a missing key).
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Err(Error::NotFound),
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            if !matches!(swapped, Swapped::Unsupported) {
+                self.temp = TempName::Anonymous; // renamed away: nothing to clean up
+                if let Swapped::Ours(replaced) = swapped {
+                    self.vol.space.add_used(st.st_size - replaced);
+                }
+                drop(lock);
+                self.sync_dir(pdir.as_fd())?;
+                return self.finish(file, st, meta);
+            }
         }
         let mut no_replace = *cond == Condition::Absent;
         // A concurrent delete may remove an empty parent s3vol made, perhaps just now for
@@ -611,7 +642,7 @@ impl Writer {
                 {
                     no_replace = false;
                     lock = Some(KeyLock::take(&vol, &key)?);
-                    cond.check(&vol, &key)?;
+                    let _ = cond.check(&vol, &key)?;
                 }
                 Err(e)
                     if e.raw_os_error() == Some(libc::ENOENT) && attempt < PARENT_RETRIES && removed(pdir.as_fd()) =>
@@ -680,6 +711,67 @@ impl Writer {
         }
         Ok(ObjectInfo { size: now.st_size as u64, mtime_ns: fsx::mtime_ns(&now), meta, from_xattr: self.vol.xattrs })
     }
+}
+
+/// How a compare-and-swap's exchange ended ([`swap_in`]).
+enum Swapped {
+    /// The key held the judged file; it was replaced by ours (the displaced size, bytes).
+    Ours(i64),
+    /// An unconditional write replaced the judged file after the comparison: ours was put
+    /// in and then displaced again by the newest file, as if that write came after ours.
+    Overtaken,
+    /// The file system cannot exchange names (`RENAME_EXCHANGE`): commit by rename.
+    Unsupported,
+}
+
+/// Commits a compare-and-swap by exchanging the temp file `tmp` (in `from`) with the key's
+/// file `leaf` (in `pdir`) in one step (`renameat2(RENAME_EXCHANGE)`), then looks at what
+/// it displaced. The judged file (`judged`, device and inode): done, and it is removed.
+/// Another file: an unconditional writer replaced the judged one between the comparison
+/// and the exchange, so the newest file is put back (exchanging again until the file just
+/// put in comes back untouched), which orders this write before that one: both are
+/// acknowledged, the later one stays, and no acknowledged write is overwritten by a write
+/// whose condition was judged before it.
+///
+/// Errors: ENOENT when the key is gone (deleted after the comparison); I/O errors.
+fn swap_in(
+    from: BorrowedFd<'_>,
+    tmp: &str,
+    pdir: BorrowedFd<'_>,
+    leaf: &str,
+    judged: (u64, u64),
+    ours: (u64, u64),
+) -> io::Result<Swapped> {
+    let exchange = || nix::fcntl::renameat2(from, tmp, pdir, leaf, nix::fcntl::RenameFlags::RENAME_EXCHANGE);
+    match exchange() {
+        Ok(()) => {}
+        Err(nix::Error::EINVAL | nix::Error::ENOSYS | nix::Error::EOPNOTSUPP) => return Ok(Swapped::Unsupported),
+        Err(e) => return Err(e.into()),
+    }
+    let id = |st: &FileStat| (st.st_dev, st.st_ino);
+    let displaced = fsx::lstat_at(from, tmp.as_ref())?;
+    if id(&displaced) == judged {
+        let _ = fsx::unlink_at(from, tmp, false);
+        return Ok(Swapped::Ours(displaced.st_size));
+    }
+    // The key now holds ours and `tmp` the newer file: put the newest back. Each exchange
+    // hands back what the key held; when that is the file just put in, nothing newer
+    // arrived meanwhile and the key holds the newest file.
+    let mut placed = ours;
+    for _ in 0..16 {
+        let next = id(&fsx::lstat_at(from, tmp.as_ref())?);
+        exchange()?;
+        let back = id(&fsx::lstat_at(from, tmp.as_ref())?);
+        if back == placed {
+            let _ = fsx::unlink_at(from, tmp, false);
+            return Ok(Swapped::Overtaken);
+        }
+        placed = next;
+    }
+    // Writers kept landing: what `tmp` holds may be newer than the key's file, so it is
+    // left for the sweep rather than removed.
+    tracing::warn!("a compare-and-swap was overtaken by writes 16 times in a row; a temp file is left to the sweep");
+    Ok(Swapped::Overtaken)
 }
 
 /// Where a name leads when looked up afresh after a link or rename made it.

@@ -388,3 +388,35 @@ def test_lock_of_a_holder_in_another_pid_namespace_is_not_broken_early(nodes):
         assert (vol / key).read_bytes() == b"v0"
     finally:
         lock.unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("op", ["put", "delete"])
+def test_conditional_write_racing_an_unconditional_put_never_overwrites_it(nodes, op):
+    """The outside reliability pass: a compare-and-swap judged its ETag, then an
+    unconditional PUT landed, then the compare-and-swap's rename overwrote it: both answered
+    200 and the later-acknowledged PUT was gone (3 in 600 rounds). Whatever the order, the
+    unconditional PUT's bytes must be what stays: either it came first (the condition then
+    fails) or it is ordered after the conditional write."""
+    a, b, vol = nodes
+    ca, cb = clients(a, b)
+    c0 = a.client()
+    rounds, lost = 120, []
+    for r in range(rounds):
+        key = f"race-{op}/{r % 4}"
+        etag = c0.put_object(Bucket="vol-a", Key=key, Body=b"base")["ETag"]
+        plain = f"plain {r}".encode()
+
+        def conditional(_):
+            if op == "put":
+                return ca.put_object(Bucket="vol-a", Key=key, Body=b"cas", IfMatch=etag)["ETag"]
+            return ca.delete_object(Bucket="vol-a", Key=key, IfMatch=etag)["ResponseMetadata"]["HTTPStatusCode"]
+
+        def unconditional(_):
+            return cb.put_object(Bucket="vol-a", Key=key, Body=plain)["ETag"]
+
+        results = race(2, lambda i: conditional(i) if i == 0 else unconditional(i))
+        assert results[1][0] == 200, results
+        if (vol / key).read_bytes() != plain:
+            lost.append((r, results, (vol / key).read_bytes()))
+    assert not lost, f"{len(lost)} of {rounds} acknowledged unconditional PUTs were overwritten: {lost[:3]}"
+    no_leftovers(vol)
