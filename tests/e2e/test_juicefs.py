@@ -384,3 +384,30 @@ def test_compare_and_swap_through_both_nodes_has_one_winner(cluster):
             b.put_object(Bucket=BUCKET, Key=key, Body=b"v1 from b", IfMatch=etag)
         assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412, e.value
         assert on_disk(cl, key) == [b"v1 from a", b"v1 from a"]
+
+
+def test_conditional_create_race_through_both_nodes_has_one_winner(cluster):
+    """If-None-Match: * through both nodes at once: exactly one creator wins, the others
+    get 412, and both mounts hold the winner's whole bytes."""
+    import concurrent.futures
+
+    cl = cluster
+    for round_ in range(3):
+        key = f"create-race/{round_}.bin"
+        clients = [cl.nodes[i % 2].client() for i in range(8)]
+        barrier = threading.Barrier(8)
+
+        def create(i):
+            barrier.wait(timeout=60)
+            try:
+                clients[i].put_object(Bucket=BUCKET, Key=key, Body=f"creator {i} ".encode() * 1000, IfNoneMatch="*")
+                return 200, i
+            except ClientError as e:
+                return e.response["ResponseMetadata"]["HTTPStatusCode"], i
+
+        with concurrent.futures.ThreadPoolExecutor(8) as ex:
+            results = list(ex.map(create, range(8), timeout=120))
+        winners = [i for status, i in results if status == 200]
+        assert len(winners) == 1 and all(s in (200, 412) for s, _ in results), results
+        time.sleep(1.5)  # past the mounts' caches
+        assert on_disk(cl, key) == [f"creator {winners[0]} ".encode() * 1000] * 2
