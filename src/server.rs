@@ -273,9 +273,11 @@ async fn handle(
     // CompleteMultipartUpload (POST ?uploadId=): see ResponseBody::strip_late_xml_declaration.
     let completes = method == http::Method::POST && req.uri().query().is_some_and(|q| q.contains("uploadId="));
     let mut resp = if method == http::Method::OPTIONS {
-        preflight_response(cors.preflight(bucket.as_deref(), req.headers()))
+        preflight_response(cors.preflight(bucket.as_deref(), req.headers()), &id)
     } else if xml_body_too_large(&method, req.headers()) {
-        error_response(http::StatusCode::BAD_REQUEST, "MaxMessageLengthExceeded", "Your request was too big.")
+        let too_big =
+            Refusal::new(http::StatusCode::BAD_REQUEST, "MaxMessageLengthExceeded", "Your request was too big.");
+        refusal_response(&too_big, &id)
     } else {
         let cors_headers = cors.actual(bucket.as_deref(), &method, req.headers());
         let (mut parts, body) = req.into_parts();
@@ -338,7 +340,8 @@ fn xml_body_too_large(method: &http::Method, h: &http::HeaderMap) -> bool {
     method == http::Method::POST && !form && len.is_some_and(|n| n > XML_MAX_BODY)
 }
 
-/// The S3 error response of a guard's refusal, with its extra element and the request id.
+/// The S3 error response of a refusal answered before `s3s` (a guard's, a CORS
+/// preflight's, an oversized XML body's), with its extra element and the request id.
 fn refusal_response(r: &Refusal, request_id: &str) -> http::Response<s3s::Body> {
     let extra = r.extra.as_ref().map(|(tag, v)| format!("<{tag}>{}</{tag}>", xml_escape(v))).unwrap_or_default();
     let xml = format!(
@@ -357,25 +360,14 @@ fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
-/// An S3 error response with `status`, `code` and `message`.
-fn error_response(status: http::StatusCode, code: &str, message: &str) -> http::Response<s3s::Body> {
-    let xml = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>"
-    );
-    let mut resp = http::Response::new(s3s::Body::from(xml));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/xml"));
-    resp
-}
-
 /// The response to a preflight `OPTIONS`: 200 with the CORS headers, or an S3 error.
-fn preflight_response(p: Preflight) -> http::Response<s3s::Body> {
+fn preflight_response(p: Preflight, request_id: &str) -> http::Response<s3s::Body> {
     match p {
         Preflight::Allowed(h) => {
             let mut resp = http::Response::new(s3s::Body::empty());
             *resp.headers_mut() = h;
             resp
         }
-        Preflight::Refused(status, code, message) => error_response(status, code, message),
+        Preflight::Refused(status, code, message) => refusal_response(&Refusal::new(status, code, message), request_id),
     }
 }

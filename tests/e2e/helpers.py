@@ -655,6 +655,18 @@ def put_cut_off(d: Daemon, path: str, declared: int, send: bytes, linger_reset: 
         sock.close()
 
 
+def admin_addr(d) -> str:
+    """The admin listener's `ip:port`, from the daemon's `admin on ADDR` line (waits up to 10 s)."""
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        for line in d.stdout_lines:
+            m = re.match(r"^admin on (\S+)$", line)
+            if m:
+                return m.group(1)
+        time.sleep(0.05)
+    raise AssertionError(f"no 'admin on' line: {d.stdout_lines}")
+
+
 def wait_until(pred, timeout: float = 10, interval: float = 0.1):
     end = time.monotonic() + timeout
     while True:

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from helpers import (
+    admin_addr,
     ADMIN_ACCESS_KEY, ADMIN_SECRET_KEY, DEFAULT_KEYS, INTERNAL_DIR, err_status, expect_client_error,
     internal_files, s3vol_bin, snapshot_diff, start_daemon, stop_daemon, tree_snapshot, wait_listening,
 )
@@ -37,17 +38,6 @@ def snap(p: Path) -> dict:
 
 def assert_same(before: dict, after: dict, what: str):
     assert after == before, f"{what} changed:\n" + snapshot_diff(before, after)
-
-
-def admin_addr(d) -> str:
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        for line in d.stdout_lines:
-            m = re.match(r"^admin on (\S+)$", line)
-            if m:
-                return m.group(1)
-        time.sleep(0.05)
-    raise AssertionError(f"no 'admin on' line: {d.stdout_lines}")
 
 
 def admin_get(d, path: str) -> tuple[int, str]:

@@ -391,6 +391,38 @@ def _read_response(sock: socket.socket, limit: float = 30) -> tuple[int, bytes]:
         return 0, data
 
 
+def _form_flood(d, content_type: str, key_prefix: str, *, clients: int, mib_each: int) -> list:
+    """`clients` anonymous form uploads at once, each with no length (chunked) and a file
+    part of `mib_each` MiB sent as fast as the server reads it: each client's
+    `_read_response` result (status, body), 0 when the server closed without one."""
+    results = []
+
+    def attack(i):
+        sock = _raw_socket(d)
+        try:
+            head = f"POST /vol-a HTTP/1.1\r\nhost: {host(d)}\r\n".encode()
+            head += f"content-type: {content_type}\r\ntransfer-encoding: chunked\r\n\r\n".encode()
+            sock.sendall(head)
+            sock.sendall(_http_chunk(b'--b\r\nContent-Disposition: form-data; name="key"\r\n\r\n'
+                                     + f"{key_prefix}-{i}".encode() + b'\r\n--b\r\nContent-Disposition: form-data;'
+                                     b' name="file"; filename="x"\r\n\r\n'))
+            try:
+                for _ in range(mib_each):
+                    sock.sendall(_http_chunk(b"\0" * MiB))
+            except OSError:
+                pass
+            results.append(_read_response(sock))
+        finally:
+            sock.close()
+
+    threads = [threading.Thread(target=attack, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return results
+
+
 def test_huge_aws_chunk_declarations_are_refused_before_their_bytes_are_read(d, prefix):
     """A signed aws-chunked upload declaring a 4 GiB chunk used to make s3s buffer it whole;
     16 at once could hold gigabytes."""
@@ -464,32 +496,8 @@ def test_unauthenticated_form_uploads_cannot_fill_memory(d, prefix):
         sock.close()
     # No length (chunked): read up to the cap, then refused; 8 clients at once, more than
     # the in-flight limit, so some are turned away at once with 503 SlowDown.
-    results = []
-
-    def attack(i):
-        sock = _raw_socket(d)
-        try:
-            head = ("POST /vol-a HTTP/1.1\r\nhost: %s\r\ncontent-type: multipart/form-data; boundary=b\r\n"
-                    "transfer-encoding: chunked\r\n\r\n" % host(d))
-            sock.sendall(head.encode())
-            sock.sendall(_http_chunk(b'--b\r\nContent-Disposition: form-data; name="key"\r\n\r\n'
-                                     + f"{prefix}/form-{i}".encode() + b'\r\n--b\r\nContent-Disposition: form-data;'
-                                     b' name="file"; filename="x"\r\n\r\n'))
-            try:
-                for _ in range(100):  # 100 MiB each if the server kept reading
-                    sock.sendall(_http_chunk(b"\0" * MiB))
-            except OSError:
-                pass
-            results.append(_read_response(sock))
-        finally:
-            sock.close()
-
     with Unchanged(d):
-        threads = [threading.Thread(target=attack, args=(i,)) for i in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
+        results = _form_flood(d, "multipart/form-data; boundary=b", f"{prefix}/form", clients=8, mib_each=100)
     statuses = sorted(r[0] for r in results)
     assert len(statuses) == 8 and set(statuses) <= {0, 400, 403, 503}, results
     assert 503 in statuses, f"the in-flight limit of form uploads did not apply: {statuses}"
@@ -763,33 +771,8 @@ def test_form_with_a_non_ascii_content_type_is_still_held_to_the_form_limits(d, 
     pid = d.proc.pid
     peak_rss_reset(pid)
     base = rss_mib(pid, "VmRSS")
-    results = []
-
-    def attack(i):
-        sock = _raw_socket(d)
-        try:
-            head = ("POST /vol-a HTTP/1.1\r\nhost: %s\r\n" % host(d)).encode()
-            head += 'content-type: multipart/form-data; boundary=b; x="é"\r\n'.encode()
-            head += b"transfer-encoding: chunked\r\n\r\n"
-            sock.sendall(head)
-            sock.sendall(_http_chunk(b'--b\r\nContent-Disposition: form-data; name="key"\r\n\r\n'
-                                     + f"{prefix}/u-{i}".encode() + b'\r\n--b\r\nContent-Disposition: form-data;'
-                                     b' name="file"; filename="x"\r\n\r\n'))
-            try:
-                for _ in range(15):
-                    sock.sendall(_http_chunk(b"\0" * MiB))
-            except OSError:
-                pass
-            results.append(_read_response(sock))
-        finally:
-            sock.close()
-
     with Unchanged(d):
-        threads = [threading.Thread(target=attack, args=(i,)) for i in range(16)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
+        results = _form_flood(d, 'multipart/form-data; boundary=b; x="é"', f"{prefix}/u", clients=16, mib_each=15)
     statuses = sorted(r[0] for r in results)
     assert 503 in statuses, statuses
     growth = rss_mib(pid) - base

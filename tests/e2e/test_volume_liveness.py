@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import MiB, build_signed, data, start_daemon, stop_daemon, toml_str, xml_find_all
+from helpers import MiB, admin_addr, build_signed, data, start_daemon, stop_daemon, toml_str, xml_find_all
 
 ADMIN = 'admin_listen = "127.0.0.1:0"'
 # Time allowed for a volume to notice a change (its check runs every 2 s).
@@ -63,17 +63,6 @@ def umount_all(p: Path):
         if not is_mounted(p):
             return
         run("umount", "-l", p, check=False)
-
-
-def admin_addr(d) -> str:
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        for line in d.stdout_lines:
-            m = re.match(r"^admin on (\S+)$", line)
-            if m:
-                return m.group(1)
-        time.sleep(0.05)
-    raise AssertionError(f"no 'admin on' line: {d.stdout_lines}")
 
 
 def admin_get(d, path: str, timeout: float = 15) -> tuple[int, str]:
