@@ -315,6 +315,8 @@ pub struct ResponseBody<B> {
     /// Drop an XML declaration that starts a frame after the first (see
     /// [`ResponseBody::strip_late_xml_declaration`]).
     strip_late_decl: bool,
+    /// Rewrites of XML frames s3s cannot write itself (see `s3::checksum`).
+    rewrite_xml: Option<crate::s3::checksum::ExpandChecksumXml>,
     sent: bool,
     /// The request counts as in flight on its connection until the body is done.
     _active: Option<crate::limits::ActiveRequest>,
@@ -323,7 +325,7 @@ pub struct ResponseBody<B> {
 impl<B> ResponseBody<B> {
     /// Wraps `inner`; `info` must already carry the status.
     pub fn new(inner: B, info: Arc<RequestInfo>) -> Self {
-        Self { inner, info, strip_late_decl: false, sent: false, _active: None }
+        Self { inner, info, strip_late_decl: false, rewrite_xml: None, sent: false, _active: None }
     }
 
     /// Holds `active` (the connection's in-flight mark) until the body is dropped.
@@ -338,6 +340,12 @@ impl<B> ResponseBody<B> {
     /// read. This drops a declaration that starts any frame after the first one.
     pub fn strip_late_xml_declaration(mut self) -> Self {
         self.strip_late_decl = true;
+        self
+    }
+
+    /// Applies `rewrite` to each data frame (s3s writes an XML answer in one frame).
+    pub fn rewriting_xml(mut self, rewrite: Option<crate::s3::checksum::ExpandChecksumXml>) -> Self {
+        self.rewrite_xml = rewrite;
         self
     }
 }
@@ -360,6 +368,13 @@ where
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = &mut *self;
         let mut r = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Some(rw) = this.rewrite_xml
+            && let Poll::Ready(Some(Ok(frame))) = &mut r
+            && let Some(data) = frame.data_mut()
+            && let Some(new) = rw.rewrite(data)
+        {
+            *data = Bytes::from(new);
+        }
         if this.strip_late_decl
             && let Poll::Ready(Some(Ok(frame))) = &mut r
             && let Some(data) = frame.data_mut()
@@ -388,6 +403,10 @@ where
     }
 
     fn size_hint(&self) -> SizeHint {
+        if self.rewrite_xml.is_some() {
+            // A rewrite changes the length: the body goes out chunked.
+            return SizeHint::default();
+        }
         self.inner.size_hint()
     }
 }

@@ -320,8 +320,9 @@ async fn handle(
         resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
     }
     info.set_status(resp.status().as_u16());
+    let rewrite = resp.extensions().get::<crate::s3::checksum::ExpandChecksumXml>().copied();
     Ok(resp.map(|b| {
-        let body = ResponseBody::new(b, info).holding(active);
+        let body = ResponseBody::new(b, info).holding(active).rewriting_xml(rewrite);
         if completes { body.strip_late_xml_declaration() } else { body }
     }))
 }

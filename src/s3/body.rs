@@ -4,12 +4,12 @@
 
 use bytes::Bytes;
 use futures::StreamExt;
-use s3s::checksum::ChecksumHasher;
-use s3s::dto::{Checksum, ChecksumAlgorithm, StreamingBlob};
+use s3s::dto::StreamingBlob;
 use s3s::{S3Error, S3Result, s3_error};
 use tokio::sync::mpsc;
 
 use super::error::{body_error, to_s3};
+use crate::store::checksum::{Algorithm, Hashers};
 use crate::store::meta::Md5Hasher;
 use crate::store::read::ObjectReader;
 use crate::store::volume::RECHECK;
@@ -106,7 +106,11 @@ fn may_mean_changed(e: &StoreError) -> bool {
 /// (at most the rest of its declared length, or `DRAIN_LIMIT` past it) so that it reads
 /// the error instead of a broken pipe. A body shorter than declared is the caller's to
 /// refuse (`Writer::check_complete`).
-pub async fn receive(body: StreamingBlob, writer: Writer, mut hasher: ChecksumHasher) -> S3Result<(Writer, Checksum)> {
+pub async fn receive(
+    body: StreamingBlob,
+    writer: Writer,
+    mut hasher: Hashers,
+) -> S3Result<(Writer, Vec<(Algorithm, String)>)> {
     let declared = writer.declared().unwrap_or(u64::MAX);
     let (wtx, mut wrx) = mpsc::channel::<Batch>(QUEUE);
     let (htx, mut hrx) = mpsc::channel::<Batch>(QUEUE);
@@ -206,7 +210,7 @@ pub async fn receive(body: StreamingBlob, writer: Writer, mut hasher: ChecksumHa
     match written {
         Ok(mut w) => {
             w.set_md5(md5);
-            Ok((w, hasher.finalize()))
+            Ok((w, hasher.finish()))
         }
         Err(e) => {
             // Drain what the client still sends, up to its declared length: an honest
@@ -273,95 +277,6 @@ pub fn stream_out(mut reader: ObjectReader) -> StreamingBlob {
     StreamingBlob::wrap(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }))
 }
 
-/// The checksum algorithms a PUT or UploadPart asks to verify or compute: those with a
-/// value in a header, the one named by `x-amz-sdk-checksum-algorithm`, and the one a
-/// trailer will carry (`x-amz-trailer`).
-pub fn hasher_for(
-    given: &Checksum,
-    algorithm: Option<&ChecksumAlgorithm>,
-    headers: &http::HeaderMap,
-) -> S3Result<ChecksumHasher> {
-    let mut h = ChecksumHasher::default();
-    let mut want = |name: &str| -> S3Result<()> {
-        match name.to_ascii_uppercase().as_str() {
-            "CRC32" => h.crc32 = Some(Default::default()),
-            "CRC32C" => h.crc32c = Some(Default::default()),
-            "SHA1" => h.sha1 = Some(Default::default()),
-            "SHA256" => h.sha256 = Some(Default::default()),
-            "CRC64NVME" => h.crc64nvme = Some(Default::default()),
-            other => {
-                return Err(s3_error!(InvalidRequest, "unsupported checksum algorithm {other}"));
-            }
-        }
-        Ok(())
-    };
-    for (name, v) in checksum_fields(given) {
-        if v.is_some() {
-            want(name)?;
-        }
-    }
-    if let Some(a) = algorithm {
-        want(a.as_str())?;
-    }
-    if let Some(t) = headers.get("x-amz-trailer").and_then(|v| v.to_str().ok()) {
-        for name in t.split(',') {
-            if let Some(alg) = name.trim().strip_prefix("x-amz-checksum-") {
-                want(alg)?;
-            }
-        }
-    }
-    Ok(h)
-}
-
-fn checksum_fields(c: &Checksum) -> [(&'static str, &Option<String>); 5] {
-    [
-        ("CRC32", &c.checksum_crc32),
-        ("CRC32C", &c.checksum_crc32c),
-        ("SHA1", &c.checksum_sha1),
-        ("SHA256", &c.checksum_sha256),
-        ("CRC64NVME", &c.checksum_crc64nvme),
-    ]
-}
-
-/// Merges checksum values from aws-chunked trailers into `given`.
-pub fn add_trailers(given: &mut Checksum, trailers: Option<&s3s::TrailingHeaders>) {
-    let Some(map) = trailers.and_then(|t| t.take()) else {
-        return;
-    };
-    let get = |n: &str| map.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    for (field, name) in [
-        (&mut given.checksum_crc32, "x-amz-checksum-crc32"),
-        (&mut given.checksum_crc32c, "x-amz-checksum-crc32c"),
-        (&mut given.checksum_sha1, "x-amz-checksum-sha1"),
-        (&mut given.checksum_sha256, "x-amz-checksum-sha256"),
-        (&mut given.checksum_crc64nvme, "x-amz-checksum-crc64nvme"),
-    ] {
-        if let Some(v) = get(name) {
-            *field = Some(v);
-        }
-    }
-}
-
-/// Compares the checksums the client gave with those computed: `BadDigest` on any
-/// mismatch. Returns the computed set as `(ALGORITHM, base64)` pairs for the metadata.
-pub fn verify(given: &Checksum, computed: &Checksum) -> S3Result<Vec<(String, String)>> {
-    let mut out = Vec::new();
-    for ((name, want), (_, got)) in checksum_fields(given).into_iter().zip(checksum_fields(computed)) {
-        if let (Some(w), Some(g)) = (want, got)
-            && w != g
-        {
-            return Err(s3_error!(
-                BadDigest,
-                "The {name} checksum you specified did not match the calculated checksum."
-            ));
-        }
-        if let Some(g) = got {
-            out.push((name.to_owned(), g.clone()));
-        }
-    }
-    Ok(out)
-}
-
 /// Checks `Content-MD5` (base64 of the MD5) against the MD5 the writer computed.
 pub fn verify_content_md5(content_md5: Option<&str>, md5: &[u8; 16]) -> S3Result<()> {
     let Some(given) = content_md5 else {
@@ -374,21 +289,4 @@ pub fn verify_content_md5(content_md5: Option<&str>, md5: &[u8; 16]) -> S3Result
         return Err(s3_error!(BadDigest, "The Content-MD5 you specified did not match what we received."));
     }
     Ok(())
-}
-
-/// Rebuilds a checksum set from stored `(ALGORITHM, base64)` pairs (GET with checksum mode).
-pub fn checksum_from_meta(stored: &std::collections::BTreeMap<String, String>) -> Checksum {
-    let mut c = Checksum::default();
-    for (k, v) in stored {
-        let slot = match k.as_str() {
-            "CRC32" => &mut c.checksum_crc32,
-            "CRC32C" => &mut c.checksum_crc32c,
-            "SHA1" => &mut c.checksum_sha1,
-            "SHA256" => &mut c.checksum_sha256,
-            "CRC64NVME" => &mut c.checksum_crc64nvme,
-            _ => continue,
-        };
-        *slot = Some(v.clone());
-    }
-    c
 }

@@ -77,6 +77,7 @@ pub fn object_meta(
         user: user.map(|m| m.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect()).unwrap_or_default(),
         checksums: BTreeMap::new(),
         parts: Vec::new(),
+        part_checksums: Vec::new(),
         fp: None,
     })
 }

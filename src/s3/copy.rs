@@ -80,6 +80,7 @@ impl S3Vol {
             let mut m = info.meta.clone();
             m.etag.clear();
             m.parts.clear();
+            m.part_checksums.clear();
             m.checksums.clear();
             m.fp = None;
             m
@@ -148,8 +149,11 @@ impl S3Vol {
         let id = input.upload_id.clone();
         let (writer, manifest) =
             blocking(move || multipart::begin_part(dst_vol, &id, &dst, number, end - start)).await?;
-        let algorithm = manifest.checksum_algorithm.as_deref().map(|a| ChecksumAlgorithm::from(a.to_owned()));
-        let mut hasher = super::body::hasher_for(&Checksum::default(), algorithm.as_ref(), &http::HeaderMap::new())?;
+        // The upload's algorithm applies to a copied part too.
+        let mut hasher = crate::store::checksum::Hashers::default();
+        if let Some(a) = manifest.checksum_algorithm.as_deref().and_then(crate::store::checksum::Algorithm::from_name) {
+            hasher.want(a);
+        }
         let id = input.upload_id;
         let (part, checksums) = blocking(move || {
             let mut w = writer;
@@ -157,26 +161,20 @@ impl S3Vol {
                 hasher.update(&block);
                 w.write(&block)?;
             }
-            let computed = hasher.finalize();
-            let checksums: Vec<(String, String)> =
-                super::body::verify(&Checksum::default(), &computed).unwrap_or_default();
-            let part = multipart::commit_part(w, &id, number, &checksums)?;
+            let checksums = hasher.finish();
+            let part = multipart::commit_part(w, &id, number, &super::checksum::to_pairs(&checksums))?;
             Ok((part, checksums))
         })
         .await?;
-        let c = super::body::checksum_from_meta(&checksums.into_iter().collect());
-        Ok(S3Response::new(UploadPartCopyOutput {
-            copy_part_result: Some(CopyPartResult {
-                e_tag: Some(etag(&part.etag)),
-                last_modified: Some(timestamp(part.mtime_ns)),
-                checksum_crc32: c.checksum_crc32,
-                checksum_crc32c: c.checksum_crc32c,
-                checksum_sha1: c.checksum_sha1,
-                checksum_sha256: c.checksum_sha256,
-                checksum_crc64nvme: c.checksum_crc64nvme,
-            }),
+        let mut result = CopyPartResult {
+            e_tag: Some(etag(&part.etag)),
+            last_modified: Some(timestamp(part.mtime_ns)),
             ..Default::default()
-        }))
+        };
+        super::checksum::set_checksum_fields!(result, super::checksum::XmlFields::of(&checksums));
+        let mut resp = S3Response::new(UploadPartCopyOutput { copy_part_result: Some(result), ..Default::default() });
+        resp.extensions.insert(super::checksum::ExpandChecksumXml { unquote_etag: false });
+        Ok(resp)
     }
 }
 

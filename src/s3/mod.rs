@@ -4,8 +4,10 @@
 //! the blocking store on the blocking pool. Operations not implemented here fall through to
 //! `s3s`'s default, `NotImplemented`.
 
+mod attributes;
 mod body;
 mod bucket;
+pub mod checksum;
 mod convert;
 mod copy;
 pub mod error;
@@ -13,6 +15,7 @@ pub mod host;
 mod list;
 mod multipart;
 mod object;
+mod read;
 
 use std::sync::Arc;
 
@@ -117,6 +120,15 @@ impl S3 for S3Vol {
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
         let bucket = req.input.bucket.clone();
         self.on(&bucket, self.do_get_object(req)).await
+    }
+
+    #[instrument(skip_all, fields(op = "GetObjectAttributes", bucket = %req.input.bucket))]
+    async fn get_object_attributes(
+        &self,
+        req: S3Request<GetObjectAttributesInput>,
+    ) -> S3Result<S3Response<GetObjectAttributesOutput>> {
+        let bucket = req.input.bucket.clone();
+        self.on(&bucket, self.do_get_object_attributes(req)).await
     }
 
     #[instrument(skip_all, fields(op = "HeadObject", bucket = %req.input.bucket, key = %req.input.key))]

@@ -8,12 +8,14 @@ use s3s::dto::*;
 use s3s::{S3Error, S3Request, S3Response, S3Result, s3_error};
 
 use super::S3Vol;
-use super::body::{blocking, checksum_from_meta};
+use super::body::blocking;
+use super::checksum::{self as wire, XmlFields, from_stored, set_checksum_fields};
 use super::convert::{etag, object_meta, refuse_unsupported_write_options, timestamp, url_encode};
 use super::error::to_s3;
 use super::list::{MAX_KEYS, encoding_url};
-use super::object::{given_checksums, receive_verified};
+use super::object::receive_verified;
 use crate::store::assemble::{self, Completed, ListedPart};
+use crate::store::checksum::{self, Algorithm};
 use crate::store::multipart::{self, Manifest};
 
 /// A Complete still assembling after this long answers `200 OK` at once and sends a space
@@ -22,9 +24,40 @@ use crate::store::multipart::{self, Manifest};
 /// answer normally, with a real error status when they fail.
 pub const KEEP_ALIVE_AFTER: Duration = Duration::from_secs(1);
 
-/// The checksum algorithm names s3vol knows, upper-case.
-fn checksum_name(a: &ChecksumAlgorithm) -> String {
-    a.as_str().to_ascii_uppercase()
+/// The checksum algorithm and type of a CreateMultipartUpload (S3's rules, see
+/// [`Algorithm::allows`]): the type defaults to the algorithm's; a type needs an algorithm.
+///
+/// Errors: `InvalidRequest` for an unknown algorithm or type, a type without an algorithm,
+/// or a combination S3 refuses (CRC64NVME composite, a digest full-object).
+fn upload_checksum(
+    algorithm: Option<&ChecksumAlgorithm>,
+    ty: Option<&ChecksumType>,
+) -> S3Result<Option<(Algorithm, checksum::ChecksumType)>> {
+    let Some(a) = algorithm else {
+        return match ty {
+            Some(_) => Err(s3_error!(
+                InvalidRequest,
+                "The x-amz-checksum-type header can only be used with the x-amz-checksum-algorithm header."
+            )),
+            None => Ok(None),
+        };
+    };
+    let a = Algorithm::from_name(a.as_str())
+        .ok_or_else(|| s3_error!(InvalidRequest, "Checksum algorithm {} is not supported.", a.as_str()))?;
+    let t = match ty {
+        Some(t) => checksum::ChecksumType::parse(t.as_str())
+            .ok_or_else(|| s3_error!(InvalidRequest, "Value for x-amz-checksum-type header is invalid."))?,
+        None => a.default_type(),
+    };
+    if !a.allows(t) {
+        return Err(s3_error!(
+            InvalidRequest,
+            "The {} checksum type cannot be used with the {} checksum algorithm.",
+            t.as_str().to_ascii_lowercase(),
+            a.name().to_ascii_lowercase()
+        ));
+    }
+    Ok(Some((a, t)))
 }
 
 impl S3Vol {
@@ -40,6 +73,7 @@ impl S3Vol {
             .unwrap_or_default();
         let input = req.input;
         refuse_unsupported_write_options!(input);
+        let chosen = upload_checksum(input.checksum_algorithm.as_ref(), input.checksum_type.as_ref())?;
         let vol = self.volume(&input.bucket)?;
         let key = vol.key(&input.key).map_err(to_s3)?;
         let meta = object_meta(
@@ -60,8 +94,8 @@ impl S3Vol {
             meta,
             initiated: time::OffsetDateTime::now_utc().unix_timestamp(),
             owner,
-            checksum_algorithm: input.checksum_algorithm.as_ref().map(checksum_name),
-            checksum_type: input.checksum_type.as_ref().map(|t| t.as_str().to_ascii_uppercase()),
+            checksum_algorithm: chosen.map(|(a, _)| a.name().to_owned()),
+            checksum_type: chosen.map(|(_, t)| t.as_str().to_owned()),
         };
         let k = key.clone();
         let id = blocking(move || multipart::create(&vol, &k, manifest)).await?;
@@ -69,8 +103,8 @@ impl S3Vol {
             bucket: Some(input.bucket),
             key: Some(input.key),
             upload_id: Some(id),
-            checksum_algorithm: input.checksum_algorithm,
-            checksum_type: input.checksum_type,
+            checksum_algorithm: chosen.map(|(a, _)| ChecksumAlgorithm::from(a.name().to_owned())),
+            checksum_type: chosen.map(|(_, t)| ChecksumType::from(t.as_str().to_owned())),
             ..Default::default()
         }))
     }
@@ -98,38 +132,19 @@ impl S3Vol {
             Err(e) => return Err(super::body::refuse(input.body, &headers, e).await),
         };
         // The algorithm given at Create applies to every part, sent with a checksum or not.
-        let algorithm = input
-            .checksum_algorithm
-            .or_else(|| manifest.checksum_algorithm.as_deref().map(|a| ChecksumAlgorithm::from(a.to_owned())));
-        let given = given_checksums(
-            input.checksum_crc32,
-            input.checksum_crc32c,
-            input.checksum_sha1,
-            input.checksum_sha256,
-            input.checksum_crc64nvme,
-        );
-        let (writer, checksums) = receive_verified(
-            input.body,
-            writer,
-            given,
-            algorithm.as_ref(),
-            input.content_md5.as_deref(),
-            &headers,
-            trailers.as_ref(),
-        )
-        .await?;
+        let upload = manifest.checksum_algorithm.as_deref().and_then(Algorithm::from_name);
+        let requested = match wire::requested(&headers, input.checksum_algorithm.as_ref(), upload) {
+            Ok(r) => r,
+            Err(e) => return Err(super::body::refuse(input.body, &headers, e).await),
+        };
+        let (writer, checksums) =
+            receive_verified(input.body, writer, requested, input.content_md5.as_deref(), trailers.as_ref()).await?;
         let id = input.upload_id;
-        let c = checksum_from_meta(&checksums.iter().cloned().collect());
-        let part = blocking(move || multipart::commit_part(writer, &id, number, &checksums)).await?;
-        Ok(S3Response::new(UploadPartOutput {
-            e_tag: Some(etag(&part.etag)),
-            checksum_crc32: c.checksum_crc32,
-            checksum_crc32c: c.checksum_crc32c,
-            checksum_sha1: c.checksum_sha1,
-            checksum_sha256: c.checksum_sha256,
-            checksum_crc64nvme: c.checksum_crc64nvme,
-            ..Default::default()
-        }))
+        let pairs = wire::to_pairs(&checksums);
+        let part = blocking(move || multipart::commit_part(writer, &id, number, &pairs)).await?;
+        let mut resp = S3Response::new(UploadPartOutput { e_tag: Some(etag(&part.etag)), ..Default::default() });
+        wire::set_headers(&mut resp.headers, &checksums, None);
+        Ok(resp)
     }
 
     pub(super) async fn do_complete_multipart_upload(
@@ -147,15 +162,16 @@ impl S3Vol {
                 return Err(s3_error!(MalformedXML, "Each part needs a PartNumber and an ETag"));
             };
             let n = u32::try_from(n).map_err(|_| s3_error!(InvalidPart, "invalid part number"))?;
+            // The algorithms s3s 0.14.1 lacks are not parsed from the XML (see the README).
             let checksums = [
-                ("CRC32", p.checksum_crc32),
-                ("CRC32C", p.checksum_crc32c),
-                ("SHA1", p.checksum_sha1),
-                ("SHA256", p.checksum_sha256),
-                ("CRC64NVME", p.checksum_crc64nvme),
+                (Algorithm::Crc32, p.checksum_crc32),
+                (Algorithm::Crc32c, p.checksum_crc32c),
+                (Algorithm::Sha1, p.checksum_sha1),
+                (Algorithm::Sha256, p.checksum_sha256),
+                (Algorithm::Crc64Nvme, p.checksum_crc64nvme),
             ]
             .into_iter()
-            .filter_map(|(a, v)| v.map(|v| (a.to_owned(), v)))
+            .filter_map(|(a, v)| v.map(|v| (a.name().to_owned(), v)))
             .collect();
             listed.push(ListedPart { number: n, etag: e.into_value(), checksums });
         }
@@ -171,13 +187,15 @@ impl S3Vol {
             Ok(r) => r.map_err(to_s3),
             Err(e) => Err(S3Error::internal_error(e)),
         };
-        match tokio::time::timeout(KEEP_ALIVE_AFTER, &mut task).await {
-            Ok(r) => Ok(S3Response::new(output(joined(r)?))),
+        let mut resp = match tokio::time::timeout(KEEP_ALIVE_AFTER, &mut task).await {
+            Ok(r) => S3Response::new(output(joined(r)?)),
             Err(_) => {
                 let fut = async move { joined(task.await).map(output) };
-                Ok(S3Response::new(CompleteMultipartUploadOutput { future: Some(Box::pin(fut)), ..Default::default() }))
+                S3Response::new(CompleteMultipartUploadOutput { future: Some(Box::pin(fut)), ..Default::default() })
             }
-        }
+        };
+        resp.extensions.insert(wire::ExpandChecksumXml { unquote_etag: false });
+        Ok(resp)
     }
 
     pub(super) async fn do_abort_multipart_upload(
@@ -204,11 +222,11 @@ impl S3Vol {
             Some(m) => m.min(1000) as usize,
         };
         let marker = input.part_number_marker.unwrap_or(0);
-        let after: Vec<_> = parts.into_iter().filter(|p| i64::from(p.number) > i64::from(marker)).collect();
+        let after: Vec<_> = parts.into_iter().filter(|(p, _)| i64::from(p.number) > i64::from(marker)).collect();
         let truncated = after.len() > max;
         let page: Vec<_> = after.into_iter().take(max).collect();
-        let next = if truncated { page.last().map(|p| p.number as i32) } else { None };
-        Ok(S3Response::new(ListPartsOutput {
+        let next = if truncated { page.last().map(|(p, _)| p.number as i32) } else { None };
+        let mut resp = S3Response::new(ListPartsOutput {
             bucket: Some(input.bucket),
             key: Some(input.key),
             upload_id: Some(input.upload_id),
@@ -220,19 +238,29 @@ impl S3Vol {
             owner: Some(Owner { display_name: Some(manifest.owner.clone()), id: Some(manifest.owner) }),
             storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
             checksum_algorithm: manifest.checksum_algorithm.clone().map(ChecksumAlgorithm::from),
+            checksum_type: manifest.checksum_algorithm.as_deref().and_then(Algorithm::from_name).map(|a| {
+                let t = manifest.checksum_type.as_deref().and_then(checksum::ChecksumType::parse);
+                ChecksumType::from(t.unwrap_or(a.default_type()).as_str().to_owned())
+            }),
             parts: Some(
                 page.into_iter()
-                    .map(|p| Part {
-                        part_number: Some(p.number as i32),
-                        e_tag: Some(etag(&p.etag)),
-                        size: Some(p.size as i64),
-                        last_modified: Some(timestamp(p.mtime_ns)),
-                        ..Default::default()
+                    .map(|(p, c)| {
+                        let mut part = Part {
+                            part_number: Some(p.number as i32),
+                            e_tag: Some(etag(&p.etag)),
+                            size: Some(p.size as i64),
+                            last_modified: Some(timestamp(p.mtime_ns)),
+                            ..Default::default()
+                        };
+                        set_checksum_fields!(part, XmlFields::of(&from_stored(&c)));
+                        part
                     })
                     .collect(),
             ),
             ..Default::default()
-        }))
+        });
+        resp.extensions.insert(wire::ExpandChecksumXml { unquote_etag: false });
+        Ok(resp)
     }
 
     pub(super) async fn do_list_multipart_uploads(
@@ -302,18 +330,14 @@ pub(super) fn part_too_large(max: u64) -> S3Error {
 
 /// The Complete answer for a completed upload (also for a retried Complete).
 fn complete_output(bucket: String, key: String, done: Completed) -> CompleteMultipartUploadOutput {
-    let c = checksum_from_meta(&done.checksums);
-    CompleteMultipartUploadOutput {
+    let mut out = CompleteMultipartUploadOutput {
         location: Some(format!("/{bucket}/{key}")),
         bucket: Some(bucket),
         key: Some(key),
         e_tag: Some(etag(&done.etag)),
-        checksum_crc32: c.checksum_crc32,
-        checksum_crc32c: c.checksum_crc32c,
-        checksum_sha1: c.checksum_sha1,
-        checksum_sha256: c.checksum_sha256,
-        checksum_crc64nvme: c.checksum_crc64nvme,
         checksum_type: done.checksum_type.map(ChecksumType::from),
         ..Default::default()
-    }
+    };
+    set_checksum_fields!(out, XmlFields::of(&from_stored(&done.checksums)));
+    out
 }

@@ -7,11 +7,14 @@ use s3s::{S3Request, S3Response, S3Result, s3_error};
 
 use super::S3Vol;
 use super::body::{self, blocking};
-use super::convert::{self, etag, object_meta, refuse_unsupported_write_options, timestamp, unix_secs, user_metadata};
+use super::checksum;
+use super::convert::{etag, object_meta, refuse_unsupported_write_options, unix_secs};
 use super::error::to_s3;
+use super::read;
 use crate::auth::Permission;
+use crate::store::checksum::{Algorithm, ChecksumType};
 use crate::store::cond::{self, Condition};
-use crate::store::meta::{ObjectInfo, ObjectMeta};
+use crate::store::meta::ObjectInfo;
 use crate::store::read::ObjectReader;
 use crate::store::write::Writer;
 use crate::store::{self, Volume};
@@ -21,24 +24,6 @@ pub const MAX_DELETE_KEYS: usize = 1000;
 /// Objects up to this size are read whole with the open, saving a thread hop per GET.
 const SMALL_OBJECT: u64 = 256 * 1024;
 
-/// Everything PUT-like shares: the checksum set a client sent, in one struct.
-pub fn given_checksums(
-    crc32: Option<String>,
-    crc32c: Option<String>,
-    sha1: Option<String>,
-    sha256: Option<String>,
-    crc64nvme: Option<String>,
-) -> Checksum {
-    Checksum {
-        checksum_crc32: crc32,
-        checksum_crc32c: crc32c,
-        checksum_sha1: sha1,
-        checksum_sha256: sha256,
-        checksum_crc64nvme: crc64nvme,
-        ..Default::default()
-    }
-}
-
 /// Streams a request body into `writer`, then checks that it was exactly the declared
 /// length (`IncompleteBody` otherwise) and verifies Content-MD5 and every checksum
 /// (headers and trailers) before anything is committed. Returns the writer (ready to
@@ -46,21 +31,19 @@ pub fn given_checksums(
 pub async fn receive_verified(
     body: Option<StreamingBlob>,
     writer: Writer,
-    mut given: Checksum,
-    algorithm: Option<&ChecksumAlgorithm>,
+    mut requested: checksum::Requested,
     content_md5: Option<&str>,
-    headers: &http::HeaderMap,
     trailers: Option<&s3s::TrailingHeaders>,
-) -> S3Result<(Writer, Vec<(String, String)>)> {
-    let hasher = body::hasher_for(&given, algorithm, headers)?;
+) -> S3Result<(Writer, Vec<(Algorithm, String)>)> {
+    let hashers = std::mem::take(&mut requested.hashers);
     let (writer, computed) = match body {
-        Some(b) => body::receive(b, writer, hasher).await?,
-        None => (writer, hasher.finalize()),
+        Some(b) => body::receive(b, writer, hashers).await?,
+        None => (writer, hashers.finish()),
     };
     // A body that ended short is reported as such, before the checksums it cannot match.
     writer.check_complete().map_err(to_s3)?;
-    body::add_trailers(&mut given, trailers);
-    let checksums = body::verify(&given, &computed)?;
+    checksum::add_trailers(&mut requested, trailers)?;
+    let checksums = checksum::verify(&requested.given, computed)?;
     body::verify_content_md5(content_md5, &writer.md5())?;
     Ok((writer, checksums))
 }
@@ -80,11 +63,6 @@ pub fn declared_length(headers: &http::HeaderMap, content_length: Option<i64>, a
     // so the fallback agrees with the header.
     let from_header = if aws_chunked { decoded() } else { None };
     from_header.or_else(|| content_length.and_then(|n| u64::try_from(n).ok()))
-}
-
-/// Output checksums for a response, from stored pairs.
-fn put_checksums(stored: &[(String, String)]) -> Checksum {
-    body::checksum_from_meta(&stored.iter().cloned().collect())
 }
 
 impl S3Vol {
@@ -135,42 +113,24 @@ impl S3Vol {
         if !vol.space.content_type_allowed(meta.content_type.as_deref().unwrap_or("")) {
             return Err(body::refuse(input.body, &headers, to_s3(store::Error::ContentTypeNotAllowed)).await);
         }
+        let requested = match checksum::requested(&headers, input.checksum_algorithm.as_ref(), None) {
+            Ok(r) => r,
+            Err(e) => return Err(body::refuse(input.body, &headers, e).await),
+        };
         let (v, k) = (vol.clone(), key.clone());
         let writer = match blocking(move || Writer::begin(v, k, declared)).await {
             Ok(w) => w,
             Err(e) => return Err(body::refuse(input.body, &headers, e).await),
         };
-        let given = given_checksums(
-            input.checksum_crc32,
-            input.checksum_crc32c,
-            input.checksum_sha1,
-            input.checksum_sha256,
-            input.checksum_crc64nvme,
-        );
-        let (writer, checksums) = receive_verified(
-            input.body,
-            writer,
-            given,
-            input.checksum_algorithm.as_ref(),
-            input.content_md5.as_deref(),
-            &headers,
-            trailers.as_ref(),
-        )
-        .await?;
+        let (writer, checksums) =
+            receive_verified(input.body, writer, requested, input.content_md5.as_deref(), trailers.as_ref()).await?;
         let mut meta = meta;
-        meta.checksums = checksums.iter().cloned().collect();
+        meta.checksums = checksum::to_stored(&checksums);
         // Judged again, atomically, at the commit: the check above only spares the body.
         let info = blocking(move || writer.commit_if(meta, &cond)).await?;
-        let c = put_checksums(&checksums);
-        Ok(S3Response::new(PutObjectOutput {
-            e_tag: Some(etag(&info.meta.etag)),
-            checksum_crc32: c.checksum_crc32,
-            checksum_crc32c: c.checksum_crc32c,
-            checksum_sha1: c.checksum_sha1,
-            checksum_sha256: c.checksum_sha256,
-            checksum_crc64nvme: c.checksum_crc64nvme,
-            ..Default::default()
-        }))
+        let mut resp = S3Response::new(PutObjectOutput { e_tag: Some(etag(&info.meta.etag)), ..Default::default() });
+        checksum::set_headers(&mut resp.headers, &checksums, Some(ChecksumType::FullObject));
+        Ok(resp)
     }
 
     pub(super) async fn do_get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
@@ -178,6 +138,7 @@ impl S3Vol {
         if input.version_id.is_some() {
             return Err(s3_error!(NotImplemented, "Versioning is not supported"));
         }
+        read::check_part_number(input.part_number)?;
         let vol = self.volume(&input.bucket)?;
         let key = vol.key(&input.key).map_err(to_s3)?;
         // A small whole object is read with the open: on this thread when the lookup and
@@ -211,10 +172,10 @@ impl S3Vol {
             &input.if_unmodified_since,
             &info,
         )?;
-        let (range, parts_count) = byte_range(input.range.as_ref(), input.part_number, &info)?;
-        let content_range =
-            range.as_ref().map(|r| format!("bytes {}-{}/{}", r.start, r.end.saturating_sub(1), info.size));
-        let (start, end) = range.as_ref().map_or((0, info.size), |r| (r.start, r.end));
+        let mut input = input;
+        let overrides = read::overrides!(input);
+        let a = read::answer(&info, input.range.as_ref(), input.part_number, input.checksum_mode.as_ref(), overrides)?;
+        let (start, end) = a.range.as_ref().map_or((0, info.size), |r| (r.start, r.end));
         reader.set_range(start, end);
         let len = end - start;
         let body = if let Some(data) = early {
@@ -232,38 +193,9 @@ impl S3Vol {
         } else {
             body::stream_out(reader)
         };
-        let full = range.is_none();
-        let checksums = if full && input.checksum_mode.as_ref().is_some_and(|m| m.as_str() == "ENABLED") {
-            body::checksum_from_meta(&info.meta.checksums)
-        } else {
-            Checksum::default()
-        };
-        let h = Described::new(&info);
-        let output = GetObjectOutput {
-            body: Some(body),
-            accept_ranges: Some("bytes".into()),
-            content_length: Some(len as i64),
-            content_range,
-            e_tag: Some(etag(&info.meta.etag)),
-            last_modified: Some(timestamp(info.mtime_ns)),
-            content_type: input.response_content_type.or(h.content_type),
-            content_encoding: input.response_content_encoding.or(h.content_encoding),
-            content_disposition: input.response_content_disposition.or(h.content_disposition),
-            content_language: input.response_content_language.or(h.content_language),
-            cache_control: input.response_cache_control.or(h.cache_control),
-            expires: input.response_expires.or(h.expires),
-            metadata: h.metadata,
-            parts_count,
-            checksum_crc32: checksums.checksum_crc32,
-            checksum_crc32c: checksums.checksum_crc32c,
-            checksum_sha1: checksums.checksum_sha1,
-            checksum_sha256: checksums.checksum_sha256,
-            checksum_crc64nvme: checksums.checksum_crc64nvme,
-            storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
-            ..Default::default()
-        };
-        let mut resp = S3Response::new(output);
-        if range.is_some() {
+        let mut resp = S3Response::new(GetObjectOutput { body: Some(body), ..a.output });
+        resp.headers = a.headers;
+        if a.range.is_some() {
             resp.status = Some(http::StatusCode::PARTIAL_CONTENT);
         }
         Ok(resp)
@@ -277,6 +209,7 @@ impl S3Vol {
         if input.version_id.is_some() {
             return Err(s3_error!(NotImplemented, "Versioning is not supported"));
         }
+        read::check_part_number(input.part_number)?;
         let vol = self.volume(&input.bucket)?;
         let key = vol.key(&input.key).map_err(to_s3)?;
         // Served on this thread when the lookup is cached on a local file system (one
@@ -292,40 +225,12 @@ impl S3Vol {
             &input.if_unmodified_since,
             &info,
         )?;
-        let (range, parts_count) = byte_range(input.range.as_ref(), input.part_number, &info)?;
-        let len = range.as_ref().map_or(info.size, |r| r.end - r.start);
-        let content_range =
-            range.as_ref().map(|r| format!("bytes {}-{}/{}", r.start, r.end.saturating_sub(1), info.size));
-        let checksums = if input.checksum_mode.as_ref().is_some_and(|m| m.as_str() == "ENABLED") {
-            body::checksum_from_meta(&info.meta.checksums)
-        } else {
-            Checksum::default()
-        };
-        let h = Described::new(&info);
-        let output = HeadObjectOutput {
-            accept_ranges: Some("bytes".into()),
-            content_length: Some(len as i64),
-            content_range,
-            e_tag: Some(etag(&info.meta.etag)),
-            last_modified: Some(timestamp(info.mtime_ns)),
-            content_type: input.response_content_type.or(h.content_type),
-            content_encoding: input.response_content_encoding.or(h.content_encoding),
-            content_disposition: input.response_content_disposition.or(h.content_disposition),
-            content_language: input.response_content_language.or(h.content_language),
-            cache_control: input.response_cache_control.or(h.cache_control),
-            expires: input.response_expires.or(h.expires),
-            metadata: h.metadata,
-            parts_count,
-            checksum_crc32: checksums.checksum_crc32,
-            checksum_crc32c: checksums.checksum_crc32c,
-            checksum_sha1: checksums.checksum_sha1,
-            checksum_sha256: checksums.checksum_sha256,
-            checksum_crc64nvme: checksums.checksum_crc64nvme,
-            storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
-            ..Default::default()
-        };
-        let mut resp = S3Response::new(output);
-        if range.is_some() {
+        let mut input = input;
+        let overrides = read::overrides!(input);
+        let a = read::answer(&info, input.range.as_ref(), input.part_number, input.checksum_mode.as_ref(), overrides)?;
+        let mut resp = S3Response::new(read::head_output(a.output));
+        resp.headers = a.headers;
+        if a.range.is_some() {
             resp.status = Some(http::StatusCode::PARTIAL_CONTENT);
         }
         Ok(resp)
@@ -415,61 +320,6 @@ fn delete_many(vol: &Arc<Volume>, keys: Vec<String>) -> Vec<(String, store::Resu
         .collect()
 }
 
-/// The HTTP metadata of an object as response fields.
-struct Described {
-    content_type: Option<ContentType>,
-    content_encoding: Option<String>,
-    content_disposition: Option<String>,
-    content_language: Option<String>,
-    cache_control: Option<String>,
-    expires: Option<Timestamp>,
-    metadata: Option<Metadata>,
-}
-
-impl Described {
-    fn new(info: &ObjectInfo) -> Self {
-        let m: &ObjectMeta = &info.meta;
-        Self {
-            content_type: m.content_type.as_deref().and_then(|c| c.parse().ok()),
-            content_encoding: m.content_encoding.clone(),
-            content_disposition: m.content_disposition.clone(),
-            content_language: m.content_language.clone(),
-            cache_control: m.cache_control.clone(),
-            expires: m.expires.as_deref().and_then(convert::parse_http_date),
-            metadata: user_metadata(m),
-        }
-    }
-}
-
-/// GET/HEAD `Range` or `partNumber` → the byte range to serve (end exclusive) and, for
-/// `partNumber`, the object's part count.
-fn byte_range(
-    range: Option<&Range>,
-    part_number: Option<i32>,
-    info: &ObjectInfo,
-) -> S3Result<(Option<std::ops::Range<u64>>, Option<i32>)> {
-    if let Some(n) = part_number {
-        if range.is_some() {
-            return Err(s3_error!(InvalidRequest, "Cannot specify both Range header and partNumber query parameter"));
-        }
-        let parts = &info.meta.parts;
-        if parts.is_empty() {
-            // A single-part object: partNumber=1 is the whole object.
-            return if n == 1 { Ok((None, Some(1))) } else { Err(bad_part_number()) };
-        }
-        let idx = usize::try_from(n - 1).ok().filter(|i| *i < parts.len()).ok_or_else(bad_part_number)?;
-        let start: u64 = parts[..idx].iter().sum();
-        return Ok((Some(start..start + parts[idx]), Some(parts.len() as i32)));
-    }
-    match range {
-        None => Ok((None, None)),
-        Some(r) => match r.check(info.size) {
-            Ok(rg) => Ok((Some(rg), None)),
-            Err(_) => Err(s3_error!(InvalidRange, "The requested range is not satisfiable")),
-        },
-    }
-}
-
 /// RFC 7232 precedence, as S3: If-Match (412), else If-Unmodified-Since (412); then
 /// If-None-Match (304), else If-Modified-Since (304).
 pub fn check_read_conditions(
@@ -546,15 +396,6 @@ fn check_write_conditions(
         }
     }
     Ok(())
-}
-
-/// S3 answers an unsatisfiable `partNumber` with 416 InvalidPartNumber.
-fn bad_part_number() -> s3s::S3Error {
-    super::error::custom(
-        "InvalidPartNumber",
-        http::StatusCode::RANGE_NOT_SATISFIABLE,
-        "The requested partnumber is not satisfiable",
-    )
 }
 
 #[cfg(test)]

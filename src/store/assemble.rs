@@ -41,6 +41,7 @@ use nix::sys::stat::Mode;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
+use super::checksum::{self, Algorithm, ChecksumType};
 use super::cond::Condition;
 use super::key::ObjectKey;
 use super::meta;
@@ -316,7 +317,7 @@ fn assemble(
 ) -> Result<Completed> {
     let sizes: Vec<u64> = chosen.iter().map(|p| p.size).collect();
     let total: u64 = sizes.iter().sum();
-    let (checksums, checksum_type) = object_checksum(dir, &manifest, chosen, listed);
+    let (checksums, checksum_type, part_checksums) = object_checksum(dir, &manifest, chosen, listed);
     let done = |method: &str| Completed {
         key: key.as_str().to_owned(),
         etag: expected.to_owned(),
@@ -337,6 +338,7 @@ fn assemble(
             etag: String::new(),
             parts: Vec::new(),
             checksums: Default::default(),
+            part_checksums: Vec::new(),
             fp: None,
             ..m.clone()
         };
@@ -459,6 +461,7 @@ fn assemble(
     meta.etag = expected.to_owned();
     meta.parts = sizes;
     meta.checksums = checksums.clone();
+    meta.part_checksums = part_checksums;
     w.commit_if(meta, cond)?;
     Ok(done(method))
 }
@@ -520,121 +523,45 @@ fn append_journal(dir: BorrowedFd<'_>, p: &Part) -> Result<()> {
     Ok(())
 }
 
-/// The object's additional checksum from the parts' ones (S3 rules): `COMPOSITE` is the
-/// checksum of the concatenated binary part checksums, then `-N`; `FULL_OBJECT` (CRCs only)
-/// is the CRC of the whole object, combined from the part CRCs and sizes. Empty when no
-/// algorithm was given at Create or a part lacks its checksum.
+/// The object's additional checksum from the parts' ones, with its type and the parts'
+/// values (base64, in part order) for HEAD/GET `partNumber` and GetObjectAttributes; see
+/// [`checksum::multipart`] for the rules. The type is the one given at Create, else the
+/// algorithm's default. Nothing when the upload named no algorithm or a part lacks its
+/// value.
 fn object_checksum(
     dir: BorrowedFd<'_>,
     manifest: &Manifest,
     chosen: &[Part],
     listed: &[ListedPart],
-) -> (BTreeMap<String, String>, Option<String>) {
-    let none = (BTreeMap::new(), None);
-    let Some(alg) = manifest.checksum_algorithm.as_deref().map(str::to_ascii_uppercase) else {
+) -> (BTreeMap<String, String>, Option<String>, Vec<String>) {
+    let none = (BTreeMap::new(), None, Vec::new());
+    let Some(alg) = manifest.checksum_algorithm.as_deref().and_then(Algorithm::from_name) else {
         return none;
     };
-    let full = match manifest.checksum_type.as_deref() {
-        Some(t) => t.eq_ignore_ascii_case("FULL_OBJECT"),
-        None => alg == "CRC64NVME",
-    };
+    let ty = manifest.checksum_type.as_deref().and_then(ChecksumType::parse).unwrap_or(alg.default_type());
     let mut raw_parts = Vec::with_capacity(chosen.len());
+    let mut values = Vec::with_capacity(chosen.len());
     for (p, l) in chosen.iter().zip(listed) {
-        let staged = multipart::part_checksums(dir, p).remove(&alg);
-        let given = l.checksums.iter().find(|(a, _)| *a == alg).map(|(_, v)| v.clone());
+        let staged = multipart::part_checksums(dir, p).remove(alg.name());
+        let given = l.checksums.iter().find(|(a, _)| a == alg.name()).map(|(_, v)| v.clone());
         let Some(b64) = staged.or(given) else {
             return none;
         };
-        let Ok(raw) = base64_simd::STANDARD.decode_to_vec(b64.as_bytes()) else {
+        let Some(raw) = alg.decode(&b64) else {
             return none;
         };
         raw_parts.push((raw, p.size));
+        values.push(b64);
     }
-    let value = if full { combine_crcs(&alg, &raw_parts) } else { composite(&alg, &raw_parts) };
-    match value {
-        Some(v) => {
-            let ty = if full { "FULL_OBJECT" } else { "COMPOSITE" };
-            (BTreeMap::from([(alg, v)]), Some(ty.to_owned()))
-        }
+    match checksum::multipart(alg, ty, &raw_parts) {
+        Some(v) => (BTreeMap::from([(alg.name().to_owned(), v)]), Some(ty.as_str().to_owned()), values),
         None => none,
     }
-}
-
-fn crc_algorithm(alg: &str) -> Option<(crc_fast::CrcAlgorithm, usize)> {
-    match alg {
-        "CRC32" => Some((crc_fast::CrcAlgorithm::Crc32IsoHdlc, 4)),
-        "CRC32C" => Some((crc_fast::CrcAlgorithm::Crc32Iscsi, 4)),
-        "CRC64NVME" => Some((crc_fast::CrcAlgorithm::Crc64Nvme, 8)),
-        _ => None,
-    }
-}
-
-fn composite(alg: &str, parts: &[(Vec<u8>, u64)]) -> Option<String> {
-    use sha1::Digest as _;
-    let cat: Vec<u8> = parts.iter().flat_map(|(r, _)| r.iter().copied()).collect();
-    let digest: Vec<u8> = match alg {
-        "SHA1" => sha1::Sha1::digest(&cat).to_vec(),
-        "SHA256" => sha2::Sha256::digest(&cat).to_vec(),
-        _ => {
-            let (a, width) = crc_algorithm(alg)?;
-            let v = crc_fast::checksum(a, &cat);
-            v.to_be_bytes()[8 - width..].to_vec()
-        }
-    };
-    Some(format!("{}-{}", base64_simd::STANDARD.encode_to_string(&digest), parts.len()))
-}
-
-fn combine_crcs(alg: &str, parts: &[(Vec<u8>, u64)]) -> Option<String> {
-    let (a, width) = crc_algorithm(alg)?;
-    let mut acc: Option<u64> = None;
-    for (raw, size) in parts {
-        if raw.len() != width {
-            return None;
-        }
-        let mut b = [0u8; 8];
-        b[8 - width..].copy_from_slice(raw);
-        let v = u64::from_be_bytes(b);
-        acc = Some(match acc {
-            None => v,
-            Some(prev) => crc_fast::checksum_combine(a, prev, v, *size),
-        });
-    }
-    let v = acc?;
-    Some(base64_simd::STANDARD.encode_to_string(&v.to_be_bytes()[8 - width..]))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn b64(v: u64, width: usize) -> Vec<u8> {
-        v.to_be_bytes()[8 - width..].to_vec()
-    }
-
-    #[test]
-    fn full_object_crc_is_the_crc_of_the_whole() {
-        let (a, b) = (b"hello, ".as_slice(), b"multipart world".as_slice());
-        for (alg, width) in [("CRC32", 4), ("CRC32C", 4), ("CRC64NVME", 8)] {
-            let (c, _) = crc_algorithm(alg).unwrap();
-            let parts = vec![
-                (b64(crc_fast::checksum(c, a), width), a.len() as u64),
-                (b64(crc_fast::checksum(c, b), width), b.len() as u64),
-            ];
-            let whole = [a, b].concat();
-            let want = base64_simd::STANDARD.encode_to_string(b64(crc_fast::checksum(c, &whole), width));
-            assert_eq!(combine_crcs(alg, &parts).unwrap(), want, "{alg}");
-        }
-    }
-
-    #[test]
-    fn composite_checksum_shape() {
-        use sha2::Digest as _;
-        let p1 = sha2::Sha256::digest(b"a").to_vec();
-        let p2 = sha2::Sha256::digest(b"b").to_vec();
-        let want = sha2::Sha256::digest([p1.clone(), p2.clone()].concat());
-        let got = composite("SHA256", &[(p1, 1), (p2, 1)]).unwrap();
-        assert_eq!(got, format!("{}-2", base64_simd::STANDARD.encode_to_string(want)));
-    }
 
     #[test]
     fn expected_etag_refuses_non_md5() {

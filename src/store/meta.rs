@@ -57,13 +57,17 @@ pub struct ObjectMeta {
     /// `x-amz-meta-*` without the prefix, lower-case names.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub user: BTreeMap<String, String>,
-    /// Additional checksums by algorithm name (`CRC32`, `CRC32C`, `SHA1`, `SHA256`,
-    /// `CRC64NVME`), base64 as S3 returns them.
+    /// Additional checksums by algorithm name ([`super::checksum::Algorithm::name`]), base64
+    /// as S3 returns them; a composite multipart value ends `-N`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub checksums: BTreeMap<String, String>,
     /// Part sizes in bytes, for an object assembled from a multipart upload.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parts: Vec<u64>,
+    /// For a multipart object with a checksum: each part's value of the upload's
+    /// algorithm, base64, in part order (HEAD/GET `partNumber`, GetObjectAttributes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub part_checksums: Vec<String>,
     /// The file at write time; set by the writer, never by callers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fp: Option<Fingerprint>,
@@ -108,7 +112,8 @@ impl ObjectMeta {
             && self.expires.is_none()
             && self.user.is_empty()
             && self.checksums.is_empty()
-            && self.parts.is_empty();
+            && self.parts.is_empty()
+            && self.part_checksums.is_empty();
         let etag = self.etag.as_bytes();
         if !plain || etag.len() != 32 || !etag.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return None;

@@ -301,11 +301,17 @@ pub(super) fn parts_in(dir: BorrowedFd<'_>) -> Result<Vec<Part>> {
     Ok(parts)
 }
 
-/// ListParts: the staged parts of upload `id`.
+/// ListParts: the staged parts of upload `id`, each with its additional checksums
+/// (`ALGORITHM -> base64`, empty when none).
 ///
 /// Parts an interrupted append-and-delete Complete already moved into its assembly file
 /// are listed too (from its journal): they are staged still, only in another file.
-pub fn list_parts(vol: &Volume, id: &str, key: &ObjectKey) -> Result<(Manifest, Vec<Part>)> {
+#[allow(clippy::type_complexity)]
+pub fn list_parts(
+    vol: &Volume,
+    id: &str,
+    key: &ObjectKey,
+) -> Result<(Manifest, Vec<(Part, BTreeMap<String, String>)>)> {
     let (dir, m) = manifest(vol, id, key)?;
     let mut parts = parts_in(dir.as_fd())?;
     for p in super::assemble::journaled(dir.as_fd()) {
@@ -314,7 +320,11 @@ pub fn list_parts(vol: &Volume, id: &str, key: &ObjectKey) -> Result<(Manifest, 
         }
     }
     parts.sort_by_key(|p| p.number);
-    Ok((m, parts))
+    let listed = parts.into_iter().map(|p| {
+        let c = part_checksums(dir.as_fd(), &p);
+        (p, c)
+    });
+    Ok((m, listed.collect()))
 }
 
 /// AbortMultipartUpload: removes the staging of upload `id`.

@@ -429,6 +429,7 @@ pub fn rewrite_meta(vol: &Arc<Volume>, key: &ObjectKey, mut meta: ObjectMeta) ->
     let old = meta::load(fd.as_fd(), &st, key.as_str(), vol.xattrs);
     meta.etag = old.meta.etag;
     meta.parts = old.meta.parts;
+    meta.part_checksums = old.meta.part_checksums;
     meta.checksums = old.meta.checksums;
     if st.st_nlink > 1 {
         if !old.from_xattr {
