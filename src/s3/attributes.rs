@@ -25,19 +25,25 @@ impl S3Vol {
         if input.version_id.is_some() {
             return Err(s3_error!(NotImplemented, "Versioning is not supported"));
         }
-        let wanted = |name: &str| input.object_attributes.iter().any(|a| a.as_str().eq_ignore_ascii_case(name));
+        // The header is one comma-separated list (s3s hands it over as one item).
+        let named: Vec<&str> = input
+            .object_attributes
+            .iter()
+            .flat_map(|a| a.as_str().split(','))
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .collect();
         let known = ["ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize"];
-        if input.object_attributes.is_empty() {
+        if named.is_empty() {
             return Err(s3_error!(
                 InvalidArgument,
                 "The x-amz-object-attributes header specifying the attributes to be retrieved is either missing or empty"
             ));
         }
-        if let Some(bad) =
-            input.object_attributes.iter().find(|a| !known.iter().any(|k| k.eq_ignore_ascii_case(a.as_str())))
-        {
-            return Err(s3_error!(InvalidArgument, "Invalid attribute name specified: {}", bad.as_str()));
+        if let Some(bad) = named.iter().find(|a| !known.contains(a)) {
+            return Err(s3_error!(InvalidArgument, "Invalid attribute name specified: {bad}"));
         }
+        let wanted = |name: &str| named.contains(&name);
         let max = match input.max_parts {
             None => MAX_PARTS,
             Some(m) if m < 0 => return Err(s3_error!(InvalidArgument, "max-parts must be a non-negative integer")),

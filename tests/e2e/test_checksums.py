@@ -1,0 +1,259 @@
+"""Checksums by the 2026 rules (ten algorithms), GetObjectAttributes, GET/HEAD partNumber
+errors, and the CRT transfer client: boto3 against the real daemon."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import zlib
+
+import pytest
+from awscrt import checksums as crt
+
+from helpers import MiB, crc32c_b64, data, expect_client_error, files_equal
+
+ALL = ["CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256", "SHA512", "MD5", "XXHASH64", "XXHASH3", "XXHASH128"]
+# botocore computes these itself (and sends them as aws-chunked trailers over https).
+BOTOCORE = ["CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256", "SHA512", "XXHASH64", "XXHASH3", "XXHASH128"]
+
+
+def raw_digest(alg: str, b: bytes) -> bytes:
+    if alg == "CRC32":
+        return zlib.crc32(b).to_bytes(4, "big")
+    if alg == "CRC32C":
+        return base64.b64decode(crc32c_b64(b))
+    if alg == "CRC64NVME":
+        return crt.crc64nvme(b).to_bytes(8, "big")
+    if alg.startswith("XXHASH"):
+        h = {"XXHASH64": crt.XXHash.new_xxhash64, "XXHASH3": crt.XXHash.new_xxhash3_64,
+             "XXHASH128": crt.XXHash.new_xxhash3_128}[alg]()
+        h.update(b)
+        return h.finalize()
+    return hashlib.new(alg.lower(), b).digest()
+
+
+def digest(alg: str, b: bytes) -> str:
+    return base64.b64encode(raw_digest(alg, b)).decode()
+
+
+def field(alg: str) -> str:
+    return f"Checksum{alg}"
+
+
+def header(alg: str) -> str:
+    return f"x-amz-checksum-{alg.lower()}"
+
+
+@pytest.fixture(scope="module")
+def s3(server):
+    return server.client(request_checksum_calculation="when_required")
+
+
+@pytest.fixture(scope="module")
+def s3_auto(server):
+    return server.client()
+
+
+@pytest.mark.parametrize("alg", ALL)
+def test_put_with_each_checksum_header_is_verified_stored_and_returned(server, s3, prefix, alg):
+    body = data(3000, alg)
+    key = f"{prefix}/{alg}"
+    r = s3.put_object(Bucket="vol-a", Key=key, Body=body, **{field(alg): digest(alg, body)})
+    assert r["ResponseMetadata"]["HTTPHeaders"][header(alg)] == digest(alg, body)
+    assert (server.vol("vol-a") / key).read_bytes() == body
+    h = s3.head_object(Bucket="vol-a", Key=key, ChecksumMode="ENABLED")
+    assert h["ResponseMetadata"]["HTTPHeaders"][header(alg)] == digest(alg, body)
+    assert h["ResponseMetadata"]["HTTPHeaders"]["x-amz-checksum-type"] == "FULL_OBJECT"
+    g = s3.get_object(Bucket="vol-a", Key=key, ChecksumMode="ENABLED")
+    assert g["Body"].read() == body
+    assert g["ResponseMetadata"]["HTTPHeaders"][header(alg)] == digest(alg, body)
+    plain = s3.head_object(Bucket="vol-a", Key=key)
+    assert header(alg) not in plain["ResponseMetadata"]["HTTPHeaders"], "only with checksum mode"
+    a = s3.get_object_attributes(Bucket="vol-a", Key=key, ObjectAttributes=["Checksum"])
+    assert a["Checksum"] == {field(alg): digest(alg, body), "ChecksumType": "FULL_OBJECT"}
+
+
+@pytest.mark.parametrize("alg", ALL)
+def test_put_with_a_wrong_checksum_is_bad_digest_and_stores_nothing(server, s3, prefix, alg):
+    key = f"{prefix}/{alg}"
+    wrong = digest(alg, b"something else")
+    expect_client_error(s3.put_object, 400, "BadDigest", Bucket="vol-a", Key=key, Body=b"payload",
+                        **{field(alg): wrong})
+    assert not (server.vol("vol-a") / key).exists()
+
+
+def test_put_with_a_malformed_or_second_checksum_is_invalid_request(server, s3, prefix):
+    key = f"{prefix}/k"
+    expect_client_error(s3.put_object, 400, "InvalidRequest", Bucket="vol-a", Key=key, Body=b"x",
+                        ChecksumSHA512="AAAA")
+    expect_client_error(s3.put_object, 400, "InvalidRequest", Bucket="vol-a", Key=key, Body=b"x",
+                        ChecksumCRC32=digest("CRC32", b"x"), ChecksumXXHASH64=digest("XXHASH64", b"x"))
+    assert not (server.vol("vol-a") / key).exists()
+
+
+@pytest.mark.parametrize("alg", BOTOCORE)
+def test_put_with_checksum_computed_by_botocore_trailer_over_https(server, s3_auto, prefix, alg):
+    """botocore sends the checksum as an aws-chunked trailer (over https) or a header."""
+    body = data(200_000, alg)
+    key = f"{prefix}/{alg}"
+    r = s3_auto.put_object(Bucket="vol-a", Key=key, Body=body, ChecksumAlgorithm=alg)
+    assert r[field(alg)] == digest(alg, body)
+    assert (server.vol("vol-a") / key).read_bytes() == body
+    g = s3_auto.get_object(Bucket="vol-a", Key=key, ChecksumMode="ENABLED")
+    assert g["Body"].read() == body and g[field(alg)] == digest(alg, body)
+
+
+def multipart(s3, key, alg, ty, parts):
+    kw = {"ChecksumAlgorithm": alg}
+    if ty:
+        kw["ChecksumType"] = ty
+    c = s3.create_multipart_upload(Bucket="vol-a", Key=key, **kw)
+    uid = c["UploadId"]
+    done = []
+    for n, p in enumerate(parts, 1):
+        r = s3.upload_part(Bucket="vol-a", Key=key, UploadId=uid, PartNumber=n, Body=p,
+                           **{field(alg): digest(alg, p)})
+        assert r[field(alg)] == digest(alg, p)
+        done.append({"PartNumber": n, "ETag": r["ETag"], **({field(alg): r[field(alg)]} if field(alg) in
+                     ("ChecksumCRC32", "ChecksumCRC32C", "ChecksumSHA1", "ChecksumSHA256", "ChecksumCRC64NVME")
+                     else {})})
+    return c, uid, done
+
+
+@pytest.mark.parametrize("alg,ty", [
+    ("CRC32", "COMPOSITE"), ("CRC32", "FULL_OBJECT"), ("CRC32C", "FULL_OBJECT"), ("CRC64NVME", None),
+    ("SHA1", None), ("SHA256", "COMPOSITE"), ("SHA512", None), ("MD5", None), ("XXHASH64", None),
+    ("XXHASH3", "COMPOSITE"), ("XXHASH128", None),
+])
+def test_multipart_checksum_comes_back_from_complete_listparts_head_get_and_attributes(
+        server, s3, prefix, alg, ty):
+    parts = [data(5 * MiB, f"{alg}1"), data(5 * MiB, f"{alg}2"), data(1234, f"{alg}3")]
+    whole = b"".join(parts)
+    key = f"{prefix}/{alg}"
+    c, uid, done = multipart(s3, key, alg, ty, parts)
+    want_ty = ty or ("FULL_OBJECT" if alg == "CRC64NVME" else "COMPOSITE")
+    assert c["ChecksumAlgorithm"] == alg and c["ChecksumType"] == want_ty
+    lp = s3.list_parts(Bucket="vol-a", Key=key, UploadId=uid)
+    assert lp["ChecksumAlgorithm"] == alg and lp["ChecksumType"] == want_ty
+    assert [p[field(alg)] for p in lp["Parts"]] == [digest(alg, p) for p in parts]
+    r = s3.complete_multipart_upload(Bucket="vol-a", Key=key, UploadId=uid, MultipartUpload={"Parts": done})
+    if want_ty == "FULL_OBJECT":
+        want = digest(alg, whole)
+    else:
+        want = base64.b64encode(raw_digest(alg, b"".join(raw_digest(alg, p) for p in parts))).decode() + "-3"
+    assert r[field(alg)] == want and r["ChecksumType"] == want_ty
+    assert (server.vol("vol-a") / key).read_bytes() == whole
+    h = s3.head_object(Bucket="vol-a", Key=key, ChecksumMode="ENABLED")
+    assert h[field(alg)] == want and h["ChecksumType"] == want_ty
+    hp = s3.head_object(Bucket="vol-a", Key=key, ChecksumMode="ENABLED", PartNumber=2)
+    assert hp[field(alg)] == digest(alg, parts[1]) and hp["PartsCount"] == 3
+    gp = s3.get_object(Bucket="vol-a", Key=key, ChecksumMode="ENABLED", PartNumber=3)
+    assert gp["Body"].read() == parts[2] and gp[field(alg)] == digest(alg, parts[2])
+    a = s3.get_object_attributes(Bucket="vol-a", Key=key,
+                                 ObjectAttributes=["ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize"],
+                                 MaxParts=2)
+    assert a["ETag"] == h["ETag"].strip('"') and a["StorageClass"] == "STANDARD" and a["ObjectSize"] == len(whole)
+    assert a["Checksum"] == {field(alg): want.split("-")[0], "ChecksumType": want_ty}
+    op = a["ObjectParts"]
+    assert op["TotalPartsCount"] == 3 and op["IsTruncated"] and op["NextPartNumberMarker"] == 2 and op["MaxParts"] == 2
+    assert [(p["PartNumber"], p["Size"], p[field(alg)]) for p in op["Parts"]] == \
+        [(1, 5 * MiB, digest(alg, parts[0])), (2, 5 * MiB, digest(alg, parts[1]))]
+    a2 = s3.get_object_attributes(Bucket="vol-a", Key=key, ObjectAttributes=["ObjectParts"], PartNumberMarker=2)
+    assert not a2["ObjectParts"]["IsTruncated"]
+    assert [p["PartNumber"] for p in a2["ObjectParts"]["Parts"]] == [3]
+    assert "ETag" not in a2 and "Checksum" not in a2, "only the attributes asked for"
+
+
+@pytest.mark.parametrize("alg,ty", [
+    ("CRC64NVME", "COMPOSITE"), ("SHA1", "FULL_OBJECT"), ("SHA256", "FULL_OBJECT"), ("SHA512", "FULL_OBJECT"),
+    ("MD5", "FULL_OBJECT"), ("XXHASH64", "FULL_OBJECT"), ("XXHASH128", "FULL_OBJECT"),
+])
+def test_create_multipart_with_an_invalid_checksum_type_is_invalid_request(server, s3, prefix, alg, ty):
+    expect_client_error(s3.create_multipart_upload, 400, "InvalidRequest", Bucket="vol-a", Key=f"{prefix}/k",
+                        ChecksumAlgorithm=alg, ChecksumType=ty)
+    expect_client_error(s3.create_multipart_upload, 400, "InvalidRequest", Bucket="vol-a", Key=f"{prefix}/k",
+                        ChecksumType="COMPOSITE")
+
+
+def test_upload_part_with_another_algorithm_than_the_upload_is_refused(server, s3, prefix):
+    key = f"{prefix}/k"
+    uid = s3.create_multipart_upload(Bucket="vol-a", Key=key, ChecksumAlgorithm="SHA512")["UploadId"]
+    expect_client_error(s3.upload_part, 400, "InvalidRequest", Bucket="vol-a", Key=key, UploadId=uid,
+                        PartNumber=1, Body=b"x", ChecksumCRC32=digest("CRC32", b"x"))
+    assert s3.list_parts(Bucket="vol-a", Key=key, UploadId=uid).get("Parts", []) == []
+
+
+def test_get_object_attributes_of_single_part_and_pod_written_files(server, s3, prefix):
+    key = f"{prefix}/plain"
+    body = b"hello attributes"
+    s3.put_object(Bucket="vol-a", Key=key, Body=body)
+    all_attrs = ["ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize"]
+    a = s3.get_object_attributes(Bucket="vol-a", Key=key, ObjectAttributes=all_attrs)
+    assert a["ETag"] == hashlib.md5(body).hexdigest() and a["ObjectSize"] == len(body)
+    assert "ObjectParts" not in a and "Checksum" not in a and a["LastModified"]
+    pod = server.vol("vol-a") / prefix / "pod.txt"
+    pod.write_bytes(b"written by a pod")
+    a = s3.get_object_attributes(Bucket="vol-a", Key=f"{prefix}/pod.txt", ObjectAttributes=all_attrs)
+    h = s3.head_object(Bucket="vol-a", Key=f"{prefix}/pod.txt")
+    assert a["ETag"] == h["ETag"].strip('"') and a["ObjectSize"] == 16 and "Checksum" not in a
+    expect_client_error(s3.get_object_attributes, 404, "NoSuchKey", Bucket="vol-a", Key=f"{prefix}/none",
+                        ObjectAttributes=["ETag"])
+
+
+def test_get_and_head_part_number_errors_as_s3(server, s3, prefix):
+    key = f"{prefix}/single"
+    s3.put_object(Bucket="vol-a", Key=key, Body=b"0123456789")
+    g = s3.get_object(Bucket="vol-a", Key=key, PartNumber=1)
+    assert g["Body"].read() == b"0123456789" and "PartsCount" not in g
+    h = s3.head_object(Bucket="vol-a", Key=key, PartNumber=1)
+    assert h["ContentLength"] == 10 and "x-amz-mp-parts-count" not in h["ResponseMetadata"]["HTTPHeaders"]
+    e = expect_client_error(s3.get_object, 416, "InvalidPartNumber", Bucket="vol-a", Key=key, PartNumber=2)
+    assert "partnumber is not satisfiable" in e.response["Error"]["Message"]
+    expect_client_error(s3.head_object, 416, None, Bucket="vol-a", Key=key, PartNumber=2)
+    for bad in ("0", "10001", "abc", "-1"):
+        r = server.raw("GET", f"/vol-a/{key}", query=[("partNumber", bad)])
+        assert (r.status, r.code) == (400, "InvalidArgument"), (bad, r)
+        r = server.raw("HEAD", f"/vol-a/{key}", query=[("partNumber", bad)])
+        assert r.status == 400 and r.body == b"", (bad, r)
+    mkey = f"{prefix}/multi"
+    _, uid, done = multipart(s3, mkey, "CRC32", None, [data(5 * MiB, 1), b"tail"])
+    s3.complete_multipart_upload(Bucket="vol-a", Key=mkey, UploadId=uid, MultipartUpload={"Parts": done})
+    assert s3.head_object(Bucket="vol-a", Key=mkey, PartNumber=2)["PartsCount"] == 2
+    expect_client_error(s3.get_object, 416, "InvalidPartNumber", Bucket="vol-a", Key=mkey, PartNumber=3)
+
+
+def test_crt_transfer_client_multipart_crc64nvme_round_trip(http_server, prefix, tmp_path):
+    """The CRT transfer client (s3transfer.crt, what aws CLI v2 uses) uploads a multipart
+    object with CRC64NVME and downloads it validating the full-object checksum. boto3's own
+    CRT path ignores endpoint_url, so the manager is built from s3transfer.crt directly."""
+    import botocore.session
+    from botocore.config import Config
+    from s3transfer.crt import (
+        BotocoreCRTCredentialsWrapper, BotocoreCRTRequestSerializer, CRTTransferManager, create_s3_crt_client,
+    )
+    from helpers import ACCESS_KEY, SECRET_KEY
+
+    session = botocore.session.get_session()
+    session.set_credentials(ACCESS_KEY, SECRET_KEY)
+    creds = BotocoreCRTCredentialsWrapper(session.get_credentials()).to_crt_credentials_provider()
+    crt_client = create_s3_crt_client(http_server.region, crt_credentials_provider=creds, use_ssl=False,
+                                      part_size=8 * MiB)
+    serializer = BotocoreCRTRequestSerializer(session, {
+        "region_name": http_server.region, "endpoint_url": http_server.url,
+        "config": Config(s3={"addressing_style": "path"}),
+    })
+    src = tmp_path / "src.bin"
+    src.write_bytes(data(20 * MiB + 777, "crt"))
+    key = f"{prefix}/crt.bin"
+    dst = tmp_path / "dst.bin"
+    with CRTTransferManager(crt_client, serializer) as tm:
+        tm.upload(str(src), "vol-a", key, {"ChecksumAlgorithm": "CRC64NVME"}).result(timeout=120)
+    on_disk = http_server.vol("vol-a") / key
+    assert files_equal(on_disk, src)
+    s3 = http_server.client()
+    h = s3.head_object(Bucket="vol-a", Key=key, ChecksumMode="ENABLED")
+    assert h["ChecksumCRC64NVME"] == digest("CRC64NVME", src.read_bytes())
+    assert h["ChecksumType"] == "FULL_OBJECT" and h["ETag"].endswith('-3"')
+    with CRTTransferManager(crt_client, serializer) as tm:
+        tm.download("vol-a", key, str(dst), {"ChecksumMode": "ENABLED"}).result(timeout=120)
+    assert files_equal(dst, src)
