@@ -104,8 +104,10 @@ pub async fn serve(settings: Settings, keys: KeySet) -> Result<(), String> {
     let mut b = S3ServiceBuilder::new(s3);
     b.set_auth(ring.clone());
     b.set_access(ring.clone());
-    if !settings.domains.is_empty() {
-        b.set_host(crate::s3::host::VirtualHosts::new(&settings.domains));
+    // One resolver decides the bucket for routing, CORS and the log line alike.
+    let buckets = crate::s3::host::BucketResolver::new(&settings.domains);
+    if let Some(hosts) = buckets.s3_host() {
+        b.set_host(hosts);
     }
     let l = &settings.limits;
     let guard = Arc::new(Guard::new(
@@ -151,7 +153,7 @@ pub async fn serve(settings: Settings, keys: KeySet) -> Result<(), String> {
         notify(State::Stopping);
         let _ = stop_tx.send(true);
     };
-    let opts = ServeOptions { metrics, limits: settings.limits, cors: Arc::new(settings.cors.clone()), guard };
+    let opts = ServeOptions { metrics, limits: settings.limits, cors: Arc::new(settings.cors.clone()), guard, buckets };
     crate::server::run(listener, tls, service, opts, shutdown).await;
     drop(stop_rx);
     Ok(())

@@ -236,13 +236,6 @@ fn base_headers(rule: &CorsRule, origin: &str) -> HeaderMap {
     out
 }
 
-/// The bucket a path-style request names: the first segment of the path, percent-decoded;
-/// `None` for the service root or a segment that does not decode.
-pub fn bucket_of(path: &str) -> Option<String> {
-    let seg = path.strip_prefix('/')?.split('/').next().filter(|s| !s.is_empty())?;
-    urlencoding::decode(seg).ok().map(|s| s.into_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,14 +339,5 @@ mod tests {
         assert!(rules.actual(Some("any"), &Method::PUT, &headers(&[("origin", "http://evil.test")])).is_empty());
         assert!(rules.actual(Some("any"), &Method::PUT, &HeaderMap::new()).is_empty());
         assert!(rules.actual(None, &Method::PUT, &headers(&[("origin", "http://app.good.test")])).is_empty());
-    }
-
-    #[test]
-    fn bucket_from_path() {
-        assert_eq!(bucket_of("/vol-a/key").as_deref(), Some("vol-a"));
-        assert_eq!(bucket_of("/vol-a").as_deref(), Some("vol-a"));
-        assert_eq!(bucket_of("/vol%2Da/k").as_deref(), Some("vol-a"));
-        assert_eq!(bucket_of("/"), None);
-        assert_eq!(bucket_of(""), None);
     }
 }

@@ -23,12 +23,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
-use crate::cors::{CorsRules, Preflight, bucket_of};
+use crate::cors::{CorsRules, Preflight};
 use crate::guard::chunked::ChunkGuard;
 use crate::guard::{Guard, Refusal};
 use crate::limits::{ActiveRequest, Activity, Limits, MAX_HEAD_BUFFER, StallIo, TLS_HANDSHAKE_TIMEOUT};
 use crate::metrics::Metrics;
 use crate::request::{BodyLimits, RequestBody, RequestInfo, ResponseBody};
+use crate::s3::host::BucketResolver;
 use crate::store::volume::random_hex;
 
 /// Loads a PEM certificate chain and private key into a TLS acceptor (HTTP/1.1 and h2).
@@ -65,6 +66,8 @@ pub struct ServeOptions {
     pub cors: Arc<CorsRules>,
     /// The checks in front of `s3s` ([`crate::guard`]).
     pub guard: Arc<Guard>,
+    /// Which bucket a request names: the same answer `s3s` routes by, for CORS and logs.
+    pub buckets: BucketResolver,
 }
 
 /// The TLS certificate and key files and the acceptor made from them; [`reload`] swaps in
@@ -267,7 +270,8 @@ async fn handle(
     let id = random_hex(8).to_ascii_uppercase();
     let method = req.method().clone();
     let info = RequestInfo::new(id.clone(), method.clone(), peer, metrics);
-    let bucket = bucket_of(req.uri().path());
+    let bucket = shared.opts.buckets.bucket(req.uri(), req.headers());
+    info.set_bucket(bucket.as_deref());
     let close_after = expects_continue_without_body(req.headers());
     let has_body = carries_body(req.headers());
     // CompleteMultipartUpload (POST ?uploadId=): see ResponseBody::strip_late_xml_declaration.
