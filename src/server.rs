@@ -23,7 +23,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
-use crate::cors::{CorsRules, Preflight};
+use crate::cors::{self, Preflight};
 use crate::guard::chunked::ChunkGuard;
 use crate::guard::{Guard, Refusal};
 use crate::limits::{ActiveRequest, Activity, Limits, MAX_HEAD_BUFFER, StallIo, TLS_HANDSHAKE_TIMEOUT};
@@ -62,8 +62,8 @@ pub fn tls_acceptor(cert: &Path, key: &Path, http2: bool) -> Result<TlsAcceptor,
 pub struct ServeOptions {
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
-    /// Each volume's CORS rules (preflights and response headers).
-    pub cors: Arc<CorsRules>,
+    /// Each volume's CORS rules, stored or configured (preflights and response headers).
+    pub cors: Arc<crate::s3::bucket_cors::LiveCors>,
     /// The checks in front of `s3s` ([`crate::guard`]).
     pub guard: Arc<Guard>,
     /// Which bucket a request names: the same answer `s3s` routes by, for CORS and logs.
@@ -276,14 +276,17 @@ async fn handle(
     let has_body = carries_body(req.headers());
     // CompleteMultipartUpload (POST ?uploadId=): see ResponseBody::strip_late_xml_declaration.
     let completes = method == http::Method::POST && req.uri().query().is_some_and(|q| q.contains("uploadId="));
+    // The rules are looked up (on the volume) only for what a browser sends.
+    let browser = method == http::Method::OPTIONS || req.headers().contains_key(http::header::ORIGIN);
+    let rules = if browser { cors.rules(bucket.as_deref()).await } else { Arc::from([]) };
     let mut resp = if method == http::Method::OPTIONS {
-        preflight_response(cors.preflight(bucket.as_deref(), req.headers()), &id)
+        preflight_response(cors::preflight(&rules, req.headers()), &id)
     } else if xml_body_too_large(&method, req.headers()) {
         let too_big =
             Refusal::new(http::StatusCode::BAD_REQUEST, "MaxMessageLengthExceeded", "Your request was too big.");
         refusal_response(&too_big, &id)
     } else {
-        let cors_headers = cors.actual(bucket.as_deref(), &method, req.headers());
+        let cors_headers = cors::actual(&rules, &method, req.headers());
         let (mut parts, body) = req.into_parts();
         match guard.admit(&parts, time::OffsetDateTime::now_utc().unix_timestamp()) {
             Err(refusal) => refusal_response(&refusal, &id),
