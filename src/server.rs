@@ -25,7 +25,7 @@ use tracing::{debug, info, warn};
 
 use crate::cors::{self, Preflight};
 use crate::guard::chunked::ChunkGuard;
-use crate::guard::{Guard, Refusal};
+use crate::guard::{Guard, Refusal, form_policy};
 use crate::limits::{ActiveRequest, Activity, Limits, MAX_HEAD_BUFFER, StallIo, TLS_HANDSHAKE_TIMEOUT};
 use crate::metrics::Metrics;
 use crate::request::{BodyLimits, RequestBody, RequestInfo, ResponseBody};
@@ -287,6 +287,12 @@ async fn handle(
         refusal_response(&too_big, &id)
     } else {
         let cors_headers = cors::actual(&rules, &method, req.headers());
+        // A browser form upload: S3's answers to a failed POST policy (guard::form_policy).
+        let is_form = method == http::Method::POST
+            && req
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"multipart/form-data"));
         let (mut parts, body) = req.into_parts();
         match guard.admit(&parts, time::OffsetDateTime::now_utc().unix_timestamp()) {
             Err(refusal) => refusal_response(&refusal, &id),
@@ -303,6 +309,11 @@ async fn handle(
                 let _form_slot = admitted.form_slot;
                 match svc.call(http::Request::from_parts(parts, body)).await {
                     Ok(mut resp) => {
+                        if is_form
+                            && let Some(r) = resp.body().bytes().and_then(|b| form_policy::refusal(resp.status(), &b))
+                        {
+                            resp = refusal_response(&r, &id);
+                        }
                         resp.headers_mut().extend(cors_headers);
                         resp
                     }
