@@ -101,11 +101,14 @@ pub async fn serve(settings: Settings, keys: KeySet) -> Result<(), String> {
         .with_sigv2(settings.sigv2)
         .with_public(settings.public.clone());
     let s3 = S3Vol::new(volumes.clone(), ring.clone(), settings.region.clone());
+    let cors = Arc::new(crate::s3::bucket_cors::LiveCors::new(settings.cors.clone(), volumes.clone()));
     let mut b = S3ServiceBuilder::new(s3);
     b.set_auth(ring.clone());
     b.set_access(ring.clone());
-    if !settings.domains.is_empty() {
-        b.set_host(crate::s3::host::VirtualHosts::new(&settings.domains));
+    // One resolver decides the bucket for routing, CORS and the log line alike.
+    let buckets = crate::s3::host::BucketResolver::new(&settings.domains);
+    if let Some(hosts) = buckets.s3_host() {
+        b.set_host(hosts);
     }
     let l = &settings.limits;
     let guard = Arc::new(Guard::new(
@@ -151,7 +154,7 @@ pub async fn serve(settings: Settings, keys: KeySet) -> Result<(), String> {
         notify(State::Stopping);
         let _ = stop_tx.send(true);
     };
-    let opts = ServeOptions { metrics, limits: settings.limits, cors: Arc::new(settings.cors.clone()), guard };
+    let opts = ServeOptions { metrics, limits: settings.limits, cors, guard, buckets };
     crate::server::run(listener, tls, service, opts, shutdown).await;
     drop(stop_rx);
     Ok(())

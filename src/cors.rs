@@ -10,15 +10,19 @@
 use std::collections::HashMap;
 
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Methods a CORS rule may allow (as S3).
 pub const CORS_METHODS: &[&str] = &["GET", "PUT", "POST", "DELETE", "HEAD"];
 
-/// One `[[volume.cors]]` table as written.
-#[derive(Debug, Default, Clone, Deserialize)]
+/// One `[[volume.cors]]` table as written; also one rule of a PutBucketCors
+/// configuration as stored on the volume (JSON, [`encode_stored`]).
+#[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RawCorsRule {
+    /// The rule's `ID` (S3 CORSRule ID, up to 255 characters), returned by GetBucketCors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     /// Origins allowed, e.g. `https://app.example.com`; each may hold one `*` wildcard.
     pub allowed_origins: Vec<String>,
     /// Methods allowed: GET, PUT, POST, DELETE, HEAD.
@@ -104,7 +108,12 @@ impl CorsRule {
 /// True when `s` matches `pattern`, which may hold one `*` standing for any run of bytes
 /// other than `/ @ ? #`: a wildcard origin like `https://*.example.com` must not match
 /// `https://evil.test/.example.com` (no browser sends that, but other clients may).
+///
+/// A bare `*` matches everything (S3's "any origin"; an origin always holds a `/`).
 pub fn wildcard_match(pattern: &str, s: &str) -> bool {
+    if pattern == "*" {
+        return true;
+    }
     match pattern.split_once('*') {
         None => pattern == s,
         Some((pre, post)) => {
@@ -143,85 +152,96 @@ impl CorsRules {
         self.defaults.is_empty() && self.volumes.values().all(Vec::is_empty)
     }
 
-    fn rules(&self, bucket: &str) -> &[CorsRule] {
+    /// The config's rules for `bucket`: its own, or the defaults.
+    pub fn configured(&self, bucket: &str) -> &[CorsRule] {
         self.volumes.get(bucket).map_or(&self.defaults, Vec::as_slice)
     }
 
-    /// Answers a preflight for `bucket` (`None`: the service root, which has no rules).
+    /// Answers a preflight for `bucket` (`None`: the service root, which has no rules)
+    /// under the config's rules.
     pub fn preflight(&self, bucket: Option<&str>, h: &HeaderMap) -> Preflight {
-        let origin = h.get(http::header::ORIGIN).and_then(|v| v.to_str().ok());
-        let method =
-            h.get(http::header::ACCESS_CONTROL_REQUEST_METHOD).and_then(|v| Method::from_bytes(v.as_bytes()).ok());
-        let (Some(origin), Some(method)) = (origin, method) else {
-            return Preflight::Refused(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                "Insufficient information. Origin request header needed.",
-            );
-        };
-        let rules = bucket.map(|b| self.rules(b)).unwrap_or_default();
-        if rules.is_empty() {
-            return Preflight::Refused(
-                StatusCode::FORBIDDEN,
-                "AccessForbidden",
-                "CORSResponse: CORS is not enabled for this bucket.",
-            );
-        }
-        let requested: Vec<&str> = h
-            .get_all(http::header::ACCESS_CONTROL_REQUEST_HEADERS)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect();
-        let Some(rule) = rules.iter().find(|r| {
-            r.allows_origin(origin) && r.allows_method(&method) && requested.iter().all(|h| r.allows_header(h))
-        }) else {
-            return Preflight::Refused(
-                StatusCode::FORBIDDEN,
-                "AccessForbidden",
-                "CORSResponse: This CORS request is not allowed. This is usually because the evalution of Origin, request method / Access-Control-Request-Method or Access-Control-Request-Headers are not whitelisted by the resource's CORS spec.",
-            );
-        };
-        let mut out = base_headers(rule, origin);
-        if !requested.is_empty()
-            && let Ok(v) = HeaderValue::from_str(&requested.join(", ").to_ascii_lowercase())
-        {
-            out.insert(http::header::ACCESS_CONTROL_ALLOW_HEADERS, v);
-        }
-        if let Some(age) = rule.max_age {
-            out.insert(http::header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from(age));
-        }
-        out.insert(
-            http::header::VARY,
-            HeaderValue::from_static("Origin, Access-Control-Request-Headers, Access-Control-Request-Method"),
-        );
-        Preflight::Allowed(out)
+        preflight(bucket.map(|b| self.configured(b)).unwrap_or_default(), h)
     }
 
-    /// The CORS headers for an actual (non-preflight) request with `method` to `bucket`:
-    /// empty unless it carries an `Origin` some rule allows with that method.
+    /// The CORS headers for an actual request to `bucket` under the config's rules
+    /// ([`actual`]).
     pub fn actual(&self, bucket: Option<&str>, method: &Method, h: &HeaderMap) -> HeaderMap {
-        let Some(bucket) = bucket else { return HeaderMap::new() };
-        let Some(origin) = h.get(http::header::ORIGIN).and_then(|v| v.to_str().ok()) else {
-            return HeaderMap::new();
-        };
-        let Some(rule) = self.rules(bucket).iter().find(|r| r.allows_origin(origin) && r.allows_method(method)) else {
-            return HeaderMap::new();
-        };
-        let mut out = base_headers(rule, origin);
-        if !rule.expose.is_empty()
-            && let Ok(v) = HeaderValue::from_str(&rule.expose.join(", "))
-        {
-            out.insert(http::header::ACCESS_CONTROL_EXPOSE_HEADERS, v);
-        }
-        if let Some(age) = rule.max_age {
-            out.insert(http::header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from(age));
-        }
-        out.insert(http::header::VARY, HeaderValue::from_static("Origin"));
-        out
+        actual(bucket.map(|b| self.configured(b)).unwrap_or_default(), method, h)
     }
+}
+
+/// Answers a preflight under `rules` (empty: CORS is not enabled for the bucket).
+pub fn preflight(rules: &[CorsRule], h: &HeaderMap) -> Preflight {
+    let origin = h.get(http::header::ORIGIN).and_then(|v| v.to_str().ok());
+    let method = h.get(http::header::ACCESS_CONTROL_REQUEST_METHOD).and_then(|v| Method::from_bytes(v.as_bytes()).ok());
+    let (Some(origin), Some(method)) = (origin, method) else {
+        return Preflight::Refused(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "Insufficient information. Origin request header needed.",
+        );
+    };
+    if rules.is_empty() {
+        return Preflight::Refused(
+            StatusCode::FORBIDDEN,
+            "AccessForbidden",
+            "CORSResponse: CORS is not enabled for this bucket.",
+        );
+    }
+    let requested: Vec<&str> = h
+        .get_all(http::header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    let Some(rule) = rules
+        .iter()
+        .find(|r| r.allows_origin(origin) && r.allows_method(&method) && requested.iter().all(|h| r.allows_header(h)))
+    else {
+        return Preflight::Refused(
+            StatusCode::FORBIDDEN,
+            "AccessForbidden",
+            "CORSResponse: This CORS request is not allowed. This is usually because the evalution of Origin, request method / Access-Control-Request-Method or Access-Control-Request-Headers are not whitelisted by the resource's CORS spec.",
+        );
+    };
+    let mut out = base_headers(rule, origin);
+    if !requested.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&requested.join(", ").to_ascii_lowercase())
+    {
+        out.insert(http::header::ACCESS_CONTROL_ALLOW_HEADERS, v);
+    }
+    if let Some(age) = rule.max_age {
+        out.insert(http::header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from(age));
+    }
+    out.insert(
+        http::header::VARY,
+        HeaderValue::from_static("Origin, Access-Control-Request-Headers, Access-Control-Request-Method"),
+    );
+    Preflight::Allowed(out)
+}
+
+/// The CORS headers for an actual (non-preflight) request with `method` under `rules`:
+/// empty unless it carries an `Origin` some rule allows with that method.
+pub fn actual(rules: &[CorsRule], method: &Method, h: &HeaderMap) -> HeaderMap {
+    let Some(origin) = h.get(http::header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return HeaderMap::new();
+    };
+    let Some(rule) = rules.iter().find(|r| r.allows_origin(origin) && r.allows_method(method)) else {
+        return HeaderMap::new();
+    };
+    let mut out = base_headers(rule, origin);
+    if !rule.expose.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&rule.expose.join(", "))
+    {
+        out.insert(http::header::ACCESS_CONTROL_EXPOSE_HEADERS, v);
+    }
+    if let Some(age) = rule.max_age {
+        out.insert(http::header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from(age));
+    }
+    out.insert(http::header::VARY, HeaderValue::from_static("Origin"));
+    out
 }
 
 /// The requesting origin is echoed (never `*`), so caches must vary on it.
@@ -236,13 +256,6 @@ fn base_headers(rule: &CorsRule, origin: &str) -> HeaderMap {
     out
 }
 
-/// The bucket a path-style request names: the first segment of the path, percent-decoded;
-/// `None` for the service root or a segment that does not decode.
-pub fn bucket_of(path: &str) -> Option<String> {
-    let seg = path.strip_prefix('/')?.split('/').next().filter(|s| !s.is_empty())?;
-    urlencoding::decode(seg).ok().map(|s| s.into_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,6 +267,7 @@ mod tests {
             allowed_headers: headers.iter().map(|s| (*s).to_owned()).collect(),
             expose_headers: vec!["ETag".into()],
             max_age_seconds: Some(600),
+            id: None,
         })
         .unwrap()
     }
@@ -269,6 +283,7 @@ mod tests {
     #[test]
     fn wildcards() {
         assert!(wildcard_match("*", "anything"));
+        assert!(wildcard_match("*", "https://any.test"), "a bare * allows every origin");
         assert!(wildcard_match("https://*.example.com", "https://app.example.com"));
         assert!(!wildcard_match("https://*.example.com", "https://example.com.evil.net"));
         assert!(!wildcard_match("https://*.example.com", "https://evil.test/.example.com"));
@@ -346,14 +361,5 @@ mod tests {
         assert!(rules.actual(Some("any"), &Method::PUT, &headers(&[("origin", "http://evil.test")])).is_empty());
         assert!(rules.actual(Some("any"), &Method::PUT, &HeaderMap::new()).is_empty());
         assert!(rules.actual(None, &Method::PUT, &headers(&[("origin", "http://app.good.test")])).is_empty());
-    }
-
-    #[test]
-    fn bucket_from_path() {
-        assert_eq!(bucket_of("/vol-a/key").as_deref(), Some("vol-a"));
-        assert_eq!(bucket_of("/vol-a").as_deref(), Some("vol-a"));
-        assert_eq!(bucket_of("/vol%2Da/k").as_deref(), Some("vol-a"));
-        assert_eq!(bucket_of("/"), None);
-        assert_eq!(bucket_of(""), None);
     }
 }

@@ -49,6 +49,9 @@ pub struct RequestInfo {
     start: Instant,
     metrics: Arc<Metrics>,
     ident: OnceLock<Ident>,
+    /// The bucket the request names ([`crate::s3::host::BucketResolver`]), logged when
+    /// the access hook never ran (a CORS preflight, a refusal before `s3s`).
+    bucket: OnceLock<String>,
     /// The upload counted in the volume's writes-in-flight gauge, if any.
     writing: OnceLock<String>,
     status: std::sync::atomic::AtomicU16,
@@ -70,6 +73,7 @@ impl RequestInfo {
             start: Instant::now(),
             metrics,
             ident: OnceLock::new(),
+            bucket: OnceLock::new(),
             writing: OnceLock::new(),
             status: 0.into(),
             bytes_in: AtomicU64::new(0),
@@ -77,6 +81,13 @@ impl RequestInfo {
             finished: AtomicBool::new(false),
             authorized: AtomicBool::new(false),
         })
+    }
+
+    /// Records the bucket the request names, as routing decided it.
+    pub fn set_bucket(&self, bucket: Option<&str>) {
+        if let Some(b) = bucket {
+            let _ = self.bucket.set(b.to_owned());
+        }
     }
 
     /// Records the response status (before the body is sent).
@@ -106,7 +117,7 @@ impl RequestInfo {
             method = %self.method,
             access_key = field(|i| &i.key_name),
             op,
-            volume = field(|i| &i.volume),
+            volume = ident.and_then(|i| i.volume.as_deref()).or(self.bucket.get().map(String::as_str)).unwrap_or("-"),
             key = field(|i| &i.key),
             status,
             bytes_in,

@@ -23,12 +23,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
-use crate::cors::{CorsRules, Preflight, bucket_of};
+use crate::cors::{self, Preflight};
 use crate::guard::chunked::ChunkGuard;
-use crate::guard::{Guard, Refusal};
+use crate::guard::{Guard, Refusal, form_policy};
 use crate::limits::{ActiveRequest, Activity, Limits, MAX_HEAD_BUFFER, StallIo, TLS_HANDSHAKE_TIMEOUT};
 use crate::metrics::Metrics;
 use crate::request::{BodyLimits, RequestBody, RequestInfo, ResponseBody};
+use crate::s3::host::BucketResolver;
 use crate::store::volume::random_hex;
 
 /// Loads a PEM certificate chain and private key into a TLS acceptor (HTTP/1.1 and h2).
@@ -61,10 +62,12 @@ pub fn tls_acceptor(cert: &Path, key: &Path, http2: bool) -> Result<TlsAcceptor,
 pub struct ServeOptions {
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
-    /// Each volume's CORS rules (preflights and response headers).
-    pub cors: Arc<CorsRules>,
+    /// Each volume's CORS rules, stored or configured (preflights and response headers).
+    pub cors: Arc<crate::s3::bucket_cors::LiveCors>,
     /// The checks in front of `s3s` ([`crate::guard`]).
     pub guard: Arc<Guard>,
+    /// Which bucket a request names: the same answer `s3s` routes by, for CORS and logs.
+    pub buckets: BucketResolver,
 }
 
 /// The TLS certificate and key files and the acceptor made from them; [`reload`] swaps in
@@ -267,19 +270,29 @@ async fn handle(
     let id = random_hex(8).to_ascii_uppercase();
     let method = req.method().clone();
     let info = RequestInfo::new(id.clone(), method.clone(), peer, metrics);
-    let bucket = bucket_of(req.uri().path());
+    let bucket = shared.opts.buckets.bucket(req.uri(), req.headers());
+    info.set_bucket(bucket.as_deref());
     let close_after = expects_continue_without_body(req.headers());
     let has_body = carries_body(req.headers());
     // CompleteMultipartUpload (POST ?uploadId=): see ResponseBody::strip_late_xml_declaration.
     let completes = method == http::Method::POST && req.uri().query().is_some_and(|q| q.contains("uploadId="));
+    // The rules are looked up (on the volume) only for what a browser sends.
+    let browser = method == http::Method::OPTIONS || req.headers().contains_key(http::header::ORIGIN);
+    let rules = if browser { cors.rules(bucket.as_deref()).await } else { Arc::from([]) };
     let mut resp = if method == http::Method::OPTIONS {
-        preflight_response(cors.preflight(bucket.as_deref(), req.headers()), &id)
+        preflight_response(cors::preflight(&rules, req.headers()), &id)
     } else if xml_body_too_large(&method, req.headers()) {
         let too_big =
             Refusal::new(http::StatusCode::BAD_REQUEST, "MaxMessageLengthExceeded", "Your request was too big.");
         refusal_response(&too_big, &id)
     } else {
-        let cors_headers = cors.actual(bucket.as_deref(), &method, req.headers());
+        let cors_headers = cors::actual(&rules, &method, req.headers());
+        // A browser form upload: S3's answers to a failed POST policy (guard::form_policy).
+        let is_form = method == http::Method::POST
+            && req
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"multipart/form-data"));
         let (mut parts, body) = req.into_parts();
         match guard.admit(&parts, time::OffsetDateTime::now_utc().unix_timestamp()) {
             Err(refusal) => refusal_response(&refusal, &id),
@@ -296,6 +309,11 @@ async fn handle(
                 let _form_slot = admitted.form_slot;
                 match svc.call(http::Request::from_parts(parts, body)).await {
                     Ok(mut resp) => {
+                        if is_form
+                            && let Some(r) = resp.body().bytes().and_then(|b| form_policy::refusal(resp.status(), &b))
+                        {
+                            resp = refusal_response(&r, &id);
+                        }
                         resp.headers_mut().extend(cors_headers);
                         resp
                     }

@@ -13,6 +13,7 @@
 
 pub mod auth_params;
 pub mod chunked;
+pub mod form_policy;
 
 use std::sync::Arc;
 

@@ -10,6 +10,54 @@
 use s3s::S3Result;
 use s3s::host::{S3Host, VirtualHost};
 
+/// The one decision of which bucket a request names (path style or virtual-hosted), made
+/// as `s3s` routes it: routing (through the [`S3Host`] this hands to `s3s`), the CORS
+/// rules and the request's log line all take their bucket from here, so they cannot
+/// disagree (issue 15 item 4: a path-only guess sent `vol-a.s3.example.com/dir/x` to the
+/// CORS rules of a bucket named `dir`).
+#[derive(Debug, Clone, Default)]
+pub struct BucketResolver {
+    hosts: Option<VirtualHosts>,
+}
+
+impl BucketResolver {
+    /// `domains`: the configured base domains (empty: path style only), already checked.
+    pub fn new(domains: &[String]) -> Self {
+        Self { hosts: (!domains.is_empty()).then(|| VirtualHosts::new(domains)) }
+    }
+
+    /// The [`S3Host`] for `s3s`'s router, when virtual-hosted style is on.
+    pub fn s3_host(&self) -> Option<VirtualHosts> {
+        self.hosts.clone()
+    }
+
+    /// The bucket the request names, or `None` for the service root or a path that does
+    /// not decode. As `s3s`: the `Host` header (or the HTTP/2 authority) names the bucket
+    /// when it is `BUCKET.<domain>` (lower-cased); an IP address, a base domain or any
+    /// other host is path style, where the bucket is the first segment of the
+    /// percent-decoded path.
+    pub fn bucket(&self, uri: &http::Uri, headers: &http::HeaderMap) -> Option<String> {
+        if let Some(hosts) = &self.hosts {
+            let host = match headers.get(http::header::HOST) {
+                Some(v) => v.to_str().ok(),
+                None => uri.authority().map(http::uri::Authority::as_str),
+            };
+            if let Some(b) = host.filter(|h| !is_ip_host(h)).and_then(|h| hosts.bucket_of(h)) {
+                return Some(b.to_ascii_lowercase());
+            }
+        }
+        let path = urlencoding::decode(uri.path()).ok()?;
+        let seg = path.strip_prefix('/')?.split('/').next().filter(|s| !s.is_empty())?;
+        Some(seg.to_owned())
+    }
+}
+
+/// True for `1.2.3.4`, `1.2.3.4:80`, `[::1]:80` or `::1`: `s3s` routes these path style
+/// without asking the [`S3Host`].
+fn is_ip_host(host: &str) -> bool {
+    host.parse::<std::net::SocketAddr>().is_ok() || host.parse::<std::net::IpAddr>().is_ok()
+}
+
 /// The configured base domains, lower case, longest first (so that with both
 /// `example.com` and `s3.example.com`, `b.s3.example.com` is bucket `b`).
 #[derive(Debug, Clone)]
@@ -102,6 +150,40 @@ mod tests {
         assert_eq!(nested.bucket_of("b.s3.example.com"), Some("b"));
         assert_eq!(nested.bucket_of("s3.example.com"), None);
         assert_eq!(nested.bucket_of("s4.example.com"), Some("s4"));
+    }
+
+    fn resolve(r: &BucketResolver, host: Option<&str>, target: &str) -> Option<String> {
+        let uri: http::Uri = target.parse().unwrap();
+        let mut h = http::HeaderMap::new();
+        if let Some(host) = host {
+            h.insert(http::header::HOST, host.parse().unwrap());
+        }
+        r.bucket(&uri, &h)
+    }
+
+    #[test]
+    fn one_bucket_per_request_path_or_virtual_host() {
+        let vh = BucketResolver::new(&["s3.example.com".into()]);
+        let path_only = BucketResolver::new(&[]);
+        for (r, host, target, want) in [
+            (&vh, Some("vol-a.s3.example.com"), "/dir/x", Some("vol-a")),
+            (&vh, Some("VOL-A.s3.example.com:9000"), "/dir/x", Some("vol-a")),
+            (&vh, Some("vol-a.s3.example.com"), "/", Some("vol-a")),
+            (&vh, Some("s3.example.com"), "/vol-b/x", Some("vol-b")),
+            (&vh, Some("127.0.0.1:9000"), "/vol-b/x", Some("vol-b")),
+            (&vh, Some("node7:9000"), "/vol-b/x", Some("vol-b")),
+            (&vh, None, "/vol-b/x", Some("vol-b")),
+            (&vh, Some("s3.example.com"), "/", None),
+            (&path_only, Some("vol-a.s3.example.com"), "/dir/x", Some("dir")),
+            (&path_only, None, "/vol%2Da/k", Some("vol-a")),
+            // s3s decodes the whole path before it splits it.
+            (&path_only, None, "/vol%2Fa/k", Some("vol")),
+            (&path_only, None, "/", None),
+        ] {
+            assert_eq!(resolve(r, host, target).as_deref(), want, "{host:?} {target}");
+        }
+        let h2: http::Uri = "https://vol-c.s3.example.com/k".parse().unwrap();
+        assert_eq!(vh.bucket(&h2, &http::HeaderMap::new()).as_deref(), Some("vol-c"), "HTTP/2 authority");
     }
 
     #[test]

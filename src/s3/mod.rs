@@ -7,6 +7,7 @@
 mod attributes;
 mod body;
 mod bucket;
+pub mod bucket_cors;
 pub mod checksum;
 mod convert;
 mod copy;
@@ -60,6 +61,27 @@ impl S3 for S3Vol {
     #[instrument(skip_all, fields(op = "ListBuckets"))]
     async fn list_buckets(&self, req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
         self.do_list_buckets(req).await
+    }
+
+    #[instrument(skip_all, fields(op = "PutBucketCors", bucket = %req.input.bucket))]
+    async fn put_bucket_cors(&self, req: S3Request<PutBucketCorsInput>) -> S3Result<S3Response<PutBucketCorsOutput>> {
+        let bucket = req.input.bucket.clone();
+        self.on(&bucket, self.do_put_bucket_cors(req)).await
+    }
+
+    #[instrument(skip_all, fields(op = "GetBucketCors", bucket = %req.input.bucket))]
+    async fn get_bucket_cors(&self, req: S3Request<GetBucketCorsInput>) -> S3Result<S3Response<GetBucketCorsOutput>> {
+        let bucket = req.input.bucket.clone();
+        self.on(&bucket, self.do_get_bucket_cors(req)).await
+    }
+
+    #[instrument(skip_all, fields(op = "DeleteBucketCors", bucket = %req.input.bucket))]
+    async fn delete_bucket_cors(
+        &self,
+        req: S3Request<DeleteBucketCorsInput>,
+    ) -> S3Result<S3Response<DeleteBucketCorsOutput>> {
+        let bucket = req.input.bucket.clone();
+        self.on(&bucket, self.do_delete_bucket_cors(req)).await
     }
 
     #[instrument(skip_all, fields(op = "HeadBucket", bucket = %req.input.bucket))]

@@ -5,6 +5,7 @@
 //! its operations are blocking; the protocol adapter runs them on the blocking pool.
 
 pub mod assemble;
+pub mod bucket_cors;
 pub mod checksum;
 pub mod cond;
 pub mod dircache;

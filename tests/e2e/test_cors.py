@@ -7,6 +7,7 @@ Needs the Debian packages chromium and chromium-driver (scripts/test installs th
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import shutil
 import subprocess
@@ -15,7 +16,7 @@ import threading
 import pytest
 import requests
 
-from helpers import s3vol_bin, snapshot_diff, start_daemon, stop_daemon, toml_str, tree_snapshot
+from helpers import s3vol_bin, snapshot_diff, start_daemon, stop_daemon, toml_str, tree_snapshot, wait_until
 
 KEY = dict(name="web", access_key="AKCORSWEB0000001", secret_key="cors-web-secret", volumes=["*"],
            permissions=["read", "write"])
@@ -199,3 +200,82 @@ def test_browser_upload_refused_from_other_origin(d, pages, browser, prefix):
     after = tree_snapshot(d.vol("web"))
     assert after == before, snapshot_diff(before, after)
     assert not (d.vol("web") / key).exists()
+
+
+# ------------------------------------------------------------------------- virtual-hosted style
+
+DOMAIN = "s3.example.test"
+
+
+@pytest.fixture(scope="module")
+def vd(tmp_path_factory, pages):
+    """A daemon with `domain` set: `web.s3.example.test` names volume `web`."""
+    good, _ = pages
+    work = tmp_path_factory.mktemp("cors-vhost")
+    web = work / "web"
+    (web / "dir").mkdir(parents=True)
+    (web / "dir" / "hello.txt").write_bytes(b"hello virtual host")
+    extra = (
+        f"domain = {toml_str(DOMAIN)}\n"
+        f'[[volume]]\nname = "web"\npath = {toml_str(web)}\n'
+        "[[volume.cors]]\n"
+        f"allowed_origins = [{toml_str(good.origin)}]\n"
+        'allowed_methods = ["GET", "PUT"]\n'
+        'allowed_headers = ["*"]\n'
+        'expose_headers = ["ETag"]\n'
+    )
+    daemon = start_daemon(work, keys=[KEY], extra_config=extra)
+    daemon.vols["web"] = web
+    yield daemon
+    assert stop_daemon(daemon) is None, daemon.log_tail()
+
+
+def vhost_request(d, method, host, path, headers, sign=True):
+    """A request whose Host names the bucket (SigV4 signed for that host when `sign`)."""
+    from helpers import send_raw, sign_v4
+    host = f"{host}:{d.port}"
+    if sign:
+        hdrs = sign_v4(method, path, None, headers, hashlib.sha256(b"").hexdigest(), host,
+                       KEY["access_key"], KEY["secret_key"], d.region).headers
+    else:
+        hdrs = {"host": host, **headers}
+    return send_raw(d, method, path, hdrs, b"")
+
+
+def test_virtual_hosted_preflight_uses_the_host_bucket_rules(vd, pages):
+    """Issue 15 item 4: `web.s3.example.test/dir/x` is bucket `web`, key `dir/x`; a
+    path-only guess looked up the rules of a bucket named `dir` (none: 403)."""
+    good, evil = pages
+    h = {"origin": good.origin, "access-control-request-method": "PUT",
+         "access-control-request-headers": "content-type"}
+    r = vhost_request(vd, "OPTIONS", f"web.{DOMAIN}", "/dir/x", h, sign=False)
+    assert r.status == 200, (r.status, r.body)
+    assert r.headers["access-control-allow-origin"] == good.origin
+    assert r.headers["access-control-allow-methods"] == "GET, PUT"
+    # Upper-case host names are the same bucket, as s3s routes them.
+    r = vhost_request(vd, "OPTIONS", f"WEB.{DOMAIN.upper()}", "/dir/x", h, sign=False)
+    assert r.status == 200, (r.status, r.body)
+    r = vhost_request(vd, "OPTIONS", f"web.{DOMAIN}", "/dir/x", {**h, "origin": evil.origin}, sign=False)
+    assert r.status == 403 and b"AccessForbidden" in r.body
+    # Path style on the base domain still names the first path segment.
+    r = vhost_request(vd, "OPTIONS", DOMAIN, "/web/dir/x", h, sign=False)
+    assert r.status == 200 and r.headers["access-control-allow-origin"] == good.origin
+    r = vhost_request(vd, "OPTIONS", DOMAIN, "/dir/x", h, sign=False)
+    assert r.status == 403 and b"AccessForbidden" in r.body
+
+
+def test_virtual_hosted_actual_request_carries_the_host_bucket_cors_headers(vd, pages):
+    good, _ = pages
+    r = vhost_request(vd, "GET", f"web.{DOMAIN}", "/dir/hello.txt", {"origin": good.origin})
+    assert r.status == 200 and r.body == b"hello virtual host", (r.status, r.body)
+    assert r.headers["access-control-allow-origin"] == good.origin
+    assert r.headers["access-control-expose-headers"] == "ETag"
+    # The log line names the bucket routing chose, for the preflight too.
+    r = vhost_request(vd, "OPTIONS", f"web.{DOMAIN}", "/dir/x",
+                      {"origin": good.origin, "access-control-request-method": "GET"}, sign=False)
+    rid = r.headers["x-amz-request-id"]
+
+    def line():
+        return next((ln for ln in vd.log.read_text(errors="replace").splitlines() if rid in ln), None)
+    wait_until(lambda: line() is not None, timeout=5)
+    assert 'volume="web"' in line(), line()
