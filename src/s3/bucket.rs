@@ -71,23 +71,56 @@ impl S3Vol {
         &self,
         req: S3Request<CreateBucketInput>,
     ) -> S3Result<S3Response<CreateBucketOutput>> {
+        // The access hook let an `admin` key through whatever its scope (see auth::decide):
+        // the scope is judged here, where the bucket's existence is known.
+        let may_use = req
+            .credentials
+            .as_ref()
+            .and_then(|c| self.keys.get(&c.access_key))
+            .is_some_and(|k| k.may_use(&req.input.bucket));
         let bucket = req.input.bucket;
+        if !matches!(self.volumes.get(&bucket), Err(crate::store::Error::NoSuchBucket)) {
+            return self.existing_bucket(bucket, may_use);
+        }
+        if !may_use {
+            return Err(s3_error!(AccessDenied, "Access Denied"));
+        }
         if !self.volumes.is_root_mode() {
-            return match self.volume(&bucket) {
-                Ok(_) => Err(s3_error!(BucketAlreadyOwnedByYou, "The bucket exists: it is a configured volume")),
-                Err(_) => Err(s3_error!(
-                    NotImplemented,
-                    "Buckets are configured volumes; CreateBucket works only in volumes_root mode"
-                )),
-            };
+            return Err(s3_error!(
+                NotImplemented,
+                "Buckets are configured volumes; CreateBucket works only in volumes_root mode"
+            ));
         }
         if !valid_bucket_name(&bucket) {
             return Err(s3_error!(InvalidBucketName, "The specified bucket is not valid."));
         }
         let vols = self.volumes.clone();
         let b = bucket.clone();
-        blocking(move || vols.create(&b)).await?;
-        Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{bucket}")) }))
+        match blocking(move || vols.create(&b)).await {
+            Err(e) if e.code() == &s3s::S3ErrorCode::BucketAlreadyOwnedByYou => self.existing_bucket(bucket, may_use),
+            Err(e) => Err(e),
+            Ok(()) => Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{bucket}")) })),
+        }
+    }
+
+    /// CreateBucket of a bucket that exists, as S3 answers it: for a key that may use it,
+    /// 200 in us-east-1 (S3's legacy behaviour there) and `BucketAlreadyOwnedByYou` (409)
+    /// in any other region; for a key that may not, `BucketAlreadyExists` (409).
+    fn existing_bucket(&self, bucket: String, may_use: bool) -> S3Result<S3Response<CreateBucketOutput>> {
+        if !may_use {
+            return Err(s3_error!(
+                BucketAlreadyExists,
+                "The requested bucket name is not available. The bucket namespace is shared by all users of the \
+                 system. Please select a different name and try again."
+            ));
+        }
+        if self.region == "us-east-1" {
+            return Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{bucket}")) }));
+        }
+        Err(s3_error!(
+            BucketAlreadyOwnedByYou,
+            "Your previous request to create the named bucket succeeded and you already own it."
+        ))
     }
 
     pub(super) async fn do_delete_bucket(
