@@ -226,7 +226,9 @@ impl S3Vol {
             next_part_number_marker: next,
             is_truncated: Some(truncated),
             initiator: Some(Initiator { display_name: Some(manifest.owner.clone()), id: Some(manifest.owner.clone()) }),
-            owner: Some(Owner { display_name: Some(manifest.owner.clone()), id: Some(manifest.owner) }),
+            // The initiator is the key that created the upload (its manifest, so every node
+            // agrees); the owner is the one owner of everything (bucket::owner).
+            owner: Some(super::bucket::owner()),
             storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
             checksum_algorithm: manifest.checksum_algorithm.clone().map(ChecksumAlgorithm::from),
             parts: Some(
@@ -279,7 +281,7 @@ impl S3Vol {
                 upload_id: Some(u.id),
                 initiated: Some(timestamp(i128::from(u.initiated) * 1_000_000_000)),
                 initiator: Some(Initiator { display_name: Some(u.owner.clone()), id: Some(u.owner.clone()) }),
-                owner: Some(Owner { display_name: Some(u.owner.clone()), id: Some(u.owner) }),
+                owner: Some(super::bucket::owner()),
                 storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
                 checksum_algorithm: u.checksum_algorithm.map(ChecksumAlgorithm::from),
                 ..Default::default()
