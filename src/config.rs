@@ -349,7 +349,10 @@ impl RawConfig {
             let quota = size("quota", &raw.quota);
             let max_object_size = size("max_object_size", &raw.max_object_size);
             let max_part_size = size("max_part_size", &raw.max_part_size).unwrap_or(base.max_part_size);
-            let min_part_size = size("min_part_size", &raw.min_part_size).unwrap_or(base.min_part_size);
+            // Unset, the minimum follows a lower maximum, so that a config from before
+            // min_part_size existed (max_part_size under 5 MiB) still starts.
+            let min_part_size =
+                size("min_part_size", &raw.min_part_size).unwrap_or(base.min_part_size.min(max_part_size));
             if min_part_size > max_part_size {
                 errs.push(format!(
                     "{what}: min_part_size ({min_part_size} bytes) is larger than max_part_size ({max_part_size} bytes)"
