@@ -295,8 +295,12 @@ pub fn decide(key: Option<&KeyEntry>, op: &str, bucket: Option<&str>, public: &P
     let Some(key) = key else {
         return Err(s3_error!(AccessDenied, "Anonymous access is not allowed"));
     };
+    // CreateBucket of a bucket outside the key's scope is judged by the operation, which
+    // alone knows whether it exists: BucketAlreadyExists when it does (as S3 answers for
+    // another owner's bucket), AccessDenied when it does not. It still needs `admin`.
     if let Some(b) = bucket
         && !key.may_use(b)
+        && op != "CreateBucket"
     {
         return denied();
     }
@@ -562,6 +566,7 @@ mod tests {
             (&reader, "DeleteObject", Some("vol-a"), false),
             (&reader, "AbortMultipartUpload", Some("vol-a"), false),
             (&reader, "CreateBucket", Some("vol-a"), false),
+            (&reader, "CreateBucket", Some("vol-b"), false),
             // answered per key by the operation
             (&reader, "DeleteObjects", Some("vol-a"), true),
             (&reader, "DeleteObjects", Some("vol-b"), false),

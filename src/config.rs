@@ -147,6 +147,9 @@ pub struct RawVolumeSettings {
     pub max_object_size: Option<String>,
     /// Largest multipart part accepted, e.g. `5GiB` (the default, as S3).
     pub max_part_size: Option<String>,
+    /// Smallest multipart part but the last, judged at CompleteMultipartUpload, e.g.
+    /// `5MiB` (the default, as S3); `0` allows any size.
+    pub min_part_size: Option<String>,
     /// Content types accepted on PUT, e.g. `["image/png"]`; empty or absent: any.
     pub allowed_content_types: Option<Vec<String>>,
     /// How often a quota'd volume's usage is measured again, e.g. `10m` (default 10 minutes;
@@ -331,6 +334,7 @@ impl RawConfig {
             require_mount: false,
             limits: VolumeLimits::default(),
             max_part_size: crate::store::volume::DEFAULT_MAX_PART_SIZE,
+            min_part_size: crate::store::part_size::DEFAULT_MIN_PART_SIZE,
         };
         let apply = |raw: &RawVolumeSettings, errs: &mut Vec<String>, what: &str| {
             let mut size = |field: &str, v: &Option<String>| {
@@ -345,6 +349,15 @@ impl RawConfig {
             let quota = size("quota", &raw.quota);
             let max_object_size = size("max_object_size", &raw.max_object_size);
             let max_part_size = size("max_part_size", &raw.max_part_size).unwrap_or(base.max_part_size);
+            // Unset, the minimum follows a lower maximum, so that a config from before
+            // min_part_size existed (max_part_size under 5 MiB) still starts.
+            let min_part_size =
+                size("min_part_size", &raw.min_part_size).unwrap_or(base.min_part_size.min(max_part_size));
+            if min_part_size > max_part_size {
+                errs.push(format!(
+                    "{what}: min_part_size ({min_part_size} bytes) is larger than max_part_size ({max_part_size} bytes)"
+                ));
+            }
             let rescan = raw.usage_rescan.as_deref().unwrap_or(DEFAULT_USAGE_RESCAN);
             let rescan_secs = parse_duration_secs(rescan).unwrap_or_else(|| {
                 errs.push(format!("{what}: usage_rescan {rescan:?} is not a duration like 10m"));
@@ -361,6 +374,7 @@ impl RawConfig {
                 require_mount: raw.require_mount.unwrap_or(false),
                 limits,
                 max_part_size,
+                min_part_size,
                 ..base.clone()
             }
         };

@@ -299,6 +299,9 @@ async fn handle(
             Ok(admitted) => {
                 parts.extensions.insert(info.clone());
                 parts.extensions.insert(admitted.params);
+                if admitted.no_length {
+                    crate::guard::mark_no_length(&mut parts);
+                }
                 let body = RequestBody::new(body, info.clone(), BodyLimits::of(&limits));
                 let body = if admitted.aws_chunked {
                     s3s::Body::http_body(ChunkGuard::new(body, guard.max_chunk))
@@ -326,9 +329,12 @@ async fn handle(
             }
         }
     };
-    if let Ok(v) = http::HeaderValue::from_str(&id) {
-        resp.headers_mut().insert("x-amz-request-id", v);
+    if resp.status() == http::StatusCode::NOT_MODIFIED {
+        // A 304 has no body (RFC 9110); s3s 0.14.1 serializes one for its NotModified error.
+        *resp.body_mut() = s3s::Body::empty();
+        resp.headers_mut().remove(http::header::CONTENT_TYPE);
     }
+    crate::ids::stamp(&mut resp, &id, &crate::ids::host_id());
     // An error may be answered before the body was read (a refused PUT, a failed
     // signature). hyper would then drain the rest before reading the next request, and a
     // client that sent `Expect: 100-continue` never sends it: the client's next request on

@@ -80,6 +80,49 @@ pub struct Admitted {
     /// The slot of a form upload, or the share of [`XML_BUDGET`] of a buffered body, held
     /// until the request is answered.
     pub form_slot: Option<OwnedSemaphorePermit>,
+    /// A streaming upload without a declared length: see [`NoLength`].
+    pub no_length: bool,
+}
+
+/// Marks a PutObject or UploadPart whose body is `Transfer-Encoding: chunked` with no
+/// Content-Length (`curl -T -`, streaming producers; SPEC.md "Details clients rely on").
+/// The S3 handlers then stream it with every limit judged on the bytes as they arrive
+/// (`Writer::begin_unsized`), never on a length.
+///
+/// `s3s` 0.14.1 answers such a request `MissingContentLength` before any handler runs (its
+/// SigV4 check insists on a length for `UNSIGNED-PAYLOAD`), so [`mark_no_length`] also gives
+/// it [`NO_LENGTH_PLACEHOLDER`] as Content-Length. That header is never signed (it is absent
+/// from the request), the body's framing was fixed by hyper already, and no handler reads
+/// it once this marker is present.
+#[derive(Debug, Clone, Copy)]
+pub struct NoLength;
+
+/// The Content-Length a [`NoLength`] request carries through `s3s` (`i64::MAX`, which no
+/// real body reaches and which `s3s` parses).
+pub const NO_LENGTH_PLACEHOLDER: &str = "9223372036854775807";
+
+/// True for a request [`NoLength`] describes. Not for an aws-chunked body (it declares
+/// `x-amz-decoded-content-length`), nor for one signed with its payload's SHA-256: `s3s`
+/// checks that hash against the Content-Length, so such a request keeps `s3s`'s
+/// `MissingContentLength`.
+fn streams_without_length(head: &http::request::Parts, aws_chunked: bool) -> bool {
+    let h = &head.headers;
+    let unsigned_payload = match h.get("x-amz-content-sha256") {
+        None => true,
+        Some(v) => v.as_bytes() == b"UNSIGNED-PAYLOAD",
+    };
+    head.method == http::Method::PUT
+        && !h.contains_key(http::header::CONTENT_LENGTH)
+        && h.contains_key(http::header::TRANSFER_ENCODING)
+        && !aws_chunked
+        && unsigned_payload
+        && buffered_body(head).is_none()
+}
+
+/// Gives a [`NoLength`] request its marker and the placeholder Content-Length.
+pub fn mark_no_length(head: &mut http::request::Parts) {
+    head.headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from_static(NO_LENGTH_PLACEHOLDER));
+    head.extensions.insert(NoLength);
 }
 
 fn slow_down() -> Refusal {
@@ -145,6 +188,7 @@ impl Guard {
         let params = auth_params::inspect(&head.method, &head.uri, &head.headers, self.rules, now)?;
         let aws_chunked =
             head.headers.get("x-amz-content-sha256").is_some_and(|v| v.as_bytes().starts_with(b"STREAMING-"));
+        let no_length = streams_without_length(head, aws_chunked);
         let mut form_slot = None;
         if params.mechanism == Mechanism::PostForm {
             let declared =
@@ -163,6 +207,6 @@ impl Guard {
                 form_slot = Some(self.xml.clone().try_acquire_many_owned(kib).map_err(|_| slow_down())?);
             }
         }
-        Ok(Admitted { params, aws_chunked, form_slot })
+        Ok(Admitted { params, aws_chunked, form_slot, no_length })
     }
 }

@@ -212,17 +212,10 @@ pub async fn receive(
             w.set_md5(md5);
             Ok((w, hasher.finish()))
         }
-        Err(e) => {
-            // Drain what the client still sends, up to its declared length: an honest
-            // client then reads the error; one sending more is cut (the server closes the
-            // connection after an error answer to a request with a body).
-            while received <= declared
-                && let Some(Ok(chunk)) = body.next().await
-            {
-                received += chunk.len() as u64;
-            }
-            Err(to_s3(e))
-        }
+        // Drain what the client still sends (bounded: a body without a length may never
+        // end): an honest client then reads the error; one sending more is cut (the server
+        // closes the connection after an error answer to a request with a body).
+        Err(e) => Err(refuse(Some(body), &http::HeaderMap::new(), to_s3(e)).await),
     }
 }
 

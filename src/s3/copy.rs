@@ -142,7 +142,7 @@ impl S3Vol {
             None => (0, info.size),
             Some(r) => copy_range(r, info.size)?,
         };
-        if end - start > dst_vol.settings.max_part_size {
+        if crate::store::part_size::check_part(end - start, dst_vol.settings.max_part_size).is_err() {
             return Err(super::multipart::part_too_large(dst_vol.settings.max_part_size));
         }
         reader.set_range(start, end);

@@ -53,6 +53,14 @@ pub fn to_s3(e: Error) -> S3Error {
             S3ErrorCode::EntityTooLarge,
             "Your proposed upload exceeds the maximum object size this volume accepts",
         ),
+        // S3's code and text; it also names the part, which this message does.
+        Error::EntityTooSmall { part, size, min } => std_code(
+            S3ErrorCode::EntityTooSmall,
+            format!(
+                "Your proposed upload is smaller than the minimum allowed object size. \
+                 (part {part} is {size} bytes; the minimum for every part but the last is {min})"
+            ),
+        ),
         // S3 answers a body longer or shorter than declared (also an aws-chunked body
         // against `x-amz-decoded-content-length`) with this code and text.
         Error::BodyLength { declared, received } => std_code(
@@ -152,6 +160,7 @@ mod tests {
             (Error::PermissionDenied, "AccessDenied", 403),
             (Error::EntityTooLarge, "EntityTooLarge", 400),
             (Error::BodyLength { declared: 3, received: 5 }, "IncompleteBody", 400),
+            (Error::EntityTooSmall { part: 1, size: 1, min: 5 }, "EntityTooSmall", 400),
             (Error::ContentTypeNotAllowed, "InvalidArgument", 400),
             (Error::ReadOnly, "AccessDenied", 403),
             (Error::NoSuchUpload, "NoSuchUpload", 404),

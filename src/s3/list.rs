@@ -65,7 +65,9 @@ impl S3Vol {
         let input = req.input;
         let max = max_keys(input.max_keys)?;
         let url = encoding_url(input.encoding_type.as_ref())?;
-        let token_key = match &input.continuation_token {
+        // An empty `continuation-token=` is no token, as S3 treats it.
+        let token = input.continuation_token.clone().filter(|t| !t.is_empty());
+        let token_key = match &token {
             Some(t) => Some(
                 list::decode_token(t)
                     .ok_or_else(|| s3_error!(InvalidArgument, "The continuation token provided is incorrect"))?,
@@ -86,11 +88,11 @@ impl S3Vol {
             max_keys: Some(max as i32),
             key_count: Some(key_count),
             is_truncated: Some(p.truncated),
-            continuation_token: input.continuation_token,
+            continuation_token: token,
             next_continuation_token: next,
             start_after: input.start_after.map(enc),
             encoding_type: input.encoding_type,
-            contents: Some(contents(p.objects, url)),
+            contents: Some(contents(p.objects, url, input.fetch_owner == Some(true))),
             common_prefixes: Some(common_prefixes(p.prefixes, url)),
             ..Default::default()
         }))
@@ -118,7 +120,8 @@ impl S3Vol {
             max_keys: Some(max as i32),
             is_truncated: Some(p.truncated),
             encoding_type: input.encoding_type,
-            contents: Some(contents(p.objects, url)),
+            // ListObjects v1 always names the owner, as S3 does.
+            contents: Some(contents(p.objects, url, true)),
             common_prefixes: Some(common_prefixes(p.prefixes, url)),
             ..Default::default()
         }))
@@ -133,7 +136,8 @@ pub(super) fn encoding_url(e: Option<&EncodingType>) -> S3Result<bool> {
     }
 }
 
-fn contents(objects: Vec<Listed>, url: bool) -> Vec<Object> {
+/// The listed objects, each with the one owner ([`super::bucket::owner`]) when `owned`.
+fn contents(objects: Vec<Listed>, url: bool, owned: bool) -> Vec<Object> {
     objects
         .into_iter()
         .map(|o| Object {
@@ -142,6 +146,7 @@ fn contents(objects: Vec<Listed>, url: bool) -> Vec<Object> {
             last_modified: Some(timestamp(o.mtime_ns)),
             e_tag: Some(etag(&o.etag)),
             storage_class: Some(ObjectStorageClass::from_static(ObjectStorageClass::STANDARD)),
+            owner: owned.then(super::bucket::owner),
             ..Default::default()
         })
         .collect()

@@ -17,6 +17,7 @@ use super::object::receive_verified;
 use crate::store::assemble::{self, Completed, ListedPart};
 use crate::store::checksum::{self, Algorithm};
 use crate::store::multipart::{self, Manifest};
+use crate::store::part_size;
 
 /// A Complete still assembling after this long answers `200 OK` at once and sends a space
 /// every 100 ms (s3s's keep-alive body) until the result or an `<Error>` follows, as S3
@@ -115,19 +116,27 @@ impl S3Vol {
     ) -> S3Result<S3Response<UploadPartOutput>> {
         let headers = req.headers;
         let trailers = req.trailing_headers;
+        let no_length = req.extensions.get::<crate::guard::NoLength>().is_some();
         let input = req.input;
         let vol = self.volume(&input.bucket)?;
         let key = vol.key(&input.key).map_err(to_s3)?;
         let number = u32::try_from(input.part_number).map_err(|_| to_s3(crate::store::Error::InvalidPartNumber))?;
-        let declared = super::object::declared_length(&headers, input.content_length, trailers.is_some())
-            .ok_or_else(|| s3_error!(MissingContentLength, "You must provide the Content-Length HTTP header."))?;
-        // Judged on the declared size, which the writer then holds the bytes to.
-        if declared > vol.settings.max_part_size {
+        let declared =
+            super::object::declared_or_streamed(no_length, &headers, input.content_length, trailers.is_some())?;
+        // Judged on the declared size, which the writer then holds the bytes to; a part
+        // without a length is held to max_part_size as its bytes arrive.
+        if let Some(n) = declared
+            && part_size::check_part(n, vol.settings.max_part_size).is_err()
+        {
             let e = part_too_large(vol.settings.max_part_size);
             return Err(super::body::refuse(input.body, &headers, e).await);
         }
         let id = input.upload_id.clone();
-        let (writer, manifest) = match blocking(move || multipart::begin_part(vol, &id, &key, number, declared)).await {
+        let begin = move || match declared {
+            Some(n) => multipart::begin_part(vol, &id, &key, number, n),
+            None => multipart::begin_part_unsized(vol, &id, &key, number),
+        };
+        let (writer, manifest) = match blocking(begin).await {
             Ok(w) => w,
             Err(e) => return Err(super::body::refuse(input.body, &headers, e).await),
         };
@@ -235,7 +244,9 @@ impl S3Vol {
             next_part_number_marker: next,
             is_truncated: Some(truncated),
             initiator: Some(Initiator { display_name: Some(manifest.owner.clone()), id: Some(manifest.owner.clone()) }),
-            owner: Some(Owner { display_name: Some(manifest.owner.clone()), id: Some(manifest.owner) }),
+            // The initiator is the key that created the upload (its manifest, so every node
+            // agrees); the owner is the one owner of everything (bucket::owner).
+            owner: Some(super::bucket::owner()),
             storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
             checksum_algorithm: manifest.checksum_algorithm.clone().map(ChecksumAlgorithm::from),
             checksum_type: manifest.checksum_algorithm.as_deref().and_then(Algorithm::from_name).map(|a| {
@@ -298,7 +309,7 @@ impl S3Vol {
                 upload_id: Some(u.id),
                 initiated: Some(timestamp(i128::from(u.initiated) * 1_000_000_000)),
                 initiator: Some(Initiator { display_name: Some(u.owner.clone()), id: Some(u.owner.clone()) }),
-                owner: Some(Owner { display_name: Some(u.owner.clone()), id: Some(u.owner) }),
+                owner: Some(super::bucket::owner()),
                 storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
                 checksum_algorithm: u.checksum_algorithm.map(ChecksumAlgorithm::from),
                 ..Default::default()

@@ -8,7 +8,7 @@ use s3s::{S3Request, S3Response, S3Result, s3_error};
 use super::S3Vol;
 use super::body::{self, blocking};
 use super::checksum;
-use super::convert::{etag, object_meta, refuse_unsupported_write_options, unix_secs};
+use super::convert::{self, etag, object_meta, refuse_unsupported_write_options, timestamp, unix_secs};
 use super::error::to_s3;
 use super::read;
 use crate::auth::Permission;
@@ -65,10 +65,29 @@ pub fn declared_length(headers: &http::HeaderMap, content_length: Option<i64>, a
     from_header.or_else(|| content_length.and_then(|n| u64::try_from(n).ok()))
 }
 
+/// The declared body size ([`declared_length`]), or `None` for a chunked body without a
+/// length (`no_length`: the request carries [`crate::guard::NoLength`]).
+///
+/// Errors: `MissingContentLength` when neither.
+pub fn declared_or_streamed(
+    no_length: bool,
+    headers: &http::HeaderMap,
+    content_length: Option<i64>,
+    aws_chunked: bool,
+) -> S3Result<Option<u64>> {
+    if no_length {
+        return Ok(None);
+    }
+    declared_length(headers, content_length, aws_chunked)
+        .map(Some)
+        .ok_or_else(|| s3_error!(MissingContentLength, "You must provide the Content-Length HTTP header."))
+}
+
 impl S3Vol {
     pub(super) async fn do_put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
         let headers = req.headers;
         let trailers = req.trailing_headers;
+        let no_length = req.extensions.get::<crate::guard::NoLength>().is_some();
         let input = req.input;
         refuse_unsupported_write_options!(input);
         if input.write_offset_bytes.is_some() {
@@ -76,11 +95,11 @@ impl S3Vol {
         }
         let vol = self.volume(&input.bucket)?;
         let key = vol.key(&input.key).map_err(to_s3)?;
-        // S3: a PUT declares its size; an aws-chunked body declares the decoded size.
-        let declared = declared_length(&headers, input.content_length, trailers.is_some())
-            .ok_or_else(|| s3_error!(MissingContentLength, "You must provide the Content-Length HTTP header."))?;
+        // S3: a PUT declares its size; an aws-chunked body declares the decoded size. A
+        // chunked body without a length is streamed with its limits judged as it arrives.
+        let declared = declared_or_streamed(no_length, &headers, input.content_length, trailers.is_some())?;
         if key.is_dir_marker() {
-            if declared > 0 {
+            if declared != Some(0) {
                 return Err(to_s3(store::Error::MarkerWithBody));
             }
             let info = blocking(move || vol.put_marker(&key)).await?;
@@ -118,7 +137,12 @@ impl S3Vol {
             Err(e) => return Err(body::refuse(input.body, &headers, e).await),
         };
         let (v, k) = (vol.clone(), key.clone());
-        let writer = match blocking(move || Writer::begin(v, k, declared)).await {
+        let writer = match blocking(move || match declared {
+            Some(n) => Writer::begin(v, k, n),
+            None => Writer::begin_unsized(v, k, u64::MAX),
+        })
+        .await
+        {
             Ok(w) => w,
             Err(e) => return Err(body::refuse(input.body, &headers, e).await),
         };
@@ -342,14 +366,30 @@ pub fn check_read_conditions(
     }
     if let Some(c) = if_none_match {
         if etag_matches(c, &current) {
-            return Err(s3_error!(NotModified));
+            return Err(not_modified(info));
         }
     } else if let Some(t) = if_modified_since
         && mtime <= unix_secs(t)
     {
-        return Err(s3_error!(NotModified));
+        return Err(not_modified(info));
     }
     Ok(())
+}
+
+/// The 304 of a GET or HEAD whose condition held the object back: its `ETag` and
+/// `Last-Modified` headers (RFC 9110 15.4.5, as S3 sends them) and no body (the server
+/// drops the body of every 304).
+fn not_modified(info: &ObjectInfo) -> s3s::S3Error {
+    let mut e = s3s::S3Error::new(s3s::S3ErrorCode::NotModified);
+    let mut h = http::HeaderMap::new();
+    if let Ok(v) = http::HeaderValue::from_str(&format!("\"{}\"", info.meta.etag)) {
+        h.insert(http::header::ETAG, v);
+    }
+    if let Some(v) = convert::http_date(&timestamp(info.mtime_ns)).and_then(|d| http::HeaderValue::from_str(&d).ok()) {
+        h.insert(http::header::LAST_MODIFIED, v);
+    }
+    e.set_headers(h);
+    e
 }
 
 fn etag_matches(c: &ETagCondition, current: &ETag) -> bool {

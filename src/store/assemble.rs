@@ -191,6 +191,7 @@ pub fn complete(
             Err(e) => return recorded(dir.as_fd()).unwrap_or(Err(e)),
         };
         let chosen = choose(dir.as_fd(), listed)?;
+        super::part_size::check_listed(&chosen, vol.settings.min_part_size)?;
         match try_claim(dir.as_fd())? {
             Claim::Ours(fd) => break (fd, m, chosen),
             Claim::Busy => std::thread::sleep(WAIT_POLL),

@@ -14,6 +14,7 @@ pub mod key;
 pub mod list;
 pub mod meta;
 pub mod multipart;
+pub mod part_size;
 pub mod quota;
 pub mod read;
 pub mod resolve;
@@ -64,6 +65,16 @@ pub enum Error {
     /// The declared size is over the volume's maximum object size.
     #[error("the object is larger than this volume accepts")]
     EntityTooLarge,
+    /// A Complete names a part, not the last, smaller than `min_part_size` (bytes).
+    #[error("part {part} is {size} bytes, under the minimum part size of {min}")]
+    EntityTooSmall {
+        /// The first part under the minimum.
+        part: u32,
+        /// Its size, bytes.
+        size: u64,
+        /// The volume's `min_part_size`, bytes.
+        min: u64,
+    },
     /// A body did not carry the number of bytes it declared, more or fewer, so nothing was
     /// committed (SPEC.md: limits hold on the bytes received, not on a header). `received`
     /// is the count when this was noticed: for a body that runs over, the first count past

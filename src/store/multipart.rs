@@ -209,6 +209,22 @@ pub fn begin_part(
     Ok((Writer::begin_unchecked(vol, key.clone(), declared)?, m))
 }
 
+/// [`begin_part`] for a part whose body declares no length (`Transfer-Encoding: chunked`):
+/// room is admitted as its bytes arrive, and it may grow to the volume's `max_part_size`
+/// (see [`Writer::begin_unsized`]).
+///
+/// Errors: as [`begin_part`]; later, from the writer, [`Error::EntityTooLarge`],
+/// [`Error::QuotaExceeded`], [`Error::NoSpace`].
+pub fn begin_part_unsized(vol: Arc<Volume>, id: &str, key: &ObjectKey, number: u32) -> Result<(Writer, Manifest)> {
+    vol.check_writable()?;
+    if !(1..=MAX_PART_NUMBER).contains(&number) {
+        return Err(Error::InvalidPartNumber);
+    }
+    let (_, m) = manifest(&vol, id, key)?;
+    let cap = vol.settings.max_part_size;
+    Ok((Writer::open_unsized(vol, key.clone(), cap, 0)?, m))
+}
+
 /// Stages a written part with its additional checksums (`(ALGORITHM, base64)` pairs); a
 /// re-upload of the same part number replaces the earlier one.
 ///

@@ -117,7 +117,40 @@ impl Space {
         inf.declared += declared;
         inf.remaining += declared;
         inf.count += 1;
-        Ok(Reservation { space: self.clone(), declared, remaining: declared })
+        Ok(Reservation { space: self.clone(), declared, remaining: declared, replacing })
+    }
+
+    /// Admits `extra` more bytes into `r`, a write whose body has no declared length
+    /// (`Transfer-Encoding: chunked`): judged as [`Space::reserve_replacing`] judges a
+    /// declared size, on the whole room the write then holds, so that such a body meets
+    /// the same `max_object_size`, quota and free space as one that declared its size
+    /// (SPEC.md "Limits ... are enforced on the bytes received").
+    ///
+    /// Errors: as [`Space::reserve`]; `r` is unchanged then.
+    pub fn grow(&self, r: &mut Reservation, root: BorrowedFd<'_>, extra: u64) -> Result<()> {
+        let total = r.declared.saturating_add(extra);
+        if self.limits.max_object_size.is_some_and(|max| total > max) {
+            return Err(Error::EntityTooLarge);
+        }
+        let (free, fs_total) = statvfs(root)?;
+        let mut inf = self.inflight.lock().unwrap();
+        if let Some(quota) = self.limits.quota {
+            let used = self.used.load(Ordering::Relaxed).max(0) as u64;
+            // The object it replaces goes at the commit: only the growth past it counts.
+            let others = inf.declared - r.declared;
+            if used.saturating_add(others).saturating_add(total.saturating_sub(r.replacing)) > quota {
+                return Err(Error::QuotaExceeded);
+            }
+        }
+        let need = extra.saturating_add(extra / 256).saturating_add(SAFETY_MARGIN);
+        if fs_total > 0 && need > free.saturating_sub(inf.remaining) {
+            return Err(Error::NoSpace);
+        }
+        inf.declared += extra;
+        inf.remaining += extra;
+        r.declared = total;
+        r.remaining += extra;
+        Ok(())
     }
 
     /// Records a change of the volume's usage by s3vol itself (commit, delete, staging).
@@ -167,9 +200,16 @@ pub struct Reservation {
     space: Arc<Space>,
     declared: u64,
     remaining: u64,
+    /// Bytes of the object this write replaces (counted once under a quota).
+    replacing: u64,
 }
 
 impl Reservation {
+    /// Bytes admitted for this write so far.
+    pub fn admitted(&self) -> u64 {
+        self.declared
+    }
+
     /// `n` bytes reached the file system: they now show in statvfs, not in the reservation.
     pub fn consume(&mut self, n: u64) {
         let n = n.min(self.remaining);
@@ -302,6 +342,28 @@ mod tests {
         assert_eq!(big.inflight.lock().unwrap().remaining, 96);
         drop(r);
         assert_eq!(big.inflight.lock().unwrap().count, 0);
+        std::fs::remove_dir_all(p).unwrap();
+    }
+
+    #[test]
+    fn an_unsized_write_grows_within_the_quota_and_the_size_limit() {
+        let (p, fd) = tmp_root();
+        let limits = Limits { quota: Some(1800), max_object_size: Some(1500), ..Default::default() };
+        let space = Arc::new(Space::new(limits));
+        space.set_measured(0);
+        let other = space.reserve(fd.as_fd(), 400).unwrap();
+        let mut r = space.reserve(fd.as_fd(), 0).unwrap();
+        space.grow(&mut r, fd.as_fd(), 1000).unwrap();
+        assert_eq!(r.admitted(), 1000);
+        assert!(matches!(space.grow(&mut r, fd.as_fd(), 601), Err(Error::EntityTooLarge)));
+        assert!(matches!(space.grow(&mut r, fd.as_fd(), 500), Err(Error::QuotaExceeded)), "400 + 1500 + 500 used");
+        assert_eq!(r.admitted(), 1000, "a refused growth admits nothing");
+        drop(other);
+        space.grow(&mut r, fd.as_fd(), 500).unwrap();
+        drop(r);
+        let inf = space.inflight.lock().unwrap();
+        assert_eq!((inf.declared, inf.remaining, inf.count), (0, 0, 0));
+        drop(inf);
         std::fs::remove_dir_all(p).unwrap();
     }
 

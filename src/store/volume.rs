@@ -48,6 +48,9 @@ pub struct VolumeSettings {
     pub limits: super::quota::Limits,
     /// Largest multipart part accepted, bytes (S3: 5 GiB, the default).
     pub max_part_size: u64,
+    /// Smallest multipart part but the last, bytes, judged at Complete (S3: 5 MiB, the
+    /// default; see [`super::part_size`]).
+    pub min_part_size: u64,
 }
 
 /// S3's part size limit: 5 GiB.
@@ -64,6 +67,7 @@ impl Default for VolumeSettings {
             require_mount: false,
             limits: super::quota::Limits::default(),
             max_part_size: DEFAULT_MAX_PART_SIZE,
+            min_part_size: super::part_size::DEFAULT_MIN_PART_SIZE,
         }
     }
 }

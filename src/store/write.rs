@@ -65,7 +65,13 @@ pub struct Writer {
     declared: Option<u64>,
     /// Room admitted for this write (at least `declared` bytes); released when the writer ends.
     reservation: Option<Reservation>,
+    /// A body without a declared length: the most bytes it may have (`EntityTooLarge`
+    /// past it); its room is admitted as it grows ([`Writer::begin_unsized`]).
+    unsized_cap: Option<u64>,
 }
+
+/// Room an unsized write asks for at a time: one admission per this many bytes.
+const GROW_STEP: u64 = 8 << 20;
 
 /// Copy block for assembling parts when the kernel cannot copy for us.
 const COPY_BUF: usize = 1 << 20;
@@ -89,6 +95,48 @@ impl Writer {
             None => 0,
         };
         Self::open_replacing(vol, key, Some(declared), replacing)
+    }
+
+    /// Starts a write of `key` whose body declares no length (`Transfer-Encoding: chunked`
+    /// without Content-Length): nothing is admitted up front, and each step of
+    /// [`GROW_STEP`] bytes is admitted as the bytes arrive, against `max_object_size`, the
+    /// quota and free space as a declared size would be; past `cap` bytes the write fails
+    /// with [`Error::EntityTooLarge`]. So a body that never ends stops at the first limit.
+    ///
+    /// Errors: as [`Writer::begin`] (size limits then come from [`Writer::write`]).
+    pub fn begin_unsized(vol: Arc<Volume>, key: ObjectKey, cap: u64) -> Result<Self> {
+        vol.check_writable()?;
+        precheck_target(&vol, &key)?;
+        let replacing = match vol.space.limits.quota {
+            Some(_) => vol.open_regular(&key).map_or(0, |(_, st)| st.st_size as u64),
+            None => 0,
+        };
+        Self::open_unsized(vol, key, cap, replacing)
+    }
+
+    /// A write of at most `cap` bytes with no declared length, admitted as it grows.
+    pub(super) fn open_unsized(vol: Arc<Volume>, key: ObjectKey, cap: u64, replacing: u64) -> Result<Self> {
+        let mut w = Self::open_with(vol, key, None, replacing, true)?;
+        w.unsized_cap = Some(cap);
+        Ok(w)
+    }
+
+    /// Admits room for `n` more bytes of an unsized write (see [`Writer::begin_unsized`]):
+    /// a step of [`GROW_STEP`] when it fits, else exactly what these bytes need, so that a
+    /// body ending just under a limit still fits.
+    fn grow_for(&mut self, n: u64, cap: u64) -> Result<()> {
+        let end = self.written.saturating_add(n);
+        if end > cap {
+            return Err(Error::EntityTooLarge);
+        }
+        let r = self.reservation.as_mut().expect("an unsized write holds a reservation");
+        if end <= r.admitted() {
+            return Ok(());
+        }
+        let need = end - r.admitted();
+        let step = need.max(GROW_STEP).min(cap - r.admitted());
+        let (space, root) = (&self.vol.space, self.vol.root());
+        space.grow(r, root, step).or_else(|_| space.grow(r, root, need))
     }
 
     /// Starts the assembly of a multipart object at `key`: the same early refusals as
@@ -132,6 +180,7 @@ impl Writer {
             written: len,
             declared: None,
             reservation,
+            unsized_cap: None,
         })
     }
 
@@ -178,14 +227,37 @@ impl Writer {
     }
 
     fn open_replacing(vol: Arc<Volume>, key: ObjectKey, declared: Option<u64>, replacing: u64) -> Result<Self> {
+        Self::open_with(vol, key, declared, replacing, false)
+    }
+
+    fn open_with(
+        vol: Arc<Volume>,
+        key: ObjectKey,
+        declared: Option<u64>,
+        replacing: u64,
+        no_length: bool,
+    ) -> Result<Self> {
         let size = declared.unwrap_or(0);
         let reservation = Some(vol.space.reserve_replacing(vol.root(), size, replacing)?);
         let (fd, temp) = create_temp(&vol)?;
         // Direct I/O only where the kernel is the file system (not NFS or FUSE, whose
         // O_DIRECT means an uncached round trip per write).
         let direct = vol.local && size >= DIRECT_FROM;
-        let out = Some(Sink::new(File::from(fd), direct, Some(size)));
-        Ok(Self { vol, key, out, temp, md5: Md5::new(), md5_given: None, written: 0, declared, reservation })
+        // An unsized body gets the full buffer: its length is unknown.
+        let hint = if no_length { None } else { Some(size) };
+        let out = Some(Sink::new(File::from(fd), direct, hint));
+        Ok(Self {
+            vol,
+            key,
+            out,
+            temp,
+            md5: Md5::new(),
+            md5_given: None,
+            written: 0,
+            declared,
+            reservation,
+            unsized_cap: None,
+        })
     }
 
     /// Appends the first `len` bytes of `src` by reflink (`FICLONERANGE`): the blocks are
@@ -297,6 +369,9 @@ impl Writer {
             && self.written + n > declared
         {
             return Err(Error::BodyLength { declared, received: self.written + n });
+        }
+        if let Some(cap) = self.unsized_cap {
+            self.grow_for(n, cap)?;
         }
         self.out.as_mut().expect("writer is open").write_all(data)?;
         self.written += n;

@@ -358,8 +358,12 @@ class Daemon:
 
 def start_daemon(workdir: Path, *, tls: tuple[Path, Path] | None = None, region: str = "us-east-1",
                  volumes=("vol-a", "vol-b"), missing_volumes=(), keys=None, extra_config: str = "",
-                 volume_extra: str = "", volumes_root: bool = False, timeout: float = 30) -> Daemon:
+                 volume_extra: str = "", volumes_root: bool = False, timeout: float = 30,
+                 min_part_size: str | None = "0") -> Daemon:
     """Start the real s3vol binary on 127.0.0.1:0 with a generated config.
+
+    min_part_size: every volume's `min_part_size` ("0": tests may upload small parts;
+    None: the daemon's default, S3's 5 MiB).
 
     Layout: workdir/root/{vol-*, canary.txt, outside/} and workdir/etc/{config,credentials,log}.
     """
@@ -390,10 +394,14 @@ def start_daemon(workdir: Path, *, tls: tuple[Path, Path] | None = None, region:
     if volumes_root:
         lines.append(f"volumes_root = {toml_str(base)}")
     lines.append(extra_config)
+    part_line = f"min_part_size = {toml_str(min_part_size)}" if min_part_size is not None else ""
     if not volumes_root:
         for name in list(volumes) + list(missing_volumes):
             path = base / name
-            lines += ["", "[[volume]]", f"name = {toml_str(name)}", f"path = {toml_str(path)}", volume_extra]
+            lines += ["", "[[volume]]", f"name = {toml_str(name)}", f"path = {toml_str(path)}", part_line,
+                      volume_extra]
+    elif part_line:
+        lines += ["", "[volume_defaults]", part_line]
     config = etc / "s3vol.toml"
     config.write_text("\n".join(lines) + "\n")
     log = etc / "s3vol.log"

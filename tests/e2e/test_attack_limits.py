@@ -44,7 +44,7 @@ def d(tmp_path_factory):
         'admin_listen = "127.0.0.1:0"\n'
         f'[[volume]]\nname = "quota"\npath = {toml_str(quota)}\nquota = "1MiB"\n'
         f'[[volume]]\nname = "limits"\npath = {toml_str(limits)}\nmax_object_size = "512KiB"\n'
-        'max_part_size = "256KiB"\n'
+        'max_part_size = "256KiB"\nmin_part_size = "0"\n'
     )
     daemon = start_daemon(work / "d", volumes=(), extra_config=extra)
     daemon.vols.update(quota=quota, limits=limits)

@@ -56,7 +56,9 @@ class Daemon:
         cfg = f'listen = "127.0.0.1:0"\ncredentials = "{creds}"\n{extra}\n'
         for vname, path in volumes.items():
             path.mkdir(parents=True, exist_ok=True)
-            cfg += f'[[volume]]\nname = "{vname}"\npath = "{path}"\n{volume_extra}\n'
+            # Small parts throughout: these tests are about staging and assembly, not
+            # the 5 MiB minimum (tests/e2e/test_part_size.py).
+            cfg += f'[[volume]]\nname = "{vname}"\npath = "{path}"\nmin_part_size = "0"\n{volume_extra}\n'
         self.config = workdir / f"{name}.toml"
         self.config.write_text(cfg)
         self.log = workdir / f"{name}.log"
