@@ -14,6 +14,7 @@ pub mod cors;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod guard;
+pub mod keywatch;
 pub mod limits;
 pub mod metrics;
 pub mod notify;

@@ -15,6 +15,7 @@ pub mod multipart;
 pub mod quota;
 pub mod read;
 pub mod resolve;
+pub mod scan;
 mod sink;
 pub mod status;
 pub mod sweep;
