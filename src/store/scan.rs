@@ -294,7 +294,7 @@ pub fn spawn_scanner(vol: Weak<Volume>) {
                 bytes = totals.object_bytes,
                 entries = totals.entries,
                 ms = start.elapsed().as_millis() as u64,
-                "volume scanned"
+                "volume usage measured and objects counted"
             );
             let wait = v.space.limits.rescan_secs.max(1);
             drop(v);
