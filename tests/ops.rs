@@ -580,7 +580,7 @@ fn install_script_under_a_prefix_without_the_service_user_leaves_owners_to_the_p
         let out = cmd.output().unwrap();
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert!(out.status.success(), "install.sh ({how}) without the user failed:\n{text}");
-        assert!(text.contains(&format!("useradd --system --user-group")), "{text}");
+        assert!(text.contains("useradd --system --user-group"), "{text}");
         assert!(!text.contains("generated a key"), "a secret generated into a package:\n{text}");
         assert!(!prefix.join("etc/s3vol/credentials.toml").exists());
         for rel in ["usr/local/bin/s3vol", "etc/systemd/system/s3vol.service", "etc/s3vol", "etc/s3vol/s3vol.toml"] {
