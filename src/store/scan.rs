@@ -9,8 +9,8 @@
 //! The walk is bounded so that it cannot starve requests on a volume of ten million files:
 //! it runs on a thread of its own (never the async runtime, never the blocking pool that
 //! requests use), reads at most `scan_rate` entries per second (sleeping between batches),
-//! holds one directory's names at a time per level (never a file descriptor per pending
-//! directory), never follows a symbolic link into a directory, never enters another file
+//! holds one open directory per level of depth (never a name or a file descriptor per
+//! pending entry), never follows a symbolic link into a directory, never enters another file
 //! system, and stops when the volume is no longer served (re-opened or removed).
 //! What it counts follows the listing ([`super::list::FsTree`]): the internal directory and,
 //! at a mount root, `lost+found` are not objects; names that are not UTF-8 and keys longer
@@ -166,91 +166,89 @@ impl Pass<'_> {
 
     /// Walks `dir`, whose key prefix is `path` (empty at the root), at `depth`. `listed`:
     /// ListObjects shows what is under it. Returns the number of entries ListObjects would
-    /// see in `dir` (to tell an empty directory, itself a `k/` object).
+    /// see in `dir` (to tell an empty directory, itself a `k/` object). Entries are handled
+    /// as the directory is read: memory grows with the depth, not with a directory's size.
     fn visit(&mut self, dir: BorrowedFd<'_>, path: &str, depth: usize, listed: bool) -> u64 {
-        let mut names: Vec<(Vec<u8>, u8)> = Vec::new();
-        if fsx::read_dir_each(dir, |name, d_type| names.push((name.to_vec(), d_type))).is_err() {
-            return 1; // unreadable: not shown as empty
-        }
-        let at_root = depth == 0;
-        let internal = self.vol.settings.internal_dir.as_bytes();
         let mut visible = 0u64;
-        for (raw, d_type) in names {
-            if self.abandoned {
-                return visible;
+        let read = fsx::read_dir_each(dir, |raw, d_type| {
+            if !self.abandoned && self.entry(dir, raw, d_type, path, depth, listed) {
+                visible += 1;
             }
-            self.tick();
-            let name = OsStr::from_bytes(&raw);
-            let hidden = at_root && (raw == internal || (self.vol.mount_root && raw == LOST_FOUND.as_bytes()));
-            let utf8 = std::str::from_utf8(&raw).ok();
-            let key = utf8.map(|n| if path.is_empty() { n.to_owned() } else { format!("{path}/{n}") });
-            let shown = listed && !hidden && key.is_some();
-            let d_type = match d_type {
-                libc::DT_REG | libc::DT_DIR | libc::DT_LNK => d_type,
-                libc::DT_UNKNOWN => match fsx::lstat_at(dir, name).map(|st| st.st_mode & libc::S_IFMT) {
-                    Ok(libc::S_IFREG) => libc::DT_REG,
-                    Ok(libc::S_IFDIR) => libc::DT_DIR,
-                    Ok(libc::S_IFLNK) => libc::DT_LNK,
-                    _ => continue,
-                },
-                _ => continue, // FIFOs, sockets, devices: never objects, never bytes
-            };
-            match d_type {
-                libc::DT_REG => {
-                    let Ok(st) = fsx::lstat_at(dir, name) else { continue };
-                    if !fsx::is_regular(&st) {
-                        continue;
-                    }
-                    let size = st.st_size.max(0) as u64;
-                    self.totals.used += size;
-                    if shown {
-                        visible += 1;
-                        if key.as_ref().is_some_and(|k| k.len() <= MAX_KEY_LEN) {
-                            self.totals.objects += 1;
-                            self.totals.object_bytes += size;
-                        }
-                    }
-                }
-                libc::DT_LNK => {
-                    // A link is an object only when it leads to a regular file inside the
-                    // volume (resolved beneath the root, as a GET would); never walked.
-                    let Some(key) = key.filter(|_| shown) else { continue };
-                    let Ok(fd) = self.vol.open_path(&key, OFlag::O_PATH) else { continue };
-                    let Ok(st) = fsx::fstat(fd.as_fd()) else { continue };
-                    if fsx::is_regular(&st) {
-                        visible += 1;
-                        if key.len() <= MAX_KEY_LEN {
-                            self.totals.objects += 1;
-                            self.totals.object_bytes += st.st_size.max(0) as u64;
-                        }
-                    }
-                }
-                _ => {
-                    // O_NOFOLLOW: a directory swapped for a link since the read is not entered.
-                    let Ok(sub) = fsx::open_child(dir, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0) else {
-                        continue;
-                    };
-                    let same_fs = fsx::fstat(sub.as_fd()).is_ok_and(|st| st.st_dev == self.dev);
-                    if !same_fs || depth + 1 >= MAX_DEPTH {
-                        if shown {
-                            visible += 1;
-                        }
-                        continue;
-                    }
-                    let key = key.unwrap_or_default();
-                    let dkey_fits = key.len() < MAX_KEY_LEN;
-                    let inner = self.visit(sub.as_fd(), &key, depth + 1, shown && dkey_fits);
-                    if shown {
-                        visible += 1;
-                        // `k/`: an empty directory, or one marked as a directory object.
-                        if dkey_fits && (inner == 0 || self.vol.dir_mark(sub.as_fd()) == Some(DirMark::Marker)) {
-                            self.totals.objects += 1;
-                        }
-                    }
-                }
-            }
+        });
+        if read.is_err() {
+            return visible.max(1); // unreadable: not shown as empty
         }
         visible
+    }
+
+    /// One entry `raw` of `dir` (see [`Pass::visit`]): counted, measured, descended into.
+    /// True when ListObjects would show it in `dir`.
+    fn entry(&mut self, dir: BorrowedFd<'_>, raw: &[u8], d_type: u8, path: &str, depth: usize, listed: bool) -> bool {
+        self.tick();
+        let name = OsStr::from_bytes(raw);
+        let internal = self.vol.settings.internal_dir.as_bytes();
+        let hidden = depth == 0 && (raw == internal || (self.vol.mount_root && raw == LOST_FOUND.as_bytes()));
+        let key =
+            std::str::from_utf8(raw).ok().map(|n| if path.is_empty() { n.to_owned() } else { format!("{path}/{n}") });
+        let shown = listed && !hidden && key.is_some();
+        let d_type = match d_type {
+            libc::DT_REG | libc::DT_DIR | libc::DT_LNK => d_type,
+            libc::DT_UNKNOWN => match fsx::lstat_at(dir, name).map(|st| st.st_mode & libc::S_IFMT) {
+                Ok(libc::S_IFREG) => libc::DT_REG,
+                Ok(libc::S_IFDIR) => libc::DT_DIR,
+                Ok(libc::S_IFLNK) => libc::DT_LNK,
+                _ => return false,
+            },
+            _ => return false, // FIFOs, sockets, devices: never objects, never bytes
+        };
+        match d_type {
+            libc::DT_REG => {
+                let Ok(st) = fsx::lstat_at(dir, name) else { return false };
+                if !fsx::is_regular(&st) {
+                    return false;
+                }
+                let size = st.st_size.max(0) as u64;
+                self.totals.used += size;
+                if shown && key.as_ref().is_some_and(|k| k.len() <= MAX_KEY_LEN) {
+                    self.totals.objects += 1;
+                    self.totals.object_bytes += size;
+                }
+                shown
+            }
+            libc::DT_LNK => {
+                // A link is an object only when it leads to a regular file inside the
+                // volume (resolved beneath the root, as a GET would); never walked.
+                let Some(key) = key.filter(|_| shown) else { return false };
+                let Ok(fd) = self.vol.open_path(&key, OFlag::O_PATH) else { return false };
+                let Ok(st) = fsx::fstat(fd.as_fd()) else { return false };
+                if !fsx::is_regular(&st) {
+                    return false;
+                }
+                if key.len() <= MAX_KEY_LEN {
+                    self.totals.objects += 1;
+                    self.totals.object_bytes += st.st_size.max(0) as u64;
+                }
+                true
+            }
+            _ => {
+                // O_NOFOLLOW: a directory swapped for a link since the read is not entered.
+                let Ok(sub) = fsx::open_child(dir, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0) else {
+                    return false;
+                };
+                let same_fs = fsx::fstat(sub.as_fd()).is_ok_and(|st| st.st_dev == self.dev);
+                if !same_fs || depth + 1 >= MAX_DEPTH {
+                    return shown;
+                }
+                let key = key.unwrap_or_default();
+                let dkey_fits = key.len() < MAX_KEY_LEN;
+                let inner = self.visit(sub.as_fd(), &key, depth + 1, shown && dkey_fits);
+                // `k/`: an empty directory, or one marked as a directory object.
+                if shown && dkey_fits && (inner == 0 || self.vol.dir_mark(sub.as_fd()) == Some(DirMark::Marker)) {
+                    self.totals.objects += 1;
+                }
+                shown
+            }
+        }
     }
 }
 
