@@ -312,6 +312,19 @@ mod tests {
     }
 
     #[test]
+    fn a_path_replaced_by_a_fifo_or_a_link_to_one_is_refused_without_hanging() {
+        let (t, path, watch, ring, m) = setup();
+        let fifo = t.0.join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let link = t.0.join("link");
+        std::os::unix::fs::symlink(&fifo, &link).unwrap();
+        std::fs::rename(&link, &path).unwrap();
+        assert!(!watch.0.load(false), "a FIFO is not a credentials file (and opening it must not block)");
+        assert!(ring.get("AK1").is_some());
+        assert!(failures(&m).ends_with(" 1"), "{}", failures(&m));
+    }
+
+    #[test]
     fn parse_errors_never_show_a_secret() {
         let bad = "[[key]]\nname='a'\naccess_key='AK1'\nsecret_key='TOPSECRET'\nvolumes='*'\npermissions=['read']\n";
         let e = KeySet::parse(bad).unwrap_err();

@@ -3,7 +3,7 @@
 //! measures the bytes of every regular file for the quota (staged parts included).
 //!
 //! Between passes the counts are kept current by s3vol's own writes and deletes
-//! ([`Space::note_objects`]); files pods write or remove directly show at the next pass.
+//! ([`super::quota::Space::note_objects`]); files pods write or remove directly show at the next pass.
 //! Before the first pass completes the counts are unknown (`None`), never 0.
 //!
 //! The walk is bounded so that it cannot starve requests on a volume of ten million files:
