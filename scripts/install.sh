@@ -23,8 +23,12 @@
 #   --binary FILE       install this binary instead of building one (`cargo build --release`)
 #   --prefix DIR        install beneath DIR instead of / (also: DESTDIR=DIR); no user is
 #                       created and systemctl is not run, so CI can install into a temp dir
+#                       and a package build can stage its files
 #   --user NAME         the account s3vol runs as (default s3vol; created as a system user
-#                       when missing, except under a prefix, where it must exist)
+#                       when missing). Under a prefix where it does not exist (a package
+#                       build), files stay root:root, no key is generated, and the
+#                       commands that set owners are printed for the package's install
+#                       step (its postinst; packaging/deb/postinst does this for the .deb)
 #   --credentials FILE  the credentials file to install when none is installed yet
 #   --uninstall         remove the binary, the unit and its drop-in (config and
 #                       credentials stay, unless --purge)
@@ -93,12 +97,26 @@ if ((uninstall)); then
 fi
 
 # ---------------------------------------------------------------- the account
-if ! getent passwd "$user" >/dev/null; then
-    ((real_root)) || die "user $user does not exist (under a prefix no user is created: pass --user)"
-    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$user"
+# owner/group: who the config and credentials belong to here. A package build (a prefix,
+# no such user on the build machine) leaves them root's and the owners to its install step.
+staged=0
+if getent passwd "$user" >/dev/null; then
+    owner="$user"
+    group="$(id -gn "$user")"
+elif ((real_root)); then
+    useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$user"
     echo "created system user $user"
+    owner="$user"
+    group="$(id -gn "$user")"
+else
+    staged=1
+    owner=root
+    group=root
+    echo "user $user does not exist here: files stay root:root; the package's install step must run:"
+    echo "  useradd --system --user-group --no-create-home --shell /usr/sbin/nologin $user"
+    echo "  chown root:$user /etc/s3vol /etc/s3vol/s3vol.toml /etc/s3vol/s3vol.toml.example"
+    echo "  chown $user:$user /etc/s3vol/credentials.toml   # once it has one (none is generated here)"
 fi
-group="$(id -gn "$user")"
 
 # ---------------------------------------------------------------- the binary
 if [[ -z "$binary" ]]; then
@@ -115,7 +133,10 @@ install -m 0755 -o root -g root "$binary" "$bin"
 install -m 0644 -o root -g root "$root_dir/systemd/s3vol.service" "$unit"
 install -m 0644 -o root -g root "$root_dir/README.md" "$doc/README.md"
 if [[ "$user" != s3vol ]]; then
-    sed -i "s/^User=s3vol$/User=$user/; s/^Group=s3vol$/Group=$group/" "$unit"
+    # The account's group; staged (no account here), the group useradd --user-group makes.
+    unit_group="$group"
+    ((staged)) && unit_group="$user"
+    sed -i "s/^User=s3vol$/User=$user/; s/^Group=s3vol$/Group=$unit_group/" "$unit"
 fi
 
 # ---------------------------------------------------------------- config and credentials
@@ -127,7 +148,9 @@ if [[ ! -e "$etc/s3vol.toml" ]]; then
 fi
 if [[ ! -e "$etc/credentials.toml" ]]; then
     if [[ -n "$credentials" ]]; then
-        install -m 0600 -o "$user" -g "$group" "$credentials" "$etc/credentials.toml"
+        install -m 0600 -o "$owner" -g "$group" "$credentials" "$etc/credentials.toml"
+    elif ((staged)); then
+        echo "no credentials generated under a package build: a secret must not ship in a package"
     else
         ak="S3VOL$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n' | tr a-f A-F)"
         sk="$(head -c 30 /dev/urandom | od -An -tx1 | tr -d ' \n')"
@@ -141,13 +164,13 @@ secret_key = "$sk"
 volumes = ["*"]
 permissions = ["read", "write", "delete"]
 EOF
-        chown "$user:$group" "$etc/credentials.toml"
+        chown "$owner:$group" "$etc/credentials.toml"
         chmod 0600 "$etc/credentials.toml"
         echo "generated a key \"admin\" with access key $ak (secret in $etc/credentials.toml)"
     fi
 else
     # Repair owner and mode: s3vol refuses credentials that others can read.
-    chown "$user:$group" "$etc/credentials.toml"
+    chown "$owner:$group" "$etc/credentials.toml"
     chmod 0600 "$etc/credentials.toml"
 fi
 
@@ -166,7 +189,9 @@ mapfile -t paths < <(sed -n -E 's/^[[:space:]]*(path|volumes_root)[[:space:]]*=[
 chmod 0644 "$dropin_dir/volumes.conf"
 
 # ---------------------------------------------------------------- check
-if ! "$bin" check-config --config "$etc/s3vol.toml" --credentials "$etc/credentials.toml" >/dev/null; then
+if ((staged)) && [[ ! -e "$etc/credentials.toml" ]]; then
+    echo "check-config skipped: no credentials yet (the package's install step makes them)"
+elif ! "$bin" check-config --config "$etc/s3vol.toml" --credentials "$etc/credentials.toml" >/dev/null; then
     echo "install.sh: warning: $etc/s3vol.toml does not pass check-config yet (see above); fix it before starting" >&2
 fi
 

@@ -6,7 +6,7 @@
 //! | `/health`  | `200 ok`: the process runs and answers (liveness) |
 //! | `/ready`   | `200 ready` when every volume is served and writable, else `503` naming the volumes that are not |
 //! | `/metrics` | Prometheus/OpenMetrics text ([`crate::metrics`]) |
-//! | `/status`  | JSON `{"volumes": [VolumeStatus...]}` ([`crate::store::status::VolumeStatus`]) |
+//! | `/status`  | JSON `{"volumes": [VolumeReport...]}` ([`VolumeReport`]: the store's view of each volume and this daemon's writes in flight) |
 //!
 //! Only GET and HEAD; anything else is 405, an unknown path 404.
 
@@ -43,12 +43,104 @@ pub struct Admin {
 /// The body of `/status`.
 #[derive(Debug, Serialize)]
 pub struct StatusReport {
-    pub volumes: Vec<VolumeStatus>,
+    pub volumes: Vec<VolumeReport>,
+}
+
+/// One volume in `/status` (the JSON shape is a contract: docs/CONTRACT.md).
+#[derive(Debug, Serialize)]
+pub struct VolumeReport {
+    /// The bucket name.
+    pub name: String,
+    /// The configured directory.
+    pub path: String,
+    /// Served (true) or answering 503 (false).
+    pub online: bool,
+    /// Why the volume is not served (only when `online` is false).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The directory is a mount point now.
+    pub mounted: bool,
+    /// The file system is mounted read-only.
+    pub read_only: bool,
+    /// A probe file could be made and removed just now.
+    pub writable: bool,
+    /// `{"total", "free", "used"}` in bytes; null when statvfs failed.
+    pub capacity: Option<CapacityReport>,
+    /// The configured quota in bytes, if any.
+    pub quota: Option<u64>,
+    /// Multipart uploads staged on the volume (by every daemon sharing it).
+    pub multipart_uploads: Option<u64>,
+    /// Objects as ListObjects lists them: the last scan's count kept current by this
+    /// daemon's writes and deletes; null until the first scan completes.
+    pub objects: Option<u64>,
+    /// Bytes of those objects; null until the first scan completes.
+    pub bytes: Option<u64>,
+    /// When the last scan completed, RFC 3339 UTC; null before the first.
+    pub last_scan: Option<String>,
+    /// The scan's progress.
+    pub scan: Option<ScanReport>,
+    /// Uploads into this volume running in this daemon now.
+    pub writes_in_flight: i64,
+}
+
+/// File-system sizes of a volume, bytes.
+#[derive(Debug, Serialize)]
+pub struct CapacityReport {
+    pub total: u64,
+    pub free: u64,
+    pub used: u64,
+}
+
+/// The volume scan's progress in `/status`.
+#[derive(Debug, Serialize)]
+pub struct ScanReport {
+    /// A pass is running now.
+    pub running: bool,
+    /// Directory entries the running pass has read (0 when none runs).
+    pub entries_scanned: u64,
+    /// Directory entries the last completed pass read.
+    pub last_entries: u64,
+    /// How long the last completed pass took, seconds.
+    pub last_duration_seconds: Option<f64>,
+}
+
+impl VolumeReport {
+    /// The JSON view of `st`, with this daemon's `writes_in_flight`.
+    pub fn new(st: &VolumeStatus, writes_in_flight: i64) -> Self {
+        let census = st.census.unwrap_or_default();
+        let rfc3339 = |secs: i64| {
+            time::OffsetDateTime::from_unix_timestamp(secs)
+                .ok()
+                .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        };
+        Self {
+            name: st.name.clone(),
+            path: st.path.clone(),
+            online: st.online,
+            reason: st.reason.clone(),
+            mounted: st.mounted,
+            read_only: st.read_only,
+            writable: st.writable,
+            capacity: st.capacity.map(|c| CapacityReport { total: c.total, free: c.free, used: c.used }),
+            quota: st.quota,
+            multipart_uploads: st.multipart_uploads,
+            objects: census.objects,
+            bytes: census.bytes,
+            last_scan: census.last_completed.and_then(rfc3339),
+            scan: st.census.map(|c| ScanReport {
+                running: c.running,
+                entries_scanned: c.entries_scanned,
+                last_entries: c.last_entries,
+                last_duration_seconds: c.last_duration_ms.map(|ms| ms as f64 / 1000.0),
+            }),
+            writes_in_flight,
+        }
+    }
 }
 
 impl Admin {
-    /// Every volume's status with this daemon's writes in flight; None when the list of
-    /// volumes could not be had within [`CHECK_TIMEOUT`].
+    /// Every volume's status; None when the list of volumes could not be had within
+    /// [`CHECK_TIMEOUT`].
     ///
     /// Each volume is checked in its own blocking task with its own [`CHECK_TIMEOUT`], and
     /// at most one such task per volume runs at a time: a volume whose file system hangs is
@@ -95,11 +187,7 @@ impl Admin {
                 }
             }
         });
-        let mut all = futures::future::join_all(checks).await;
-        for v in &mut all {
-            v.writes_in_flight = self.metrics.writes_in_flight(&v.name);
-        }
-        Some(all)
+        Some(futures::future::join_all(checks).await)
     }
 
     /// Answers one admin request.
@@ -143,7 +231,9 @@ impl Admin {
             }
             "/status" => match self.volume_status().await {
                 None => text(StatusCode::SERVICE_UNAVAILABLE, "volume checks timed out\n".into()),
-                Some(volumes) => {
+                Some(all) => {
+                    let volumes =
+                        all.iter().map(|v| VolumeReport::new(v, self.metrics.writes_in_flight(&v.name))).collect();
                     let json = serde_json::to_string_pretty(&StatusReport { volumes }).expect("status serializes");
                     body(StatusCode::OK, "application/json", json + "\n")
                 }

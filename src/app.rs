@@ -5,7 +5,7 @@
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +19,7 @@ use crate::admin::Admin;
 use crate::auth::{KeyRing, KeySet};
 use crate::config::{RawConfig, RawVolume, Settings};
 use crate::guard::{AuthRules, Guard};
+use crate::keywatch::KeyWatch;
 use crate::metrics::Metrics;
 use crate::notify::{State, notify};
 use crate::s3::S3Vol;
@@ -97,6 +98,7 @@ pub async fn serve(settings: Settings, keys: KeySet) -> Result<(), String> {
     let metrics = Arc::new(Metrics::new());
     spawn_sweeper(volumes.clone(), settings.multipart_max_age_secs, settings.limits.volume_timeout);
     spawn_liveness_checker(volumes.clone(), settings.limits.volume_timeout);
+    let key_count = keys.len();
     let ring = KeyRing::new(keys, settings.strict_region.then(|| settings.region.clone()))
         .with_sigv2(settings.sigv2)
         .with_public(settings.public.clone());
@@ -134,7 +136,12 @@ pub async fn serve(settings: Settings, keys: KeySet) -> Result<(), String> {
         }
         None => None,
     };
-    spawn_reloader(ring, settings.credentials.clone(), tls.clone());
+    // The credentials file is reloaded when it changes (crate::keywatch) and on SIGHUP.
+    let watch = settings.credentials.clone().map(|path| {
+        let every = Duration::from_secs(settings.credentials_check_secs);
+        KeyWatch::start(ring.clone(), path, key_count, metrics.clone(), every)
+    });
+    spawn_reloader(watch.clone(), tls.clone());
     info!(%addr, tls = tls.is_some(), "listening");
     println!("listening on {addr}");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -264,7 +271,7 @@ fn spawn_liveness_checker(volumes: Arc<Volumes>, deadline: Duration) {
 
 /// SIGHUP: reload the credentials file and the TLS certificate; a broken file is logged
 /// and what was in force stays.
-fn spawn_reloader(ring: KeyRing, path: Option<PathBuf>, tls: Option<ReloadableTls>) {
+fn spawn_reloader(watch: Option<KeyWatch>, tls: Option<ReloadableTls>) {
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         warn!("cannot install the SIGHUP handler: credentials and certificate reload disabled");
         return;
@@ -272,8 +279,12 @@ fn spawn_reloader(ring: KeyRing, path: Option<PathBuf>, tls: Option<ReloadableTl
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
             notify(State::Reloading);
-            match &path {
-                Some(path) => reload(&ring, path),
+            match &watch {
+                // The file is read on the blocking pool, not on this runtime thread.
+                Some(w) => {
+                    let w = w.clone();
+                    let _ = tokio::task::spawn_blocking(move || w.reload_now()).await;
+                }
                 None => info!("SIGHUP: no credentials file to reload"),
             }
             if let Some(tls) = &tls {
@@ -287,16 +298,6 @@ fn spawn_reloader(ring: KeyRing, path: Option<PathBuf>, tls: Option<ReloadableTl
             notify(State::Ready);
         }
     });
-}
-
-fn reload(ring: &KeyRing, path: &Path) {
-    match KeySet::load(path) {
-        Ok(keys) => {
-            info!(keys = keys.len(), "credentials reloaded");
-            ring.replace(keys);
-        }
-        Err(e) => error!(error = %e, "credentials reload failed: the previous keys stay in force"),
-    }
 }
 
 async fn shutdown_signal() {

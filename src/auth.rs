@@ -76,7 +76,7 @@ pub struct KeySet {
 impl KeySet {
     /// Parses credentials TOML. Errors name the problem (never a secret).
     pub fn parse(text: &str) -> Result<Self, String> {
-        let f: CredentialsFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        let f: CredentialsFile = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
         let mut keys = HashMap::new();
         for k in f.key {
             if k.access_key.is_empty() || k.secret_key.is_empty() {
@@ -128,6 +128,38 @@ impl KeySet {
     /// The key named `name` (the `name` field, not the access key id).
     pub fn by_name(&self, name: &str) -> Option<Arc<KeyEntry>> {
         self.keys.values().find(|k| k.name == name).cloned()
+    }
+}
+
+/// A TOML error of the credentials file without the file's text: the line number and the
+/// message, every quoted value in it elided unless it is a field or permission name (the
+/// TOML library quotes the offending line, and a value, which may be a secret).
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    const NAMES: &[&str] = &["key", "name", "access_key", "secret_key", "volumes", "permissions"];
+    let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+    let mut out = String::new();
+    let mut quote: Option<(char, String)> = None;
+    for c in e.message().chars() {
+        match &mut quote {
+            None if c == '`' || c == '"' || c == '\'' => quote = Some((c, String::new())),
+            None => out.push(c),
+            Some((q, inner)) if c == *q => {
+                let known =
+                    NAMES.contains(&inner.as_str()) || ["read", "write", "delete", "admin"].contains(&inner.as_str());
+                out.push(*q);
+                out.push_str(if known { inner } else { "..." });
+                out.push(*q);
+                quote = None;
+            }
+            Some((_, inner)) => inner.push(c),
+        }
+    }
+    if quote.is_some() {
+        out.push_str("...");
+    }
+    match line {
+        Some(l) => format!("line {l}: {}", out.trim()),
+        None => out.trim().to_owned(),
     }
 }
 

@@ -16,8 +16,13 @@ pub use crate::telemetry::LogFormat;
 
 /// Default listen address (SPEC.md): loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
-/// Default interval between usage walks of a volume with a quota.
+/// Default interval between two scans of a volume (object counts, quota usage).
 pub const DEFAULT_USAGE_RESCAN: &str = "10m";
+/// Default ceiling of a volume scan, directory entries per second: a 10-million-file
+/// volume takes about 17 minutes, leaving the disk to requests.
+pub const DEFAULT_SCAN_RATE: u64 = 10_000;
+/// Default interval between two looks at the credentials file (size, mtime, inode).
+pub const DEFAULT_CREDENTIALS_CHECK: &str = "2s";
 /// Region answered by GetBucketLocation when none is configured.
 pub const DEFAULT_REGION: &str = "us-east-1";
 /// Idle multipart uploads are swept after this long (SPEC.md: default 7 days), seconds.
@@ -79,6 +84,9 @@ pub struct RawConfig {
     pub strict_region: Option<bool>,
     /// Path of the credentials file (TOML, `[[key]]` tables; must not be group/other readable).
     pub credentials: Option<PathBuf>,
+    /// How often the credentials file is looked at and reloaded when it changed, e.g.
+    /// `2s` (default); `0s`: only on SIGHUP.
+    pub credentials_check: Option<String>,
     /// PEM certificate chain for HTTPS (with `tls_key`).
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for HTTPS (with `tls_cert`).
@@ -152,9 +160,14 @@ pub struct RawVolumeSettings {
     pub min_part_size: Option<String>,
     /// Content types accepted on PUT, e.g. `["image/png"]`; empty or absent: any.
     pub allowed_content_types: Option<Vec<String>>,
-    /// How often a quota'd volume's usage is measured again, e.g. `10m` (default 10 minutes;
-    /// pods write directly, so s3vol's own bookkeeping drifts between walks).
+    /// How often the volume is scanned again (object counts, and the usage a quota is
+    /// judged on), from the end of one scan to the start of the next, e.g. `10m` (default;
+    /// pods write directly, so s3vol's own bookkeeping drifts between scans).
+    pub scan_interval: Option<String>,
+    /// The older name of `scan_interval` (accepted; not both).
     pub usage_rescan: Option<String>,
+    /// Directory entries the scan reads per second at most (default 10000); 0: no limit.
+    pub scan_rate: Option<u64>,
     /// CORS rules (`[[volume.cors]]`), first match wins.
     pub cors: Option<Vec<RawCorsRule>>,
 }
@@ -175,6 +188,8 @@ pub struct Settings {
     pub sigv2: bool,
     /// The credentials file; `None` only for the embedded default (dev key generated).
     pub credentials: Option<PathBuf>,
+    /// Seconds between two looks at the credentials file for a change; 0: SIGHUP only.
+    pub credentials_check_secs: u64,
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Explicit volumes: name, path, settings.
     pub volumes: Vec<(String, PathBuf, VolumeSettings)>,
@@ -296,6 +311,11 @@ impl RawConfig {
         if internal_dir.is_empty() || internal_dir.contains('/') || internal_dir == "." || internal_dir == ".." {
             errs.push(format!("internal_dir: {internal_dir:?} must be a single directory name"));
         }
+        let check = self.credentials_check.as_deref().unwrap_or(DEFAULT_CREDENTIALS_CHECK);
+        let credentials_check_secs = parse_duration_secs(check).unwrap_or_else(|| {
+            errs.push(format!("credentials_check: {check:?} is not a duration like 2s (0s: SIGHUP only)"));
+            2
+        });
         let multipart_max_age_secs = match &self.multipart_max_age {
             None => DEFAULT_MULTIPART_MAX_AGE_SECS,
             Some(age) => match parse_duration_secs(age) {
@@ -358,9 +378,12 @@ impl RawConfig {
                     "{what}: min_part_size ({min_part_size} bytes) is larger than max_part_size ({max_part_size} bytes)"
                 ));
             }
-            let rescan = raw.usage_rescan.as_deref().unwrap_or(DEFAULT_USAGE_RESCAN);
+            if raw.scan_interval.is_some() && raw.usage_rescan.is_some() {
+                errs.push(format!("{what}: scan_interval and usage_rescan (its older name) are both set"));
+            }
+            let rescan = raw.scan_interval.as_deref().or(raw.usage_rescan.as_deref()).unwrap_or(DEFAULT_USAGE_RESCAN);
             let rescan_secs = parse_duration_secs(rescan).unwrap_or_else(|| {
-                errs.push(format!("{what}: usage_rescan {rescan:?} is not a duration like 10m"));
+                errs.push(format!("{what}: scan_interval {rescan:?} is not a duration like 10m"));
                 600
             });
             let limits = VolumeLimits {
@@ -368,6 +391,7 @@ impl RawConfig {
                 max_object_size,
                 allowed_content_types: raw.allowed_content_types.clone().unwrap_or_default(),
                 rescan_secs,
+                scan_rate: raw.scan_rate.unwrap_or(DEFAULT_SCAN_RATE),
             };
             VolumeSettings {
                 fsync: raw.fsync.unwrap_or(true),
@@ -464,6 +488,7 @@ impl RawConfig {
             strict_region: self.strict_region.unwrap_or(false),
             sigv2: self.sigv2.unwrap_or(true),
             credentials: self.credentials.clone(),
+            credentials_check_secs,
             tls,
             volumes,
             volumes_root,

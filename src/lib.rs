@@ -15,6 +15,7 @@ pub mod cors;
 pub mod fuzzing;
 pub mod guard;
 pub mod ids;
+pub mod keywatch;
 pub mod limits;
 pub mod metrics;
 pub mod notify;

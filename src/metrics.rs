@@ -57,6 +57,15 @@ pub struct Metrics {
     volume_used: Family<VolumeLabels, Gauge>,
     volume_quota: Family<VolumeLabels, Gauge>,
     multipart_staged: Family<VolumeLabels, Gauge>,
+    volume_objects: Family<VolumeLabels, Gauge>,
+    volume_object_bytes: Family<VolumeLabels, Gauge>,
+    scan_last_completed: Family<VolumeLabels, Gauge>,
+    scan_last_duration: Family<VolumeLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    scan_entries: Family<VolumeLabels, Gauge>,
+    scan_running: Family<VolumeLabels, Gauge>,
+    credentials_failures: Counter,
+    credentials_keys: Gauge,
+    credentials_last_success: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -134,6 +143,46 @@ impl Metrics {
             "Multipart uploads staged on the volume (started, not completed or aborted)",
             None,
         );
+        let volume_objects = volume(
+            "volume_objects",
+            "Objects in the volume as ListObjects lists them (absent before the first scan)",
+            None,
+        );
+        let volume_object_bytes =
+            volume("volume_object", "Bytes of the volume's objects (absent before the first scan)", Some(Unit::Bytes));
+        let scan_last_completed = volume(
+            "volume_scan_last_completed_timestamp",
+            "When the volume's last full scan completed, Unix time",
+            Some(Unit::Seconds),
+        );
+        let scan_entries = volume(
+            "volume_scan_entries",
+            "Directory entries read so far by the volume scan running now (0 between scans)",
+            None,
+        );
+        let scan_running = volume("volume_scan_running", "1 while a scan of the volume runs", None);
+        let scan_last_duration = Family::<VolumeLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register_with_unit(
+            "volume_scan_last_duration",
+            "How long the volume's last full scan took",
+            Unit::Seconds,
+            scan_last_duration.clone(),
+        );
+        let credentials_failures = Counter::default();
+        registry.register(
+            "credentials_reload_failures",
+            "Reloads of the credentials file that failed (the previous keys stayed in force)",
+            credentials_failures.clone(),
+        );
+        let credentials_keys = Gauge::default();
+        registry.register("credentials_keys", "Access keys in force", credentials_keys.clone());
+        let credentials_last_success = Gauge::default();
+        registry.register_with_unit(
+            "credentials_last_success_timestamp",
+            "When the credentials file was last loaded successfully, Unix time",
+            Unit::Seconds,
+            credentials_last_success.clone(),
+        );
         Self {
             registry,
             requests,
@@ -150,7 +199,27 @@ impl Metrics {
             volume_used,
             volume_quota,
             multipart_staged,
+            volume_objects,
+            volume_object_bytes,
+            scan_last_completed,
+            scan_last_duration,
+            scan_entries,
+            scan_running,
+            credentials_failures,
+            credentials_keys,
+            credentials_last_success,
         }
+    }
+
+    /// The credentials file was loaded: `keys` keys are in force since `at` (Unix seconds).
+    pub fn credentials_loaded(&self, keys: usize, at: i64) {
+        self.credentials_keys.set(i64::try_from(keys).unwrap_or(i64::MAX));
+        self.credentials_last_success.set(at);
+    }
+
+    /// A reload of the credentials file failed; the previous keys stay.
+    pub fn credentials_failed(&self) {
+        self.credentials_failures.inc();
     }
 
     /// A request began (before its operation is known).
@@ -193,9 +262,15 @@ impl Metrics {
             &self.volume_used,
             &self.volume_quota,
             &self.multipart_staged,
+            &self.volume_objects,
+            &self.volume_object_bytes,
+            &self.scan_last_completed,
+            &self.scan_entries,
+            &self.scan_running,
         ] {
             f.clear();
         }
+        self.scan_last_duration.clear();
         let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         for v in volumes {
             let l = VolumeLabels { volume: v.name.clone() };
@@ -211,6 +286,20 @@ impl Metrics {
             }
             if let Some(n) = v.multipart_uploads {
                 self.multipart_staged.get_or_create(&l).set(clamp(n));
+            }
+            if let Some(c) = &v.census {
+                if let (Some(n), Some(b)) = (c.objects, c.bytes) {
+                    self.volume_objects.get_or_create(&l).set(clamp(n));
+                    self.volume_object_bytes.get_or_create(&l).set(clamp(b));
+                }
+                if let Some(t) = c.last_completed {
+                    self.scan_last_completed.get_or_create(&l).set(t);
+                }
+                if let Some(ms) = c.last_duration_ms {
+                    self.scan_last_duration.get_or_create(&l).set(ms as f64 / 1000.0);
+                }
+                self.scan_entries.get_or_create(&l).set(clamp(c.entries_scanned));
+                self.scan_running.get_or_create(&l).set(i64::from(c.running));
             }
         }
     }

@@ -551,6 +551,158 @@ fn install_script_into_a_temp_root_and_the_unit_verifies() {
     assert!(!prefix.join("etc/s3vol").exists(), "--purge kept /etc/s3vol");
 }
 
+/// A package build: `scripts/install.sh --prefix DIR` (and `DESTDIR=DIR`) on a machine
+/// where the service user does not exist installs every file root-owned, generates no
+/// secret, names the user in the unit, and prints the owner commands for the package's
+/// install step, instead of failing.
+#[test]
+fn install_script_under_a_prefix_without_the_service_user_leaves_owners_to_the_package() {
+    if !nix_is_root() {
+        assert!(std::env::var_os("CI").is_none(), "CI must run as root: install.sh sets owners");
+        eprintln!("skipped: install.sh needs root (it sets owners)");
+        return;
+    }
+    let user = "s3vol-pkg-nouser";
+    let exists = Command::new("getent").args(["passwd", user]).output().unwrap().status.success();
+    assert!(!exists, "user {user} exists on this machine: the test needs it absent");
+    let setup = Setup::new("install-nouser", "");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (how, prefix) in [("--prefix", setup.path("by-prefix")), ("DESTDIR", setup.path("by-destdir"))] {
+        let mut cmd = Command::new("bash");
+        cmd.arg(manifest.join("scripts/install.sh"))
+            .args(["--binary", env!("CARGO_BIN_EXE_s3vol"), "--user", user])
+            .env_remove("DESTDIR");
+        if how == "DESTDIR" {
+            cmd.env("DESTDIR", &prefix);
+        } else {
+            cmd.arg("--prefix").arg(&prefix);
+        }
+        let out = cmd.output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "install.sh ({how}) without the user failed:\n{text}");
+        assert!(text.contains("useradd --system --user-group"), "{text}");
+        assert!(!text.contains("generated a key"), "a secret generated into a package:\n{text}");
+        assert!(!prefix.join("etc/s3vol/credentials.toml").exists());
+        for rel in ["usr/local/bin/s3vol", "etc/systemd/system/s3vol.service", "etc/s3vol", "etc/s3vol/s3vol.toml"] {
+            let md = std::fs::metadata(prefix.join(rel)).unwrap_or_else(|e| panic!("{how} {rel}: {e}\n{text}"));
+            use std::os::unix::fs::MetadataExt;
+            assert_eq!((md.uid(), md.gid()), (0, 0), "{how} {rel} is not root's");
+        }
+        let unit = std::fs::read_to_string(prefix.join("etc/systemd/system/s3vol.service")).unwrap();
+        assert!(unit.contains(&format!("\nUser={user}\n")) && unit.contains(&format!("\nGroup={user}\n")), "{unit}");
+    }
+}
+
+/// The .deb (scripts/deb.sh, cargo-deb) of the built binary: `dpkg -i` installs the
+/// binary, the unit (which `systemd-analyze verify` accepts), the config as a conffile and
+/// makes the service account and its owners; `dpkg -r` removes the binary and unit and
+/// keeps the config; `dpkg -P` removes the config, the credentials and the account.
+#[test]
+fn deb_package_installs_verifies_and_removes() {
+    let have = |cmd: &str| Command::new(cmd).arg("--version").output().is_ok_and(|o| o.status.success());
+    if !nix_is_root() || !have("cargo-deb") || !have("dpkg") {
+        assert!(std::env::var_os("CI").is_none(), "CI must run as root with cargo-deb (scripts/test installs it)");
+        eprintln!("skipped: needs root, cargo-deb and dpkg");
+        return;
+    }
+    let installed = Command::new("dpkg").args(["-s", "s3vol"]).output().unwrap().status.success();
+    let user = Command::new("getent").args(["passwd", "s3vol"]).output().unwrap().status.success();
+    if installed || user || Path::new("/usr/bin/s3vol").exists() || Path::new("/etc/s3vol").exists() {
+        assert!(std::env::var_os("CI").is_none(), "CI machine already has s3vol installed or its user");
+        eprintln!("skipped: s3vol (package, user or /etc/s3vol) is already on this machine; not touching it");
+        return;
+    }
+    let setup = Setup::new("deb", "");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("bash")
+        .arg(manifest.join("scripts/deb.sh"))
+        .args(["--profile", "dev", "--binary", env!("CARGO_BIN_EXE_s3vol"), "--output"])
+        .arg(setup.path("deb"))
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "scripts/deb.sh failed:\n{text}");
+    let deb = std::fs::read_dir(setup.path("deb"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .unwrap_or_else(|| panic!("no .deb made:\n{text}"));
+    // dpkg answers at once when another dpkg or apt holds its lock: wait for it, boundedly.
+    let dpkg = |args: &[&str]| {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let out = Command::new("dpkg").args(args).env("DEBIAN_FRONTEND", "noninteractive").output().unwrap();
+            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            if out.status.success() || !text.contains("lock") || Instant::now() > deadline {
+                assert!(out.status.success(), "dpkg {args:?}:\n{text}");
+                return text;
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    };
+    struct Purge;
+    impl Drop for Purge {
+        fn drop(&mut self) {
+            let _ = Command::new("dpkg").args(["-P", "s3vol"]).output();
+        }
+    }
+    let _purge = Purge;
+    let installed = dpkg(&["-i", deb.to_str().unwrap()]);
+    assert!(installed.contains("generated a key"), "{installed}");
+
+    use std::os::unix::fs::MetadataExt;
+    let id = |what: &str| {
+        let out = Command::new("id").args([what, "s3vol"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse::<u32>().unwrap_or_else(|_| panic!("no user s3vol"))
+    };
+    let (uid, gid) = (id("-u"), id("-g"));
+    for (path, mode, owner) in [
+        ("/usr/bin/s3vol", 0o755, (0, 0)),
+        ("/lib/systemd/system/s3vol.service", 0o644, (0, 0)),
+        ("/etc/s3vol", 0o750, (0, gid)),
+        ("/etc/s3vol/s3vol.toml", 0o640, (0, gid)),
+        ("/etc/s3vol/credentials.toml", 0o600, (uid, gid)),
+        ("/usr/share/doc/s3vol/README.md", 0o644, (0, 0)),
+        ("/usr/share/doc/s3vol/grafana-dashboard.json", 0o644, (0, 0)),
+    ] {
+        let md = std::fs::metadata(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(md.mode() & 0o7777, mode, "{path}: mode {:o}", md.mode() & 0o7777);
+        assert_eq!((md.uid(), md.gid()), owner, "{path}: owner");
+    }
+    let conffiles = dpkg(&["-s", "s3vol"]);
+    assert!(conffiles.contains("/etc/s3vol/s3vol.toml"), "the config is not a conffile:\n{conffiles}");
+    let version = Command::new("/usr/bin/s3vol").arg("--version").output().unwrap();
+    assert!(version.status.success());
+    let unit = std::fs::read_to_string("/lib/systemd/system/s3vol.service").unwrap();
+    assert!(unit.contains("ExecStart=/usr/bin/s3vol serve") && !unit.contains("/usr/local"), "{unit}");
+    // The installed credentials pass the daemon's own check.
+    let check = Command::new("/usr/bin/s3vol")
+        .args(["check-config", "--config", "/etc/s3vol/s3vol.toml", "--volume"])
+        .arg(format!("vol-a={}", setup.path("vol-a").display()))
+        .output()
+        .unwrap();
+    let check_text = String::from_utf8_lossy(&check.stderr);
+    assert!(!check_text.contains("credentials"), "{check_text}");
+    if have("systemd-analyze") {
+        let out =
+            Command::new("systemd-analyze").args(["verify", "/lib/systemd/system/s3vol.service"]).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && text.trim().is_empty(), "systemd-analyze verify:\n{text}");
+    } else {
+        assert!(std::env::var_os("CI").is_none(), "CI must have systemd-analyze");
+    }
+
+    dpkg(&["-r", "s3vol"]);
+    for gone in ["/usr/bin/s3vol", "/lib/systemd/system/s3vol.service", "/usr/share/doc/s3vol/README.md"] {
+        assert!(!Path::new(gone).exists(), "{gone} stayed after dpkg -r");
+    }
+    assert!(Path::new("/etc/s3vol/s3vol.toml").exists(), "dpkg -r removed the conffile");
+    dpkg(&["-P", "s3vol"]);
+    assert!(!Path::new("/etc/s3vol").exists(), "/etc/s3vol stayed after dpkg -P");
+    assert!(!Command::new("getent").args(["passwd", "s3vol"]).output().unwrap().status.success(), "user s3vol stayed");
+}
+
 /// `systemd-analyze verify` passes on the unit (and fails on a broken copy, so the check
 /// is not vacuous); `systemd-analyze security --offline` scores it at most 2.0.
 fn systemd_analyze_checks(unit: &Path, setup: &Setup) {

@@ -18,6 +18,7 @@ pub mod part_size;
 pub mod quota;
 pub mod read;
 pub mod resolve;
+pub mod scan;
 mod sink;
 pub mod status;
 pub mod sweep;

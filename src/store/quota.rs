@@ -5,19 +5,15 @@
 //! write, and in the volume's quota minus its usage and what in-flight writes declared.
 //! A [`Reservation`] holds that room until the write ends (committed or dropped).
 //!
-//! Usage under a quota is measured by walking the volume in the background at start and
-//! periodically (pods write directly too), and kept current between walks as s3vol itself
-//! writes and deletes. Staged multipart parts count: they live on the volume.
+//! Usage under a quota is measured by the volume's background scan ([`super::scan`]) at
+//! start and periodically (pods write directly too), and kept current between scans as
+//! s3vol itself writes and deletes. Staged multipart parts count: they live on the volume.
 
-use std::ffi::OsStr;
-use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tracing::{debug, info};
-
-use super::{Error, Result, fsx};
+use super::{Error, Result};
 
 /// Room kept free beyond a write's declared size, for metadata and indirect blocks.
 const SAFETY_MARGIN: u64 = 64 * 1024;
@@ -31,8 +27,11 @@ pub struct Limits {
     pub max_object_size: Option<u64>,
     /// Content types accepted on PUT; empty: any.
     pub allowed_content_types: Vec<String>,
-    /// Seconds between usage walks for a quota'd volume.
+    /// Seconds from the end of one scan of the volume to the start of the next
+    /// ([`super::scan`]: object counts, and the usage a quota is judged on).
     pub rescan_secs: u64,
+    /// Directory entries the scan reads per second at most; 0: no limit.
+    pub scan_rate: u64,
 }
 
 /// A volume's space accounting.
@@ -44,6 +43,8 @@ pub struct Space {
     used: AtomicI64,
     /// A usage walk has finished at least once.
     measured: AtomicBool,
+    /// Object counts and scan progress ([`super::scan`]).
+    pub census: super::scan::Census,
 }
 
 #[derive(Debug, Default)]
@@ -160,6 +161,12 @@ impl Space {
         }
     }
 
+    /// s3vol itself created (`count` 1), overwrote (0) or deleted (-1) an object, changing
+    /// the objects' bytes by `bytes`: keeps the object counts current between scans.
+    pub fn note_objects(&self, count: i64, bytes: i64) {
+        self.census.note(count, bytes);
+    }
+
     /// Replaces the usage with a fresh measurement.
     pub fn set_measured(&self, bytes: u64) {
         self.used.store(bytes as i64, Ordering::Relaxed);
@@ -236,66 +243,10 @@ fn statvfs(root: BorrowedFd<'_>) -> Result<(u64, u64)> {
     Ok((v.blocks_available() * frag, v.blocks() * frag))
 }
 
-/// Sums the sizes of the regular files beneath `dir` (links not followed, no other file
-/// system entered), internal directory included: staged parts count.
-pub fn measure(dir: BorrowedFd<'_>) -> u64 {
-    let dev = fsx::fstat(dir).map(|s| s.st_dev).unwrap_or(0);
-    let mut total = 0u64;
-    let mut stack = vec![match nix::unistd::dup(dir) {
-        Ok(fd) => fd,
-        Err(_) => return 0,
-    }];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = fsx::read_dir(d.as_fd()) else { continue };
-        for e in entries {
-            let name = OsStr::from_bytes(&e.name);
-            let Ok(st) = fsx::lstat_at(d.as_fd(), name) else { continue };
-            match st.st_mode & libc::S_IFMT {
-                libc::S_IFREG => total += st.st_size as u64,
-                libc::S_IFDIR if st.st_dev == dev => {
-                    if let Ok(sub) = nix::fcntl::openat(
-                        d.as_fd(),
-                        name,
-                        nix::fcntl::OFlag::O_RDONLY
-                            | nix::fcntl::OFlag::O_DIRECTORY
-                            | nix::fcntl::OFlag::O_NOFOLLOW
-                            | nix::fcntl::OFlag::O_CLOEXEC,
-                        nix::sys::stat::Mode::empty(),
-                    ) {
-                        stack.push(sub);
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-    total
-}
-
-/// Measures a volume's usage now and every `rescan_secs` on a background thread, for as
-/// long as the volume is served.
-pub fn spawn_measurer(vol: std::sync::Weak<super::Volume>) {
-    std::thread::Builder::new()
-        .name("s3vol-usage".into())
-        .spawn(move || {
-            loop {
-                let Some(v) = vol.upgrade() else { return };
-                let start = std::time::Instant::now();
-                let used = measure(v.root());
-                v.space.set_measured(used);
-                info!(volume = %v.name, used, ms = start.elapsed().as_millis() as u64, "volume usage measured");
-                let wait = v.space.limits.rescan_secs.max(1);
-                drop(v);
-                std::thread::sleep(std::time::Duration::from_secs(wait));
-                debug!("re-measuring volume usage");
-            }
-        })
-        .expect("spawn usage thread");
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsFd;
 
     fn tmp_root() -> (std::path::PathBuf, std::os::fd::OwnedFd) {
         let p = std::env::temp_dir().join(format!("s3vol-quota-{}", super::super::volume::random_hex(6)));
@@ -316,8 +267,8 @@ mod tests {
     fn quota_counts_usage_and_inflight_writes() {
         let (p, fd) = tmp_root();
         let space = Arc::new(Space::new(Limits { quota: Some(2000), ..Default::default() }));
-        space.set_measured(measure(fd.as_fd()));
-        assert_eq!(space.report(fd.as_fd()).unwrap().used, 1234, "regular files only, links not followed");
+        space.set_measured(1234);
+        assert_eq!(space.report(fd.as_fd()).unwrap().used, 1234);
         let r1 = space.reserve(fd.as_fd(), 500).unwrap();
         assert!(
             matches!(space.reserve(fd.as_fd(), 300), Err(Error::QuotaExceeded)),

@@ -1,21 +1,23 @@
-//! The state of each volume as operators see it (`/status`, `/ready` and the per-volume
-//! metrics): served or not, mount point, read-only, writable now, capacity, staged uploads.
+//! The state of each volume as the store knows it: served or not, mount point, read-only,
+//! writable now, capacity, staged uploads, and what the background scan counted. Plain
+//! data: the admin listener shapes it into `/status` JSON and `/metrics` gauges.
 //!
 //! Everything here is blocking file-system work (statvfs, a probe file, one directory
 //! read); callers run it on the blocking pool. It never walks a volume's tree, so its cost
-//! does not grow with the number of objects: the object count is therefore not known.
+//! does not grow with the number of objects: the counts come from the volume's scan
+//! ([`super::scan`]).
 
 use std::os::fd::AsFd;
 
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
-use serde::Serialize;
 
 use super::fsx;
+use super::scan::CensusReport;
 use super::volume::{Volume, VolumeState, Volumes, is_mount_point, random_hex};
 
 /// Sizes of a volume's file system, in bytes (statvfs).
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy)]
 pub struct Capacity {
     /// Size of the file system (`f_blocks * f_frsize`).
     pub total: u64,
@@ -26,8 +28,8 @@ pub struct Capacity {
     pub used: u64,
 }
 
-/// One volume's state. Serialized as is for `/status` (JSON, one object per volume).
-#[derive(Debug, Clone, Serialize)]
+/// One volume's state.
+#[derive(Debug, Clone)]
 pub struct VolumeStatus {
     /// The bucket name.
     pub name: String,
@@ -36,7 +38,6 @@ pub struct VolumeStatus {
     /// Served (true) or answering 503 ServiceUnavailable (false).
     pub online: bool,
     /// Why the volume is not served (only when `online` is false).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// The directory is a mount point now (another device than its parent).
     pub mounted: bool,
@@ -53,10 +54,8 @@ pub struct VolumeStatus {
     /// Multipart uploads staged on the volume (started, not yet completed or aborted),
     /// by every daemon sharing it; absent when the staging directory cannot be read.
     pub multipart_uploads: Option<u64>,
-    /// Number of objects: always null, since counting would walk the whole tree.
-    pub objects: Option<u64>,
-    /// Uploads into this volume running in this daemon now (filled in by the caller).
-    pub writes_in_flight: i64,
+    /// Object counts and scan progress; absent for a volume that is not served.
+    pub census: Option<CensusReport>,
 }
 
 impl VolumeStatus {
@@ -102,8 +101,7 @@ fn offline(name: &str, path: &str) -> VolumeStatus {
         capacity: None,
         quota: None,
         multipart_uploads: None,
-        objects: None,
-        writes_in_flight: 0,
+        census: None,
     }
 }
 
@@ -125,8 +123,7 @@ pub fn of_volume(v: &Volume) -> VolumeStatus {
         capacity,
         quota: v.settings.limits.quota,
         multipart_uploads: staged_uploads(v),
-        objects: None,
-        writes_in_flight: 0,
+        census: Some(v.space.census.report()),
     }
 }
 

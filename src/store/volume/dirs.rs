@@ -173,12 +173,19 @@ impl Volume {
             }
         } else {
             match kind {
-                libc::S_IFREG => self.space.add_used(-st.st_size),
+                libc::S_IFREG => {
+                    self.space.add_used(-st.st_size);
+                    self.space.note_objects(-1, -st.st_size);
+                }
                 // Only a link to a regular file inside the volume is an object; one into the
                 // internal directory is refused like the key that names it.
                 libc::S_IFLNK => match self.open_path(key.path(), READ_FLAGS) {
                     Err(e) if resolve::reaches_internal(&e) => return Err(Error::InternalDir),
-                    Ok(fd) if fsx::fstat(fd.as_fd()).is_ok_and(|st| fsx::is_regular(&st)) => {}
+                    Ok(fd) if fsx::fstat(fd.as_fd()).is_ok_and(|st| fsx::is_regular(&st)) => {
+                        // The link goes, not its target: one object fewer, bytes as before
+                        // until the next scan.
+                        self.space.note_objects(-1, 0);
+                    }
                     _ => return Ok(()),
                 },
                 _ => return Ok(()),
@@ -233,6 +240,7 @@ impl Volume {
         fsx::unlink_at(self.tmp_dir(), &grave, false)?;
         if fsx::is_regular(&moved) {
             self.space.add_used(-moved.st_size);
+            self.space.note_objects(-1, -moved.st_size);
         }
         if self.settings.fsync {
             fsx::fsync(pdir.as_fd())?;

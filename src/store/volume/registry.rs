@@ -283,9 +283,7 @@ fn open_state(name: &str, path: &Path, settings: VolumeSettings, needs_mount: bo
                 warn!(volume = name, "the volume is read-only: served for reads only");
             }
             let v = Arc::new(v);
-            if v.space.limits.quota.is_some() {
-                crate::store::quota::spawn_measurer(Arc::downgrade(&v));
-            }
+            crate::store::scan::spawn_scanner(Arc::downgrade(&v));
             VolumeState::Online(v)
         }
         Err(reason) => {

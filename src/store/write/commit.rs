@@ -210,11 +210,13 @@ impl Writer {
             match verdict {
                 Some(Placed::Ours(now)) => {
                     self.vol.space.add_used(st.st_size);
+                    self.vol.space.note_objects(1, st.st_size);
                     self.sync_dir(pdir.as_fd())?;
                     return self.finish(file, now, meta);
                 }
                 Some(Placed::Replaced) => {
                     self.vol.space.add_used(st.st_size);
+                    self.vol.space.note_objects(1, st.st_size);
                     self.sync_dir(pdir.as_fd())?;
                     return self.finish(file, st, meta);
                 }
@@ -275,6 +277,7 @@ impl Writer {
                 self.temp = TempName::Anonymous; // renamed away: nothing to clean up
                 if let Swapped::Ours(replaced) = swapped {
                     self.vol.space.add_used(st.st_size - replaced);
+                    self.vol.space.note_objects(0, st.st_size - replaced);
                 }
                 drop(lock);
                 self.sync_dir(pdir.as_fd())?;
@@ -297,6 +300,9 @@ impl Writer {
             match renamed {
                 Ok(()) => {
                     self.vol.space.add_used(st.st_size - old_size);
+                    // A new key is one more object; a replaced one only changes size.
+                    let new_key = prior.as_ref().is_none_or(|p| !fsx::is_regular(p));
+                    self.vol.space.note_objects(i64::from(new_key), st.st_size - old_size);
                     break (pdir, leaf, prior);
                 }
                 Err(e) if no_replace && e.raw_os_error() == Some(libc::EEXIST) => {
