@@ -414,19 +414,34 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
+/// Longest header block of one form part the sniffer reads, bytes; past it the file's
+/// name is taken as unknown (`s3s` refuses such a form anyway).
+const MAX_PART_HEAD: usize = 16 * 1024;
+
 /// Scans a form body prefix for the part named `file` (as `s3s` finds it, case-insensitively).
+/// Linear over a stream: what [`Scan::More`] lets go of is never scanned again, but for a
+/// part's header block, which is bounded by [`MAX_PART_HEAD`].
 fn scan(buf: &[u8], delimiter: &[u8]) -> Scan {
     let mut pos = 0;
     loop {
-        let Some(at) = find(&buf[pos..], delimiter) else { return Scan::More { from: pos } };
-        let start = pos + at + delimiter.len();
+        let Some(at) = find(&buf[pos..], delimiter) else {
+            // Only the tail could still begin a delimiter.
+            return Scan::More { from: pos.max(buf.len().saturating_sub(delimiter.len() - 1)) };
+        };
+        let delimiter_at = pos + at;
+        let start = delimiter_at + delimiter.len();
         if buf.len() < start + 2 {
-            return Scan::More { from: pos };
+            return Scan::More { from: delimiter_at };
         }
         if &buf[start..start + 2] == b"--" {
             return Scan::Found(None); // the closing delimiter: no file part
         }
-        let Some(len) = find(&buf[start..], b"\r\n\r\n") else { return Scan::More { from: pos } };
+        let Some(len) = find(&buf[start..], b"\r\n\r\n") else {
+            if buf.len() - start > MAX_PART_HEAD {
+                return Scan::Found(None);
+            }
+            return Scan::More { from: delimiter_at };
+        };
         let head = &buf[start..start + len];
         if let Some((name, filename)) = content_disposition(head)
             && name.eq_ignore_ascii_case("file")
@@ -526,6 +541,12 @@ mod tests {
         assert_eq!(sniff(&form(&[("form-data; name=\"file\"", "b")]), 5).as_deref(), Some(""));
         assert_eq!(sniff(&form(&[("form-data; name=\"key\"", "k")]), 5).as_deref(), Some(""));
         assert_eq!(sniff(b"--XyZ\r\nContent-Disposition: form-data; name=\"key\"\r\n", 4), None);
+        // A long field value is let go of as it streams; a runaway part header gives up.
+        let long = "v".repeat(100_000);
+        let body = form(&[("form-data; name=\"key\"", &long), ("form-data; name=\"file\"; filename=\"f\"", "b")]);
+        assert_eq!(sniff(&body, 1000).as_deref(), Some("f"));
+        let runaway = [b"--XyZ\r\nX: ".as_slice(), &[b'a'; 20_000]].concat();
+        assert_eq!(sniff(&runaway, 1000).as_deref(), Some(""));
     }
 
     #[test]
