@@ -30,6 +30,7 @@ use crate::limits::{ActiveRequest, Activity, Limits, MAX_HEAD_BUFFER, StallIo, T
 use crate::metrics::Metrics;
 use crate::request::{BodyLimits, RequestBody, RequestInfo, ResponseBody};
 use crate::s3::host::BucketResolver;
+use crate::s3::post_object::{FormSniffer, PostForm, RequestOrigin, form_boundary};
 use crate::store::volume::random_hex;
 
 /// Loads a PEM certificate chain and private key into a TLS acceptor (HTTP/1.1 and h2).
@@ -161,9 +162,10 @@ pub async fn run(
             activity.watch(limits.header_read_timeout, move || slots.available_permits() * 10 < max)
         };
         let shared = shared.clone();
+        let https = tls.is_some();
         let handler = service_fn(move |req: http::Request<Incoming>| {
             let active = activity.begin();
-            handle(shared.clone(), peer, req, active)
+            handle(shared.clone(), peer, https, req, active)
         });
         let builder = builder.clone();
         match &tls {
@@ -262,6 +264,7 @@ impl Drop for OpenConnection {
 async fn handle(
     shared: Arc<Shared>,
     peer: SocketAddr,
+    https: bool,
     req: http::Request<Incoming>,
     active: ActiveRequest,
 ) -> Result<http::Response<ResponseBody<s3s::Body>>, s3s::HttpError> {
@@ -303,8 +306,15 @@ async fn handle(
                     crate::guard::mark_no_length(&mut parts);
                 }
                 let body = RequestBody::new(body, info.clone(), BodyLimits::of(&limits));
+                // A form upload: its file's name is read as the body streams, what it stored
+                // is answered as S3 does (s3::post_object).
+                let form = is_form.then(|| (PostForm::default(), RequestOrigin::of(&parts, https)));
+                let boundary = parts.headers.get(http::header::CONTENT_TYPE).and_then(|v| form_boundary(v.as_bytes()));
                 let body = if admitted.aws_chunked {
                     s3s::Body::http_body(ChunkGuard::new(body, guard.max_chunk))
+                } else if let (Some((slot, _)), Some(boundary)) = (&form, boundary) {
+                    parts.extensions.insert(slot.clone());
+                    s3s::Body::http_body(FormSniffer::new(body, &boundary, slot.clone()))
                 } else {
                     s3s::Body::http_body(body)
                 };
@@ -312,7 +322,11 @@ async fn handle(
                 let _form_slot = admitted.form_slot;
                 match svc.call(http::Request::from_parts(parts, body)).await {
                     Ok(mut resp) => {
-                        if is_form
+                        if let Some((slot, origin)) = &form
+                            && let Some(stored) = slot.stored()
+                        {
+                            resp = stored.response(origin);
+                        } else if is_form
                             && let Some(r) = resp.body().bytes().and_then(|b| form_policy::refusal(resp.status(), &b))
                         {
                             resp = refusal_response(&r, &id);

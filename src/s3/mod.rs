@@ -16,6 +16,7 @@ pub mod host;
 mod list;
 mod multipart;
 mod object;
+pub mod post_object;
 mod read;
 
 use std::sync::Arc;
@@ -136,6 +137,12 @@ impl S3 for S3Vol {
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
         let bucket = req.input.bucket.clone();
         self.on(&bucket, self.do_put_object(req)).await
+    }
+
+    #[instrument(skip_all, fields(op = "PostObject", bucket = %req.input.bucket, key = %req.input.key))]
+    async fn post_object(&self, req: S3Request<PostObjectInput>) -> S3Result<S3Response<PostObjectOutput>> {
+        let bucket = req.input.bucket.clone();
+        self.on(&bucket, self.do_post_object(req)).await
     }
 
     #[instrument(skip_all, fields(op = "GetObject", bucket = %req.input.bucket, key = %req.input.key))]

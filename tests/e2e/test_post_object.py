@@ -1,17 +1,18 @@
 """Browser form uploads (PostObject, issue 14 item 8) driven by boto3's
 generate_presigned_post and requests: success_action_status, success_action_redirect,
-checksum fields, and S3's 403 AccessDenied for a policy whose conditions fail, that
-expired, or that names another bucket."""
+checksum fields, `${filename}` keys, the answer's Location/ETag headers, and S3's 403
+AccessDenied for a policy whose conditions fail, that expired, or that names another
+bucket."""
 
 from __future__ import annotations
 
 import time
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, quote, urlparse
 
 import pytest
 import requests
 
-from helpers import crc32_b64, md5_etag, start_daemon, stop_daemon, tree_snapshot, xml_error_code
+from helpers import crc32_b64, md5_etag, start_daemon, stop_daemon, tree_snapshot, xml_error_code, xml_find_all
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +110,69 @@ def test_expired_policy_is_403_access_denied(d, prefix):
     assert r.status_code == 403 and xml_error_code(r.content) == "AccessDenied", r.content
     assert "Invalid according to Policy: Policy expired." in r.text
     assert not (d.vol() / prefix / "late.txt").exists()
+
+
+def test_filename_variable_in_key_is_the_uploaded_files_name(d, prefix):
+    # boto3 turns a key ending in ${filename} into a starts-with condition on the prefix.
+    r = post(d, f"{prefix}/up/${{filename}}", body=b"photo bytes", filename="photo 1.jpg",
+             fields={"success_action_status": "201"}, conditions=[{"success_action_status": "201"}])
+    assert r.status_code == 201, r.content
+    key = f"{prefix}/up/photo 1.jpg"
+    assert xml_find_all(r.content, "Key") == [key], r.text
+    assert (d.vol() / prefix / "up" / "photo 1.jpg").read_bytes() == b"photo bytes"
+    assert not (d.vol() / prefix / "up" / "${filename}").exists()
+    head = d.client().head_object(Bucket="vol-a", Key=key)
+    assert head["ETag"] == md5_etag(b"photo bytes")
+
+
+def test_filename_that_cannot_be_a_path_is_refused_and_stores_nothing(d, prefix):
+    before = tree_snapshot(d.vol())
+    r = post(d, f"{prefix}/up/${{filename}}", body=b"escape", filename="../../etc/passwd")
+    assert r.status_code == 400, r.content
+    assert xml_error_code(r.content) == "InvalidArgument", r.content
+    assert "Invalid object key" in r.text
+    assert tree_snapshot(d.vol()) == before
+    assert not (d.vol().parent / "etc").exists()
+
+
+@pytest.mark.parametrize("redirect", ["not a url", "/relative/path", "ftp://files.example.test/x"])
+def test_invalid_success_action_redirect_is_ignored_and_answers_204(d, prefix, redirect):
+    key = f"{prefix}/ir.txt"
+    r = post(d, key, fields={"success_action_redirect": redirect},
+             conditions=[{"success_action_redirect": redirect}])
+    assert r.status_code == 204 and r.content == b"", r.content
+    assert r.headers["etag"] == md5_etag(b"form body")
+    assert (d.vol() / key).read_bytes() == b"form body"
+
+
+def test_invalid_redirect_with_success_action_status_201_answers_201(d, prefix):
+    key = f"{prefix}/ir201.txt"
+    fields = {"success_action_redirect": "nope", "success_action_status": "201"}
+    r = post(d, key, fields=fields, conditions=[{k: v} for k, v in fields.items()])
+    assert r.status_code == 201, r.content
+    assert xml_find_all(r.content, "Key") == [key]
+
+
+def test_201_post_response_location_is_the_full_object_url(d, prefix):
+    key = f"{prefix}/dir/a b+c.txt"
+    r = post(d, key, fields={"success_action_status": "201"}, conditions=[{"success_action_status": "201"}])
+    assert r.status_code == 201, r.content
+    want = f"http://127.0.0.1:{d.port}/vol-a/{quote(key, safe='')}"
+    assert xml_find_all(r.content, "Location") == [want], r.text
+    assert xml_find_all(r.content, "Bucket") == ["vol-a"]
+    assert xml_find_all(r.content, "Key") == [key]
+    assert xml_find_all(r.content, "ETag") == [md5_etag(b"form body")]
+    assert r.headers["location"] == want and r.headers["etag"] == md5_etag(b"form body")
+
+
+@pytest.mark.parametrize("status", [200, 204])
+def test_200_and_204_carry_etag_location_and_checksum_headers(d, prefix, status):
+    key = f"{prefix}/h{status}.txt"
+    crc = crc32_b64(b"form body")
+    fields = {"success_action_status": str(status), "x-amz-checksum-crc32": crc}
+    r = post(d, key, fields=fields, conditions=[{k: v} for k, v in fields.items()])
+    assert r.status_code == status and r.content == b"", r.content
+    head = d.client().head_object(Bucket="vol-a", Key=key, ChecksumMode="ENABLED")
+    assert r.headers["etag"] == head["ETag"] == md5_etag(b"form body")
+    assert r.headers["x-amz-checksum-crc32"] == head["ChecksumCRC32"] == crc
+    assert r.headers["location"] == f"http://127.0.0.1:{d.port}/vol-a/{quote(key, safe='')}"
