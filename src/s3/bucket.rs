@@ -7,7 +7,7 @@ use s3s::{S3Request, S3Response, S3Result, s3_error};
 use super::S3Vol;
 use super::body::blocking;
 use super::convert::timestamp;
-use crate::config::valid_bucket_name;
+use crate::store::key::BucketName;
 use crate::store::volume::VolumeState;
 
 impl S3Vol {
@@ -81,12 +81,11 @@ impl S3Vol {
                 )),
             };
         }
-        if !valid_bucket_name(&bucket) {
+        let Some(name) = BucketName::parse(&bucket) else {
             return Err(s3_error!(InvalidBucketName, "The specified bucket is not valid."));
-        }
+        };
         let vols = self.volumes.clone();
-        let b = bucket.clone();
-        blocking(move || vols.create(&b)).await?;
+        blocking(move || vols.create(&name)).await?;
         Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{bucket}")) }))
     }
 

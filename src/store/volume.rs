@@ -130,6 +130,17 @@ impl Volume {
             nix::sys::stat::Mode::empty(),
         )
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        Self::open_root(name, path, root, settings)
+    }
+
+    /// [`Volume::open`] of a directory already open as `root` (CreateBucket opens the
+    /// directory it made from a handle, never by `path`, which is kept for logs and checks).
+    pub fn open_root(
+        name: &str,
+        path: &Path,
+        root: OwnedFd,
+        settings: VolumeSettings,
+    ) -> std::result::Result<Self, String> {
         if settings.require_mount && !is_mount_point(path) {
             return Err(format!("{} is not a mount point (require_mount = true)", path.display()));
         }
