@@ -43,7 +43,7 @@ impl Tree for FsTree<'_> {
         }
         let fd = match self.vol.open_dir_path(dir) {
             Ok(fd) => fd,
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR | libc::EXDEV | libc::ELOOP)) => {
+            Err(e) if fsx::is_absent(&e) => {
                 return Ok(None);
             }
             // A prefix through a link into the internal directory lists nothing.

@@ -245,10 +245,8 @@ impl Volumes {
         };
         let vol = self.get(bucket)?;
         let parent = open_volumes_root(dir)?;
-        let here = fsx::open_child_dir(parent.as_fd(), bucket).map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP | libc::ENOTDIR | libc::ENOENT) => Error::Unavailable,
-            _ => e.into(),
-        })?;
+        let here = fsx::open_child_dir(parent.as_fd(), bucket)
+            .map_err(|e| if fsx::is_absent(&e) { Error::Unavailable } else { e.into() })?;
         if fsx::identity(here.as_fd())? != vol.fence.root {
             warn!(volume = bucket, "DeleteBucket: the directory at the bucket's name is not the one served");
             return Err(Error::Unavailable);
