@@ -9,7 +9,7 @@ use s3s::dto::{Checksum, ChecksumAlgorithm, StreamingBlob};
 use s3s::{S3Error, S3Result, s3_error};
 use tokio::sync::mpsc;
 
-use super::error::{body_error, to_s3};
+use super::error::body_error;
 use crate::store::meta::Md5Hasher;
 use crate::store::read::ObjectReader;
 use crate::store::volume::RECHECK;
@@ -49,13 +49,13 @@ pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> crate::store::Resul
     let span = tracing::Span::current();
     let Ok(vol) = VOLUME.try_with(Arc::clone) else {
         return match tokio::task::spawn_blocking(move || span.in_scope(f)).await {
-            Ok(r) => r.map_err(to_s3),
+            Ok(r) => r.map_err(S3Error::from),
             Err(e) => Err(S3Error::internal_error(e)),
         };
     };
     let permit = tokio::select! {
         p = vol.gate.clone().acquire_owned() => p.map_err(S3Error::internal_error)?,
-        () = stalled(&vol) => return Err(to_s3(StoreError::Unavailable)),
+        () = stalled(&vol) => return Err(StoreError::Unavailable.into()),
     };
     let task = tokio::task::spawn_blocking(move || {
         let _permit = permit;
@@ -63,14 +63,14 @@ pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> crate::store::Resul
     });
     let r = tokio::select! {
         r = task => r.map_err(S3Error::internal_error)?,
-        () = stalled(&vol) => return Err(to_s3(StoreError::Unavailable)),
+        () = stalled(&vol) => return Err(StoreError::Unavailable.into()),
     };
     if let Err(e) = &r
         && may_mean_changed(e)
     {
         RECHECK.notify_one();
     }
-    r.map_err(to_s3)
+    r.map_err(S3Error::from)
 }
 
 /// Completes once `vol` is marked stalled.
@@ -190,7 +190,7 @@ pub async fn receive(body: StreamingBlob, writer: Writer, mut hasher: ChecksumHa
     let written = match &vol {
         Some(v) => tokio::select! {
             r = write_task => r.map_err(S3Error::internal_error)?,
-            () = stalled(v) => return Err(to_s3(StoreError::Unavailable)),
+            () = stalled(v) => return Err(StoreError::Unavailable.into()),
         },
         None => write_task.await.map_err(S3Error::internal_error)?,
     };
@@ -200,7 +200,7 @@ pub async fn receive(body: StreamingBlob, writer: Writer, mut hasher: ChecksumHa
     }
     if overrun {
         drop(written); // and its temp file
-        let e = to_s3(crate::store::Error::BodyLength { declared, received });
+        let e = S3Error::from(crate::store::Error::BodyLength { declared, received });
         return Err(refuse(Some(body), &http::HeaderMap::new(), e).await);
     }
     match written {
@@ -217,7 +217,7 @@ pub async fn receive(body: StreamingBlob, writer: Writer, mut hasher: ChecksumHa
             {
                 received += chunk.len() as u64;
             }
-            Err(to_s3(e))
+            Err(e.into())
         }
     }
 }

@@ -38,7 +38,7 @@ impl S3Vol {
     }
 
     fn volume(&self, bucket: &str) -> S3Result<Arc<Volume>> {
-        self.volumes.get(bucket).map_err(error::to_s3)
+        self.volumes.get(bucket).map_err(s3s::S3Error::from)
     }
 
     /// Runs one operation on `bucket` with its volume as [`body::VOLUME`], so that its

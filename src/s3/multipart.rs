@@ -10,7 +10,6 @@ use s3s::{S3Error, S3Request, S3Response, S3Result, s3_error};
 use super::S3Vol;
 use super::body::{blocking, checksum_from_meta};
 use super::convert::{etag, object_meta, refuse_unsupported_write_options, timestamp, url_encode};
-use super::error::to_s3;
 use super::list::{MAX_KEYS, encoding_url};
 use super::object::{given_checksums, receive_verified};
 use crate::store::assemble::{self, Completed, ListedPart};
@@ -41,7 +40,7 @@ impl S3Vol {
         let input = req.input;
         refuse_unsupported_write_options!(input);
         let vol = self.volume(&input.bucket)?;
-        let key = vol.key(&input.key).map_err(to_s3)?;
+        let key = vol.key(&input.key)?;
         let meta = object_meta(
             input.content_type.map(|c| c.to_string()),
             input.content_encoding,
@@ -53,7 +52,7 @@ impl S3Vol {
             key.as_str(),
         )?;
         if !vol.xattrs && !meta.user.is_empty() {
-            return Err(to_s3(crate::store::Error::MetadataUnsupported));
+            return Err(crate::store::Error::MetadataUnsupported.into());
         }
         let manifest = Manifest {
             key: String::new(),
@@ -83,8 +82,8 @@ impl S3Vol {
         let trailers = req.trailing_headers;
         let input = req.input;
         let vol = self.volume(&input.bucket)?;
-        let key = vol.key(&input.key).map_err(to_s3)?;
-        let number = u32::try_from(input.part_number).map_err(|_| to_s3(crate::store::Error::InvalidPartNumber))?;
+        let key = vol.key(&input.key)?;
+        let number = u32::try_from(input.part_number).map_err(|_| crate::store::Error::InvalidPartNumber)?;
         let declared = super::object::declared_length(&headers, input.content_length, trailers.is_some())
             .ok_or_else(|| s3_error!(MissingContentLength, "You must provide the Content-Length HTTP header."))?;
         // Judged on the declared size, which the writer then holds the bytes to.
@@ -138,7 +137,7 @@ impl S3Vol {
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         let input = req.input;
         let vol = self.volume(&input.bucket)?;
-        let key = vol.key(&input.key).map_err(to_s3)?;
+        let key = vol.key(&input.key)?;
         let cond = super::object::write_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
         let parts = input.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
         let mut listed = Vec::with_capacity(parts.len());
@@ -168,7 +167,7 @@ impl S3Vol {
             tokio::task::spawn_blocking(move || span.in_scope(|| assemble::complete(vol, &id, &key, &listed, &cond)));
         let output = move |done: Completed| complete_output(bucket, object, done);
         let joined = |r: Result<crate::store::Result<Completed>, tokio::task::JoinError>| match r {
-            Ok(r) => r.map_err(to_s3),
+            Ok(r) => r.map_err(S3Error::from),
             Err(e) => Err(S3Error::internal_error(e)),
         };
         match tokio::time::timeout(KEEP_ALIVE_AFTER, &mut task).await {
@@ -186,7 +185,7 @@ impl S3Vol {
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
         let input = req.input;
         let vol = self.volume(&input.bucket)?;
-        let key = vol.key(&input.key).map_err(to_s3)?;
+        let key = vol.key(&input.key)?;
         let id = input.upload_id;
         blocking(move || multipart::abort(&vol, &id, &key)).await?;
         Ok(S3Response::with_status(AbortMultipartUploadOutput::default(), http::StatusCode::NO_CONTENT))
@@ -195,7 +194,7 @@ impl S3Vol {
     pub(super) async fn do_list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
         let input = req.input;
         let vol = self.volume(&input.bucket)?;
-        let key = vol.key(&input.key).map_err(to_s3)?;
+        let key = vol.key(&input.key)?;
         let id = input.upload_id.clone();
         let (manifest, parts) = blocking(move || multipart::list_parts(&vol, &id, &key)).await?;
         let max = match input.max_parts {

@@ -8,7 +8,6 @@ use s3s::{S3Request, S3Response, S3Result, s3_error};
 use super::S3Vol;
 use super::body::{self, blocking};
 use super::convert::{self, etag, object_meta, refuse_unsupported_write_options, timestamp, unix_secs, user_metadata};
-use super::error::to_s3;
 use crate::auth::Permission;
 use crate::store::cond::{self, Condition};
 use crate::store::meta::{ObjectInfo, ObjectMeta};
@@ -58,7 +57,7 @@ pub async fn receive_verified(
         None => (writer, hasher.finalize()),
     };
     // A body that ended short is reported as such, before the checksums it cannot match.
-    writer.check_complete().map_err(to_s3)?;
+    writer.check_complete()?;
     body::add_trailers(&mut given, trailers);
     let checksums = body::verify(&given, &computed)?;
     body::verify_content_md5(content_md5, &writer.md5())?;
@@ -97,13 +96,13 @@ impl S3Vol {
             return Err(s3_error!(NotImplemented, "Appends (x-amz-write-offset-bytes) are not supported"));
         }
         let vol = self.volume(&input.bucket)?;
-        let key = vol.key(&input.key).map_err(to_s3)?;
+        let key = vol.key(&input.key)?;
         // S3: a PUT declares its size; an aws-chunked body declares the decoded size.
         let declared = declared_length(&headers, input.content_length, trailers.is_some())
             .ok_or_else(|| s3_error!(MissingContentLength, "You must provide the Content-Length HTTP header."))?;
         if key.is_dir_marker() {
             if declared > 0 {
-                return Err(to_s3(store::Error::MarkerWithBody));
+                return Err(store::Error::MarkerWithBody.into());
             }
             let info = blocking(move || vol.put_marker(&key)).await?;
             return Ok(S3Response::new(PutObjectOutput { e_tag: Some(etag(&info.meta.etag)), ..Default::default() }));
@@ -119,7 +118,7 @@ impl S3Vol {
             key.as_str(),
         )?;
         if !vol.xattrs && !meta.user.is_empty() {
-            return Err(to_s3(store::Error::MetadataUnsupported));
+            return Err(store::Error::MetadataUnsupported.into());
         }
         let cond = write_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
         if input.if_match.is_some() || input.if_none_match.is_some() {
@@ -133,7 +132,7 @@ impl S3Vol {
             check_write_conditions(input.if_match.as_ref(), input.if_none_match.as_ref(), current.as_ref())?;
         }
         if !vol.space.content_type_allowed(meta.content_type.as_deref().unwrap_or("")) {
-            return Err(body::refuse(input.body, &headers, to_s3(store::Error::ContentTypeNotAllowed)).await);
+            return Err(body::refuse(input.body, &headers, store::Error::ContentTypeNotAllowed.into()).await);
         }
         let (v, k) = (vol.clone(), key.clone());
         let writer = match blocking(move || Writer::begin(v, k, declared)).await {
@@ -179,7 +178,7 @@ impl S3Vol {
             return Err(s3_error!(NotImplemented, "Versioning is not supported"));
         }
         let vol = self.volume(&input.bucket)?;
-        let key = vol.key(&input.key).map_err(to_s3)?;
+        let key = vol.key(&input.key)?;
         // A small whole object is read with the open: on this thread when the lookup and
         // the bytes are cached on a local file system (as HEAD), else one trip to the
         // blocking pool.
@@ -187,9 +186,9 @@ impl S3Vol {
         let small = move |info: &ObjectInfo| whole && info.size <= SMALL_OBJECT;
         let (mut reader, info, early) = match ObjectReader::open_cached(&vol, &key) {
             Some(opened) => {
-                let (mut reader, info) = opened.map_err(to_s3)?;
+                let (mut reader, info) = opened?;
                 let early = match small(&info).then(|| reader.next_block_cached(SMALL_OBJECT as usize)).flatten() {
-                    Some(read) => Some(read.map_err(to_s3)?),
+                    Some(read) => Some(read?),
                     None => None,
                 };
                 (reader, info, early)
@@ -278,11 +277,11 @@ impl S3Vol {
             return Err(s3_error!(NotImplemented, "Versioning is not supported"));
         }
         let vol = self.volume(&input.bucket)?;
-        let key = vol.key(&input.key).map_err(to_s3)?;
+        let key = vol.key(&input.key)?;
         // Served on this thread when the lookup is cached on a local file system (one
         // blocking-pool hop costs more than the three syscalls): 22k -> 31k HEAD/s at 16.
         let info = match vol.head_cached(&key) {
-            Some(r) => r.map_err(to_s3)?,
+            Some(r) => r?,
             None => blocking(move || vol.head(&key)).await?,
         };
         check_read_conditions(
@@ -340,7 +339,7 @@ impl S3Vol {
             return Err(s3_error!(NotImplemented, "Versioning is not supported"));
         }
         let vol = self.volume(&input.bucket)?;
-        let key = vol.key(&input.key).map_err(to_s3)?;
+        let key = vol.key(&input.key)?;
         if input.if_match_last_modified_time.is_some() || input.if_match_size.is_some() {
             return Err(s3_error!(
                 NotImplemented,
@@ -378,7 +377,7 @@ impl S3Vol {
             .is_some_and(|k| k.has(Permission::Delete));
         let results: Vec<(String, S3Result<()>)> = if may_delete {
             let done = blocking(move || Ok(delete_many(&vol, keys))).await?;
-            done.into_iter().map(|(k, r)| (k, r.map_err(to_s3))).collect()
+            done.into_iter().map(|(k, r)| (k, r.map_err(s3s::S3Error::from))).collect()
         } else {
             keys.into_iter().map(|k| (k, Err(s3_error!(AccessDenied, "Access Denied")))).collect()
         };
