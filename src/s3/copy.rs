@@ -83,8 +83,8 @@ impl S3Vol {
             m.fp = None;
             m
         };
-        if !dst_vol.xattrs && !meta.user.is_empty() && replace {
-            return Err(crate::store::Error::MetadataUnsupported.into());
+        if replace {
+            dst_vol.check_metadata(&meta)?;
         }
         let size = info.size;
         let out = if same {

@@ -51,9 +51,7 @@ impl S3Vol {
             input.metadata,
             key.as_str(),
         )?;
-        if !vol.xattrs && !meta.user.is_empty() {
-            return Err(crate::store::Error::MetadataUnsupported.into());
-        }
+        vol.check_metadata(&meta)?;
         let manifest = Manifest {
             key: String::new(),
             meta,

@@ -117,9 +117,7 @@ impl S3Vol {
             input.metadata,
             key.as_str(),
         )?;
-        if !vol.xattrs && !meta.user.is_empty() {
-            return Err(store::Error::MetadataUnsupported.into());
-        }
+        vol.check_metadata(&meta)?;
         let cond = write_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
         if input.if_match.is_some() || input.if_none_match.is_some() {
             let (v, k) = (vol.clone(), key.clone());
@@ -131,8 +129,8 @@ impl S3Vol {
             .await?;
             check_write_conditions(input.if_match.as_ref(), input.if_none_match.as_ref(), current.as_ref())?;
         }
-        if !vol.space.content_type_allowed(meta.content_type.as_deref().unwrap_or("")) {
-            return Err(body::refuse(input.body, &headers, store::Error::ContentTypeNotAllowed.into()).await);
+        if let Err(e) = vol.check_content_type(&meta) {
+            return Err(body::refuse(input.body, &headers, e.into()).await);
         }
         let (v, k) = (vol.clone(), key.clone());
         let writer = match blocking(move || Writer::begin(v, k, declared)).await {

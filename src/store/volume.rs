@@ -12,6 +12,7 @@
 mod dirs;
 mod lookup;
 mod mount;
+mod policy;
 mod probe;
 mod registry;
 mod settings;
