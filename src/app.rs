@@ -13,7 +13,7 @@ use s3s::config::{S3Config, StaticConfigProvider};
 use s3s::service::S3ServiceBuilder;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::{error, info, warn};
+use tracing::{error, info, info_span, warn};
 
 use crate::admin::Admin;
 use crate::auth::{KeyRing, KeySet};
@@ -23,10 +23,10 @@ use crate::metrics::Metrics;
 use crate::notify::{State, notify};
 use crate::s3::S3Vol;
 use crate::server::{ReloadableTls, ServeOptions};
-use crate::store::Volumes;
 use crate::store::sweep::{self, SweepReport};
 use crate::store::volume::VolumeState;
 use crate::store::volume::random_hex;
+use crate::store::{self, Volumes};
 
 /// Clock skew accepted on signed requests: one hour each way (SPEC.md; S3 allows 15 min).
 pub const MAX_SKEW_SECS: u32 = 3600;
@@ -175,7 +175,7 @@ fn spawn_sweeper(volumes: Arc<Volumes>, max_age_secs: u64, deadline: Duration) {
             // `all()` rescans `volumes_root`: file-system work, so on the blocking pool.
             let list = {
                 let volumes = volumes.clone();
-                match tokio::task::spawn_blocking(move || volumes.all()).await {
+                match store::spawn_blocking(info_span!("sweep"), move || volumes.all()).await {
                     Ok(list) => list,
                     Err(_) => continue,
                 }
@@ -187,7 +187,8 @@ fn spawn_sweeper(volumes: Arc<Volumes>, max_age_secs: u64, deadline: Duration) {
                     continue;
                 }
                 let now = time::OffsetDateTime::now_utc().unix_timestamp();
-                let task = tokio::task::spawn_blocking(move || sweep::sweep(&vol, max_age, now));
+                let span = info_span!("sweep", volume = %name);
+                let task = store::spawn_blocking(span, move || sweep::sweep(&vol, max_age, now));
                 // A sweep that hangs (the file system stopped answering) holds up the other
                 // volumes' sweeps for at most `deadline`; it goes on in the background.
                 let Ok(done) = tokio::time::timeout(deadline, task).await else {
@@ -242,7 +243,7 @@ fn spawn_liveness_checker(volumes: Arc<Volumes>, deadline: Duration) {
                 }
                 busy.lock().unwrap().insert(name.clone(), std::time::Instant::now());
                 let (busy, volumes) = (busy.clone(), volumes.clone());
-                tokio::task::spawn_blocking(move || {
+                store::spawn_blocking(info_span!("liveness", volume = %name), move || {
                     match volumes.check(&name) {
                         Some(Transition::Online { read_only }) => {
                             info!(volume = %name, read_only, "the volume is served (again)");
@@ -269,18 +270,24 @@ fn spawn_reloader(ring: KeyRing, path: Option<PathBuf>, tls: Option<ReloadableTl
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
             notify(State::Reloading);
-            match &path {
-                Some(path) => reload(&ring, path),
-                None => info!("SIGHUP: no credentials file to reload"),
-            }
-            if let Some(tls) = &tls {
-                match tls.reload() {
-                    Ok(()) => info!("TLS certificate reloaded"),
-                    Err(e) => {
-                        error!(error = %e, "TLS certificate reload failed: the previous certificate stays in force")
+            // Reading the credentials file and the certificate is file-system work: on the
+            // blocking pool, one reload at a time (the next SIGHUP waits for this one).
+            let (ring, path, tls) = (ring.clone(), path.clone(), tls.clone());
+            let _ = store::spawn_blocking(info_span!("reload"), move || {
+                match &path {
+                    Some(path) => reload(&ring, path),
+                    None => info!("SIGHUP: no credentials file to reload"),
+                }
+                if let Some(tls) = &tls {
+                    match tls.reload() {
+                        Ok(()) => info!("TLS certificate reloaded"),
+                        Err(e) => {
+                            error!(error = %e, "TLS certificate reload failed: the previous certificate stays in force")
+                        }
                     }
                 }
-            }
+            })
+            .await;
             notify(State::Ready);
         }
     });

@@ -26,6 +26,17 @@ pub use volume::{Volume, VolumeSettings, Volumes};
 
 use std::io;
 
+/// The blocking path of work that is not one request's (the sweep, the liveness check,
+/// rescans, reloads): runs `f` on tokio's blocking pool inside `span`, so that no
+/// file-system call runs on an async worker and its logs carry their context. Requests
+/// take `s3::body::blocking`, which adds the per-volume bound on top of this.
+pub fn spawn_blocking<T: Send + 'static>(
+    span: tracing::Span,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> tokio::task::JoinHandle<T> {
+    tokio::task::spawn_blocking(move || span.in_scope(f))
+}
+
 /// Errors of the storage layer, by domain. The S3 adapter maps each to one S3 error code.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
