@@ -100,25 +100,7 @@ pub async fn serve(settings: Settings, keys: KeySet) -> Result<(), String> {
     let ring = KeyRing::new(keys, settings.strict_region.then(|| settings.region.clone()))
         .with_sigv2(settings.sigv2)
         .with_public(settings.public.clone());
-    let s3 = S3Vol::new(volumes.clone(), ring.clone(), settings.region.clone());
-    let mut b = S3ServiceBuilder::new(s3);
-    b.set_auth(ring.clone());
-    b.set_access(ring.clone());
-    if !settings.domains.is_empty() {
-        b.set_host(crate::s3::host::VirtualHosts::new(&settings.domains));
-    }
-    let l = &settings.limits;
-    let guard = Arc::new(Guard::new(
-        AuthRules { sigv2: settings.sigv2, max_skew_secs: i64::from(MAX_SKEW_SECS) },
-        l.max_chunk_size,
-        l.max_form_upload_size,
-        l.max_form_uploads,
-    ));
-    let mut cfg = guard.s3s_config(S3Config::default());
-    cfg.presigned_url_max_skew_time_secs = MAX_SKEW_SECS;
-    cfg.xml_max_body_size = crate::server::XML_MAX_BODY as usize;
-    b.set_config(Arc::new(StaticConfigProvider::new(Arc::new(cfg))));
-    let service = b.build();
+    let (service, opts) = build_service(&settings, volumes.clone(), &ring, metrics.clone());
 
     let listener =
         TcpListener::bind(settings.listen).await.map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
@@ -151,10 +133,96 @@ pub async fn serve(settings: Settings, keys: KeySet) -> Result<(), String> {
         notify(State::Stopping);
         let _ = stop_tx.send(true);
     };
-    let opts = ServeOptions { metrics, limits: settings.limits, cors: Arc::new(settings.cors.clone()), guard };
     crate::server::run(listener, tls, service, opts, shutdown).await;
     drop(stop_rx);
     Ok(())
+}
+
+/// The S3 service for `settings` over `volumes`, authenticated and authorised by `ring`,
+/// and the options [`crate::server::run`] serves it with: what [`serve`] and
+/// [`serve_in_process`] share.
+fn build_service(
+    settings: &Settings,
+    volumes: Arc<Volumes>,
+    ring: &KeyRing,
+    metrics: Arc<Metrics>,
+) -> (s3s::service::S3Service, ServeOptions) {
+    let s3 = S3Vol::new(volumes, ring.clone(), settings.region.clone());
+    let mut b = S3ServiceBuilder::new(s3);
+    b.set_auth(ring.clone());
+    b.set_access(ring.clone());
+    if !settings.domains.is_empty() {
+        b.set_host(crate::s3::host::VirtualHosts::new(&settings.domains));
+    }
+    let l = &settings.limits;
+    let guard = Arc::new(Guard::new(
+        AuthRules { sigv2: settings.sigv2, max_skew_secs: i64::from(MAX_SKEW_SECS) },
+        l.max_chunk_size,
+        l.max_form_upload_size,
+        l.max_form_uploads,
+    ));
+    let mut cfg = guard.s3s_config(S3Config::default());
+    cfg.presigned_url_max_skew_time_secs = MAX_SKEW_SECS;
+    cfg.xml_max_body_size = crate::server::XML_MAX_BODY as usize;
+    b.set_config(Arc::new(StaticConfigProvider::new(Arc::new(cfg))));
+    let opts = ServeOptions { metrics, limits: settings.limits, cors: Arc::new(settings.cors.clone()), guard };
+    (b.build(), opts)
+}
+
+/// An S3 listener served in-process by [`serve_in_process`]; dropping it (or
+/// [`InProcess::stop`]) shuts the server down.
+pub struct InProcess {
+    /// The bound address (`127.0.0.1` and the port the kernel chose).
+    pub addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl InProcess {
+    /// Shuts the server down gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Serves the S3 API of `settings` with `keys` in this process on `127.0.0.1:0` (the
+/// configured `listen` is ignored) without the admin listener, the background tasks,
+/// signals or sd_notify: the real service, guard and store for fast integration tests
+/// that sign real requests (`tests/s3_inprocess.rs`). Must run inside a tokio runtime.
+///
+/// Errors: binding the listener, or the task opening the volumes failed (a volume that
+/// cannot be opened is not an error: it answers 503, as in [`serve`]).
+pub async fn serve_in_process(settings: Settings, keys: KeySet) -> Result<InProcess, String> {
+    let volumes = {
+        let (explicit, root) = (settings.volumes.clone(), settings.volumes_root.clone());
+        store::spawn_blocking(info_span!("open"), move || Arc::new(Volumes::open(explicit, root)))
+            .await
+            .map_err(|e| e.to_string())?
+    };
+    let ring = KeyRing::new(keys, settings.strict_region.then(|| settings.region.clone()))
+        .with_sigv2(settings.sigv2)
+        .with_public(settings.public.clone());
+    let (service, opts) = build_service(&settings, volumes, &ring, Arc::new(Metrics::new()));
+    let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("cannot listen: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(crate::server::run(listener, None, service, opts, async move {
+        let _ = rx.await;
+    }));
+    Ok(InProcess { addr, stop: Some(tx), task: Some(task) })
 }
 
 /// How often the sweep runs: a quarter of the upload age, between 1 second and 1 hour.
