@@ -453,9 +453,8 @@ pub fn rewrite_meta(vol: &Arc<Volume>, key: &ObjectKey, mut meta: ObjectMeta) ->
 mod tests {
     use super::*;
 
-    fn volume(name: &str) -> (std::path::PathBuf, Arc<Volume>) {
-        let root = std::env::temp_dir().join(format!("s3vol-write-{name}-{}", random_hex(6)));
-        std::fs::create_dir_all(&root).unwrap();
+    fn volume(name: &str) -> (crate::store::scratch::Scratch, Arc<Volume>) {
+        let root = crate::store::scratch::Scratch::new(&format!("write-{name}"));
         let settings = super::super::VolumeSettings { fsync: false, ..Default::default() };
         let vol = Arc::new(Volume::open(name, &root, settings).unwrap());
         (root, vol)

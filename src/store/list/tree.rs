@@ -214,7 +214,7 @@ mod tests {
 
     #[test]
     fn a_cached_large_directory_still_sees_every_change() {
-        let root = std::env::temp_dir().join(format!("s3vol-dircache-{}", std::process::id()));
+        let root = crate::store::scratch::Scratch::new("dircache");
         let flat = root.join("flat");
         std::fs::create_dir_all(&flat).unwrap();
         let mut want: Vec<String> = (0..1500).map(|i| format!("flat/f{i:05}")).collect();

@@ -2,11 +2,10 @@
 
 use super::*;
 
-fn scratch(tag: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("s3vol-vol-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&p);
-    std::fs::create_dir_all(&p).unwrap();
-    p
+use crate::store::scratch::Scratch;
+
+fn scratch(tag: &str) -> Scratch {
+    Scratch::new(&format!("vol-{tag}"))
 }
 
 #[test]
@@ -143,7 +142,7 @@ fn statx_tells_mount_roots_from_plain_directories() {
     let dir = scratch("statx");
     let m = mount_state_path(&dir).unwrap();
     assert!(!m.mount_root);
-    let fd = nix::fcntl::open(&dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY, nix::sys::stat::Mode::empty()).unwrap();
+    let fd = nix::fcntl::open(&*dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY, nix::sys::stat::Mode::empty()).unwrap();
     assert_eq!(m.id, fsx::identity(fd.as_fd()).unwrap());
     assert_eq!(mount_state_fd(fd.as_fd()).unwrap(), m);
     std::fs::remove_dir_all(&dir).unwrap();
@@ -151,8 +150,8 @@ fn statx_tells_mount_roots_from_plain_directories() {
 
 #[test]
 fn head_cached_agrees_with_head_or_defers_to_it() {
-    let root = std::env::temp_dir().join(format!("s3vol-headc-{}", std::process::id()));
-    let outside = std::env::temp_dir().join(format!("s3vol-headc-out-{}", std::process::id()));
+    let (root, elsewhere) = (Scratch::new("headc"), Scratch::new("headc-out"));
+    let outside = elsewhere.join("secret");
     std::fs::create_dir_all(root.join("d")).unwrap();
     std::fs::write(root.join("d/f.txt"), b"hello").unwrap();
     std::fs::write(&outside, b"secret").unwrap();
