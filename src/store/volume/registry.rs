@@ -117,7 +117,8 @@ impl Volumes {
         self.root_dir.is_some() && BucketName::is_valid(bucket) && !self.map.read().unwrap().contains_key(bucket)
     }
 
-    /// Every volume with its state, by name.
+    /// Every volume with its state, by name, after a [`Volumes::rescan`] (blocking: run
+    /// it on the blocking pool).
     pub fn all(&self) -> Vec<(String, VolumeState)> {
         self.rescan();
         self.map.read().unwrap().iter().map(|(k, e)| (k.clone(), e.state.clone())).collect()
