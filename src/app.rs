@@ -93,7 +93,7 @@ pub async fn serve(settings: Settings, keys: KeySet) -> Result<(), String> {
         Some((c, k)) => Some(ReloadableTls::load(c, k, settings.limits.http2)?),
         None => None,
     };
-    let volumes = Arc::new(Volumes::open(settings.volumes.clone(), settings.volumes_root.clone()));
+    let volumes = open_volumes(&settings).await?;
     let metrics = Arc::new(Metrics::new());
     spawn_sweeper(volumes.clone(), settings.multipart_max_age_secs, settings.limits.volume_timeout);
     spawn_liveness_checker(volumes.clone(), settings.limits.volume_timeout);
@@ -169,6 +169,15 @@ fn build_service(
     (b.build(), opts)
 }
 
+/// Opens every configured volume (mkdir of internal directories, probes, statvfs: file-system
+/// work) on the blocking pool.
+async fn open_volumes(settings: &Settings) -> Result<Arc<Volumes>, String> {
+    let (explicit, root) = (settings.volumes.clone(), settings.volumes_root.clone());
+    store::spawn_blocking(info_span!("open"), move || Arc::new(Volumes::open(explicit, root)))
+        .await
+        .map_err(|e| format!("opening the volumes: {e}"))
+}
+
 /// An S3 listener served in-process by [`serve_in_process`]; dropping it (or
 /// [`InProcess::stop`]) shuts the server down.
 pub struct InProcess {
@@ -206,12 +215,7 @@ impl Drop for InProcess {
 /// Errors: binding the listener, or the task opening the volumes failed (a volume that
 /// cannot be opened is not an error: it answers 503, as in [`serve`]).
 pub async fn serve_in_process(settings: Settings, keys: KeySet) -> Result<InProcess, String> {
-    let volumes = {
-        let (explicit, root) = (settings.volumes.clone(), settings.volumes_root.clone());
-        store::spawn_blocking(info_span!("open"), move || Arc::new(Volumes::open(explicit, root)))
-            .await
-            .map_err(|e| e.to_string())?
-    };
+    let volumes = open_volumes(&settings).await?;
     let ring = KeyRing::new(keys, settings.strict_region.then(|| settings.region.clone()))
         .with_sigv2(settings.sigv2)
         .with_public(settings.public.clone());
