@@ -180,3 +180,37 @@ fn head_cached_agrees_with_head_or_defers_to_it() {
     std::fs::remove_dir_all(&root).unwrap();
     std::fs::remove_file(&outside).unwrap();
 }
+
+#[test]
+fn get_never_scans_volumes_root_and_a_rescan_finds_new_buckets() {
+    let root = Scratch::new("rootmode");
+    let vols = Volumes::open(vec![], Some((root.to_path_buf(), VolumeSettings::default())));
+    std::fs::create_dir(root.join("vol-new")).unwrap();
+    // `get` runs on the async threads: it answers from the map, never from the disk.
+    assert!(matches!(vols.get("vol-new"), Err(Error::NoSuchBucket)));
+    assert!(vols.may_discover("vol-new"), "an unknown valid name may be another node's bucket");
+    assert!(!vols.may_discover("Bad_Name") && !vols.may_discover("ab"), "invalid names are never looked for");
+    vols.rescan();
+    assert!(vols.get("vol-new").is_ok());
+    assert!(!vols.may_discover("vol-new"), "known now");
+}
+
+#[test]
+fn create_bucket_makes_its_directory_from_the_root_handle_and_never_through_a_link() {
+    let base = scratch("create");
+    let (root, elsewhere) = (base.join("root"), base.join("elsewhere"));
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let vols = Volumes::open(vec![], Some((root.clone(), VolumeSettings::default())));
+    let name = crate::store::key::BucketName::parse("vol-made").unwrap();
+    vols.create(&name).unwrap();
+    assert!(root.join("vol-made/.s3vol/tmp").is_dir(), "made, opened and served");
+    assert!(vols.get("vol-made").is_ok());
+    assert!(matches!(vols.create(&name), Err(Error::BucketExists)));
+
+    // A name a pod took with a link is taken: nothing is made where the link points.
+    std::os::unix::fs::symlink(&elsewhere, root.join("vol-link")).unwrap();
+    let linked = crate::store::key::BucketName::parse("vol-link").unwrap();
+    assert!(matches!(vols.create(&linked), Err(Error::BucketExists)));
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0, "nothing created through the link");
+}
