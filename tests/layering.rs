@@ -36,6 +36,18 @@ fn violations(text: &str) -> Vec<(usize, &'static str)> {
             }
         }
     }
+    // Grouped imports: `use crate::{config, s3::x}` names them too.
+    for (i, _) in text.match_indices("crate::{") {
+        let group = &text[i + "crate::{".len()..];
+        let group = &group[..group.find('}').unwrap_or(group.len())];
+        let line = text[..i].lines().count().max(1);
+        for item in group.split(',').map(str::trim) {
+            let head = item.split("::").next().unwrap_or("").trim();
+            if let Some(f) = FORBIDDEN.iter().find(|f| f.strip_prefix("crate::") == Some(head)) {
+                found.push((line, *f));
+            }
+        }
+    }
     found
 }
 
@@ -60,4 +72,6 @@ fn the_check_sees_each_forbidden_path_and_only_those() {
     assert_eq!(violations("use crate::config::X;\n  crate::s3::host::f();"), [(1, "crate::config"), (2, "crate::s3")]);
     assert_eq!(violations("crate::metrics::inc(); crate::auth::KeySet"), [(1, "crate::metrics"), (1, "crate::auth")]);
     assert!(violations("use crate::store::key; crate::s3vol_other; crate::configure").is_empty());
+    assert_eq!(violations("use crate::{store::key, auth::KeySet};"), [(1, "crate::auth")]);
+    assert!(violations("use crate::{store, s3vol};").is_empty());
 }
