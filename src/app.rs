@@ -13,7 +13,7 @@ use s3s::config::{S3Config, StaticConfigProvider};
 use s3s::service::S3ServiceBuilder;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::{error, info, warn};
+use tracing::{error, info, info_span, warn};
 
 use crate::admin::Admin;
 use crate::auth::{KeyRing, KeySet};
@@ -24,10 +24,10 @@ use crate::metrics::Metrics;
 use crate::notify::{State, notify};
 use crate::s3::S3Vol;
 use crate::server::{ReloadableTls, ServeOptions};
-use crate::store::Volumes;
 use crate::store::sweep::{self, SweepReport};
 use crate::store::volume::VolumeState;
 use crate::store::volume::random_hex;
+use crate::store::{self, Volumes};
 
 /// Clock skew accepted on signed requests: one hour each way (SPEC.md; S3 allows 15 min).
 pub const MAX_SKEW_SECS: u32 = 3600;
@@ -94,7 +94,7 @@ pub async fn serve(settings: Settings, keys: KeySet) -> Result<(), String> {
         Some((c, k)) => Some(ReloadableTls::load(c, k, settings.limits.http2)?),
         None => None,
     };
-    let volumes = Arc::new(Volumes::open(settings.volumes.clone(), settings.volumes_root.clone()));
+    let volumes = open_volumes(&settings).await?;
     let metrics = Arc::new(Metrics::new());
     spawn_sweeper(volumes.clone(), settings.multipart_max_age_secs, settings.limits.volume_timeout);
     spawn_liveness_checker(volumes.clone(), settings.limits.volume_timeout);
@@ -102,28 +102,7 @@ pub async fn serve(settings: Settings, keys: KeySet) -> Result<(), String> {
     let ring = KeyRing::new(keys, settings.strict_region.then(|| settings.region.clone()))
         .with_sigv2(settings.sigv2)
         .with_public(settings.public.clone());
-    let s3 = S3Vol::new(volumes.clone(), ring.clone(), settings.region.clone());
-    let cors = Arc::new(crate::s3::bucket_cors::LiveCors::new(settings.cors.clone(), volumes.clone()));
-    let mut b = S3ServiceBuilder::new(s3);
-    b.set_auth(ring.clone());
-    b.set_access(ring.clone());
-    // One resolver decides the bucket for routing, CORS and the log line alike.
-    let buckets = crate::s3::host::BucketResolver::new(&settings.domains);
-    if let Some(hosts) = buckets.s3_host() {
-        b.set_host(hosts);
-    }
-    let l = &settings.limits;
-    let guard = Arc::new(Guard::new(
-        AuthRules { sigv2: settings.sigv2, max_skew_secs: i64::from(MAX_SKEW_SECS) },
-        l.max_chunk_size,
-        l.max_form_upload_size,
-        l.max_form_uploads,
-    ));
-    let mut cfg = guard.s3s_config(S3Config::default());
-    cfg.presigned_url_max_skew_time_secs = MAX_SKEW_SECS;
-    cfg.xml_max_body_size = crate::server::XML_MAX_BODY as usize;
-    b.set_config(Arc::new(StaticConfigProvider::new(Arc::new(cfg))));
-    let service = b.build();
+    let (service, opts) = build_service(&settings, volumes.clone(), &ring, metrics.clone());
 
     let listener =
         TcpListener::bind(settings.listen).await.map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
@@ -161,10 +140,103 @@ pub async fn serve(settings: Settings, keys: KeySet) -> Result<(), String> {
         notify(State::Stopping);
         let _ = stop_tx.send(true);
     };
-    let opts = ServeOptions { metrics, limits: settings.limits, cors, guard, buckets };
     crate::server::run(listener, tls, service, opts, shutdown).await;
     drop(stop_rx);
     Ok(())
+}
+
+/// The S3 service for `settings` over `volumes`, authenticated and authorised by `ring`,
+/// and the options [`crate::server::run`] serves it with: what [`serve`] and
+/// [`serve_in_process`] share.
+fn build_service(
+    settings: &Settings,
+    volumes: Arc<Volumes>,
+    ring: &KeyRing,
+    metrics: Arc<Metrics>,
+) -> (s3s::service::S3Service, ServeOptions) {
+    let s3 = S3Vol::new(volumes.clone(), ring.clone(), settings.region.clone());
+    let cors = Arc::new(crate::s3::bucket_cors::LiveCors::new(settings.cors.clone(), volumes));
+    let mut b = S3ServiceBuilder::new(s3);
+    b.set_auth(ring.clone());
+    b.set_access(ring.clone());
+    // One resolver decides the bucket for routing, CORS and the log line alike.
+    let buckets = crate::s3::host::BucketResolver::new(&settings.domains);
+    if let Some(hosts) = buckets.s3_host() {
+        b.set_host(hosts);
+    }
+    let l = &settings.limits;
+    let guard = Arc::new(Guard::new(
+        AuthRules { sigv2: settings.sigv2, max_skew_secs: i64::from(MAX_SKEW_SECS) },
+        l.max_chunk_size,
+        l.max_form_upload_size,
+        l.max_form_uploads,
+    ));
+    let mut cfg = guard.s3s_config(S3Config::default());
+    cfg.presigned_url_max_skew_time_secs = MAX_SKEW_SECS;
+    cfg.xml_max_body_size = crate::server::XML_MAX_BODY as usize;
+    b.set_config(Arc::new(StaticConfigProvider::new(Arc::new(cfg))));
+    let opts = ServeOptions { metrics, limits: settings.limits, cors, guard, buckets };
+    (b.build(), opts)
+}
+
+/// Opens every configured volume (mkdir of internal directories, probes, statvfs: file-system
+/// work) on the blocking pool.
+async fn open_volumes(settings: &Settings) -> Result<Arc<Volumes>, String> {
+    let (explicit, root) = (settings.volumes.clone(), settings.volumes_root.clone());
+    store::spawn_blocking(info_span!("open"), move || Arc::new(Volumes::open(explicit, root)))
+        .await
+        .map_err(|e| format!("opening the volumes: {e}"))
+}
+
+/// An S3 listener served in-process by [`serve_in_process`]; dropping it (or
+/// [`InProcess::stop`]) shuts the server down.
+pub struct InProcess {
+    /// The bound address (`127.0.0.1` and the port the kernel chose).
+    pub addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl InProcess {
+    /// Shuts the server down gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Serves the S3 API of `settings` with `keys` in this process on `127.0.0.1:0` (the
+/// configured `listen` is ignored) without the admin listener, the background tasks,
+/// signals or sd_notify: the real service, guard and store for fast integration tests
+/// that sign real requests (`tests/s3_inprocess.rs`). Must run inside a tokio runtime.
+///
+/// Errors: binding the listener, or the task opening the volumes failed (a volume that
+/// cannot be opened is not an error: it answers 503, as in [`serve`]).
+pub async fn serve_in_process(settings: Settings, keys: KeySet) -> Result<InProcess, String> {
+    let volumes = open_volumes(&settings).await?;
+    let ring = KeyRing::new(keys, settings.strict_region.then(|| settings.region.clone()))
+        .with_sigv2(settings.sigv2)
+        .with_public(settings.public.clone());
+    let (service, opts) = build_service(&settings, volumes, &ring, Arc::new(Metrics::new()));
+    let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("cannot listen: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(crate::server::run(listener, None, service, opts, async move {
+        let _ = rx.await;
+    }));
+    Ok(InProcess { addr, stop: Some(tx), task: Some(task) })
 }
 
 /// How often the sweep runs: a quarter of the upload age, between 1 second and 1 hour.
@@ -185,7 +257,7 @@ fn spawn_sweeper(volumes: Arc<Volumes>, max_age_secs: u64, deadline: Duration) {
             // `all()` rescans `volumes_root`: file-system work, so on the blocking pool.
             let list = {
                 let volumes = volumes.clone();
-                match tokio::task::spawn_blocking(move || volumes.all()).await {
+                match store::spawn_blocking(info_span!("sweep"), move || volumes.all()).await {
                     Ok(list) => list,
                     Err(_) => continue,
                 }
@@ -197,7 +269,8 @@ fn spawn_sweeper(volumes: Arc<Volumes>, max_age_secs: u64, deadline: Duration) {
                     continue;
                 }
                 let now = time::OffsetDateTime::now_utc().unix_timestamp();
-                let task = tokio::task::spawn_blocking(move || sweep::sweep(&vol, max_age, now));
+                let span = info_span!("sweep", volume = %name);
+                let task = store::spawn_blocking(span, move || sweep::sweep(&vol, max_age, now));
                 // A sweep that hangs (the file system stopped answering) holds up the other
                 // volumes' sweeps for at most `deadline`; it goes on in the background.
                 let Ok(done) = tokio::time::timeout(deadline, task).await else {
@@ -252,7 +325,7 @@ fn spawn_liveness_checker(volumes: Arc<Volumes>, deadline: Duration) {
                 }
                 busy.lock().unwrap().insert(name.clone(), std::time::Instant::now());
                 let (busy, volumes) = (busy.clone(), volumes.clone());
-                tokio::task::spawn_blocking(move || {
+                store::spawn_blocking(info_span!("liveness", volume = %name), move || {
                     match volumes.check(&name) {
                         Some(Transition::Online { read_only }) => {
                             info!(volume = %name, read_only, "the volume is served (again)");
@@ -279,22 +352,24 @@ fn spawn_reloader(watch: Option<KeyWatch>, tls: Option<ReloadableTls>) {
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
             notify(State::Reloading);
-            match &watch {
-                // The file is read on the blocking pool, not on this runtime thread.
-                Some(w) => {
-                    let w = w.clone();
-                    let _ = tokio::task::spawn_blocking(move || w.reload_now()).await;
+            // Reading the credentials file and the certificate is file-system work: on the
+            // blocking pool, one reload at a time (the next SIGHUP waits for this one).
+            let (watch, tls) = (watch.clone(), tls.clone());
+            let _ = store::spawn_blocking(info_span!("reload"), move || {
+                match &watch {
+                    Some(w) => w.reload_now(),
+                    None => info!("SIGHUP: no credentials file to reload"),
                 }
-                None => info!("SIGHUP: no credentials file to reload"),
-            }
-            if let Some(tls) = &tls {
-                match tls.reload() {
-                    Ok(()) => info!("TLS certificate reloaded"),
-                    Err(e) => {
-                        error!(error = %e, "TLS certificate reload failed: the previous certificate stays in force")
+                if let Some(tls) = &tls {
+                    match tls.reload() {
+                        Ok(()) => info!("TLS certificate reloaded"),
+                        Err(e) => {
+                            error!(error = %e, "TLS certificate reload failed: the previous certificate stays in force")
+                        }
                     }
                 }
-            }
+            })
+            .await;
             notify(State::Ready);
         }
     });

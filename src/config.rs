@@ -11,6 +11,7 @@ use crate::auth::PublicVolumes;
 use crate::cors::{CorsRule, CorsRules, RawCorsRule};
 use crate::limits::{self, Limits};
 use crate::store::VolumeSettings;
+use crate::store::key::BucketName;
 use crate::store::quota::Limits as VolumeLimits;
 pub use crate::telemetry::LogFormat;
 
@@ -202,16 +203,18 @@ pub struct Settings {
     pub cors: CorsRules,
 }
 
-/// S3 bucket naming rules: 3–63 characters of lower-case letters, digits, `-` and `.`,
-/// starting and ending with a letter or digit, no `..`, not an IPv4 address.
-pub fn valid_bucket_name(name: &str) -> bool {
-    let b = name.as_bytes();
-    (3..=63).contains(&b.len())
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'.')
-        && b[0].is_ascii_alphanumeric()
-        && b[b.len() - 1].is_ascii_alphanumeric()
-        && !name.contains("..")
-        && name.parse::<std::net::Ipv4Addr>().is_err()
+/// A base domain for virtual-hosted requests: dot-separated labels of letters, digits and
+/// `-` (1–63 bytes each, not starting or ending with `-`; RFC 1035 section 2.3.1 and RFC
+/// 1123 section 2.1), at most 253 bytes, not an IP address, no port.
+pub fn valid_domain(d: &str) -> bool {
+    d.len() <= 253
+        && d.parse::<std::net::IpAddr>().is_err()
+        && d.split('.').all(|l| {
+            (1..=63).contains(&l.len())
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
 }
 
 impl RawConfig {
@@ -418,7 +421,7 @@ impl RawConfig {
         let mut names = std::collections::HashSet::new();
         for v in &self.volume {
             let what = format!("volume {:?}", v.name);
-            if !valid_bucket_name(&v.name) {
+            if !BucketName::is_valid(&v.name) {
                 errs.push(format!("{what}: not a valid bucket name (3-63 chars of a-z, 0-9, '-', '.')"));
             }
             if !names.insert(v.name.clone()) {
@@ -465,7 +468,7 @@ impl RawConfig {
             .map(|d| d.to_ascii_lowercase())
             .collect();
         for (i, d) in domains.iter().enumerate() {
-            if !crate::s3::host::valid_domain(d) {
+            if !valid_domain(d) {
                 errs.push(format!("domain: {d:?} is not a domain name like s3.example.com (no port, not an IP)"));
             } else if domains[..i].contains(d) {
                 errs.push(format!("domain: {d:?} is given twice"));
@@ -601,12 +604,12 @@ mod tests {
     }
 
     #[test]
-    fn bucket_names() {
-        for ok in ["abc", "vol-123", "a.b.c", "x".repeat(63).as_str()] {
-            assert!(valid_bucket_name(ok), "{ok}");
+    fn domains() {
+        for ok in ["s3.example.com", "localhost", "s3-eu.x.y", "a"] {
+            assert!(valid_domain(ok), "{ok}");
         }
-        for bad in ["ab", "Abc", "a_b", "-ab", "ab-", "a..b", "192.168.1.1", "x".repeat(64).as_str(), "a/b"] {
-            assert!(!valid_bucket_name(bad), "{bad}");
+        for bad in ["", "s3.example.com.", ".x", "a..b", "-a.b", "a_b.c", "127.0.0.1", "x:9000", "*.x"] {
+            assert!(!valid_domain(bad), "{bad}");
         }
     }
 

@@ -79,8 +79,8 @@ mod tests {
 
     #[test]
     fn path_and_abstract_sockets_receive_the_message() {
-        let dir = std::env::temp_dir().join(format!("s3vol-notify-{}", std::process::id()));
-        let _ = std::fs::remove_file(&dir);
+        let scratch = crate::store::scratch::Scratch::new("notify");
+        let dir = scratch.join("notify.sock");
         let rx = UnixDatagram::bind(&dir).unwrap();
         send(dir.to_str().unwrap(), &State::Ready.message()).unwrap();
         let mut buf = [0u8; 256];

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 use crate::auth::{KeySet, MAX_PRESIGNED_EXPIRES_SECS};
 use crate::cli::PresignArgs;
-use crate::config::valid_bucket_name;
+use crate::store::key::BucketName;
 
 /// What a presigned URL allows: one method on one object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,7 +136,7 @@ pub fn presign(p: &Presign<'_>) -> Result<String, String> {
             p.expires_secs
         ));
     }
-    if !valid_bucket_name(p.bucket) {
+    if !BucketName::is_valid(p.bucket) {
         return Err(format!("bucket {:?} is not a valid bucket name", p.bucket));
     }
     if p.key.is_empty() {

@@ -14,30 +14,30 @@
 //! Requests are signed by `curl --aws-sigv4` (with `UNSIGNED-PAYLOAD`). Everything binds
 //! 127.0.0.1 port 0; every process started here is stopped by its PID.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod util;
+
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, channel};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const TIMEOUT: Duration = Duration::from_secs(30);
+use util::{TIMEOUT, TestDir, http_get};
+
 const KEY_A: (&str, &str, &str) = ("tester", "AKOPSTEST000001", "ops-secret-0000000000000000001");
 const KEY_B: (&str, &str, &str) = ("other", "AKOPSTEST000002", "ops-secret-0000000000000000002");
 
 /// A temp dir with volume `vol-a`, a credentials file and a config; removed on drop.
 struct Setup {
-    dir: PathBuf,
+    dir: TestDir,
 }
 
 impl Setup {
     fn new(name: &str, extra_config: &str) -> Setup {
-        let dir = std::env::temp_dir().join(format!("s3vol-ops-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("vol-a")).unwrap();
-        let s = Setup { dir: dir.canonicalize().unwrap() };
+        let s = Setup { dir: TestDir::new(&format!("ops-{name}")) };
+        s.dir.mkdir("vol-a");
         s.write_keys(&[KEY_A, KEY_B]);
         let config = format!(
             "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nlog_format = \"json\"\n\
@@ -76,61 +76,26 @@ impl Setup {
         let notify = UnixDatagram::bind(&notify_path).unwrap();
         notify.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
         let config = self.path("s3vol.toml");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_s3vol"));
-        cmd.args(["serve", "--config", config.to_str().unwrap()])
-            .args(extra_args)
-            .current_dir(&self.dir)
-            .env("NOTIFY_SOCKET", &notify_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("cannot start s3vol");
-        let (tx, lines) = channel();
-        for (tag, pipe) in [
-            ("out", Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>),
-            ("err", Box::new(child.stderr.take().unwrap())),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    if tx.send((tag, line)).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        Daemon { child, notify, lines, stdout: Vec::new(), stderr: Vec::new(), s3: None, admin: None }
+        let mut args = vec!["serve", "--config", config.to_str().unwrap()];
+        args.extend_from_slice(extra_args);
+        let d = self.dir.spawn_env(&args, &[("NOTIFY_SOCKET", &notify_path)]);
+        Daemon { d, notify, s3: None, admin: None }
     }
 }
 
-impl Drop for Setup {
-    fn drop(&mut self) {
-        if std::env::var_os("S3VOL_KEEP_TEST_DIRS").is_none() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
+/// A daemon started by [`Setup::start`]: the harness's [`util::Daemon`] plus the
+/// notification socket and the two addresses it printed.
 struct Daemon {
-    child: Child,
+    d: util::Daemon,
     notify: UnixDatagram,
-    lines: Receiver<(&'static str, String)>,
-    stdout: Vec<String>,
-    stderr: Vec<String>,
     s3: Option<SocketAddr>,
     admin: Option<SocketAddr>,
 }
 
 impl Daemon {
-    fn pump(&mut self) {
-        while let Ok((tag, line)) = self.lines.try_recv() {
-            if tag == "out" { self.stdout.push(line) } else { self.stderr.push(line) }
-        }
-    }
-
     fn output(&mut self) -> String {
-        self.pump();
-        format!("--- stdout\n{}\n--- stderr\n{}\n---", self.stdout.join("\n"), self.stderr.join("\n"))
+        self.d.drain();
+        self.d.output()
     }
 
     /// The next notification datagram; panics after TIMEOUT.
@@ -141,7 +106,7 @@ impl Daemon {
             match self.notify.recv(&mut buf) {
                 Ok(n) => return String::from_utf8_lossy(&buf[..n]).into_owned(),
                 Err(_) => {
-                    if let Ok(Some(status)) = self.child.try_wait() {
+                    if let Some(status) = self.d.try_wait() {
                         panic!("s3vol exited ({status}) before notifying\n{}", self.output());
                     }
                 }
@@ -157,8 +122,8 @@ impl Daemon {
         // READY=1 is sent after the lines were written: they are in the pipe already.
         let deadline = Instant::now() + Duration::from_secs(5);
         while (self.s3.is_none() || self.admin.is_none()) && Instant::now() < deadline {
-            self.pump();
-            for l in &self.stdout {
+            self.d.drain();
+            for l in self.d.stdout().lines() {
                 if let Some(a) = l.strip_prefix("listening on ") {
                     self.s3 = a.parse().ok();
                 }
@@ -179,54 +144,31 @@ impl Daemon {
         self.s3.unwrap()
     }
 
+    /// A GET on the admin listener: (status, body).
     fn admin_get(&self, path: &str) -> (u16, String) {
-        http_get(self.admin.unwrap(), path)
+        let r = http_get(self.admin.unwrap(), path);
+        (r.status, r.text())
     }
 
     fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap();
+        let ok = Command::new("kill").args([&format!("-{sig}"), &self.d.pid().to_string()]).status().unwrap();
         assert!(ok.success(), "kill -{sig} failed");
     }
 
     fn wait_exit(&mut self) -> Option<i32> {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(Instant::now() < deadline, "s3vol did not exit\n{}", self.output());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.d.wait_exit(TIMEOUT)
     }
 
     /// The JSON log lines with message "request".
     fn request_logs(&mut self) -> Vec<serde_json::Value> {
-        self.pump();
-        self.stderr
-            .iter()
+        self.d.drain();
+        self.d
+            .stderr()
+            .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .filter(|v| v["fields"]["message"] == "request")
             .collect()
     }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A bare HTTP/1.1 GET: (status, body).
-fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect_timeout(&addr, TIMEOUT).expect("connect");
-    s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (status, body)
 }
 
 /// A curl command signed with `key` (SigV4, UNSIGNED-PAYLOAD); prints the status code last.

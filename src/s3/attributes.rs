@@ -10,7 +10,6 @@ use super::S3Vol;
 use super::body::blocking;
 use super::checksum::{self, XmlFields, set_checksum_fields};
 use super::convert::timestamp;
-use super::error::to_s3;
 use crate::store::checksum::ChecksumType as Type;
 
 /// S3 GetObjectAttributes: `x-amz-max-parts` defaults to, and caps at, 1000.
@@ -59,9 +58,9 @@ impl S3Vol {
             m => m.unwrap_or(0),
         };
         let vol = self.volume(&input.bucket)?;
-        let key = vol.key(&input.key).map_err(to_s3)?;
+        let key = vol.key(&input.key)?;
         let info = match vol.head_cached(&key) {
-            Some(r) => r.map_err(to_s3)?,
+            Some(r) => r?,
             None => blocking(move || vol.head(&key)).await?,
         };
         let meta = &info.meta;

@@ -8,7 +8,7 @@ use s3s::dto::StreamingBlob;
 use s3s::{S3Error, S3Result, s3_error};
 use tokio::sync::mpsc;
 
-use super::error::{body_error, to_s3};
+use super::error::body_error;
 use crate::store::checksum::{Algorithm, Hashers};
 use crate::store::meta::Md5Hasher;
 use crate::store::read::ObjectReader;
@@ -49,13 +49,13 @@ pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> crate::store::Resul
     let span = tracing::Span::current();
     let Ok(vol) = VOLUME.try_with(Arc::clone) else {
         return match tokio::task::spawn_blocking(move || span.in_scope(f)).await {
-            Ok(r) => r.map_err(to_s3),
+            Ok(r) => r.map_err(S3Error::from),
             Err(e) => Err(S3Error::internal_error(e)),
         };
     };
     let permit = tokio::select! {
         p = vol.gate.clone().acquire_owned() => p.map_err(S3Error::internal_error)?,
-        () = stalled(&vol) => return Err(to_s3(StoreError::Unavailable)),
+        () = stalled(&vol) => return Err(StoreError::Unavailable.into()),
     };
     let task = tokio::task::spawn_blocking(move || {
         let _permit = permit;
@@ -63,14 +63,14 @@ pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> crate::store::Resul
     });
     let r = tokio::select! {
         r = task => r.map_err(S3Error::internal_error)?,
-        () = stalled(&vol) => return Err(to_s3(StoreError::Unavailable)),
+        () = stalled(&vol) => return Err(StoreError::Unavailable.into()),
     };
     if let Err(e) = &r
         && may_mean_changed(e)
     {
         RECHECK.notify_one();
     }
-    r.map_err(to_s3)
+    r.map_err(S3Error::from)
 }
 
 /// Completes once `vol` is marked stalled.
@@ -194,7 +194,7 @@ pub async fn receive(
     let written = match &vol {
         Some(v) => tokio::select! {
             r = write_task => r.map_err(S3Error::internal_error)?,
-            () = stalled(v) => return Err(to_s3(StoreError::Unavailable)),
+            () = stalled(v) => return Err(StoreError::Unavailable.into()),
         },
         None => write_task.await.map_err(S3Error::internal_error)?,
     };
@@ -204,7 +204,7 @@ pub async fn receive(
     }
     if overrun {
         drop(written); // and its temp file
-        let e = to_s3(crate::store::Error::BodyLength { declared, received });
+        let e = S3Error::from(crate::store::Error::BodyLength { declared, received });
         return Err(refuse(Some(body), &http::HeaderMap::new(), e).await);
     }
     match written {
@@ -215,7 +215,7 @@ pub async fn receive(
         // Drain what the client still sends (bounded: a body without a length may never
         // end): an honest client then reads the error; one sending more is cut (the server
         // closes the connection after an error answer to a request with a body).
-        Err(e) => Err(refuse(Some(body), &http::HeaderMap::new(), to_s3(e)).await),
+        Err(e) => Err(refuse(Some(body), &http::HeaderMap::new(), e.into()).await),
     }
 }
 

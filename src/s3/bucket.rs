@@ -7,7 +7,7 @@ use s3s::{S3Request, S3Response, S3Result, s3_error};
 use super::S3Vol;
 use super::body::blocking;
 use super::convert::timestamp;
-use crate::config::valid_bucket_name;
+use crate::store::key::BucketName;
 use crate::store::volume::VolumeState;
 
 /// The owner of every bucket and object, as ListBuckets, the object listings
@@ -150,12 +150,11 @@ impl S3Vol {
                 "Buckets are configured volumes; CreateBucket works only in volumes_root mode"
             ));
         }
-        if !valid_bucket_name(&bucket) {
+        let Some(name) = BucketName::parse(&bucket) else {
             return Err(s3_error!(InvalidBucketName, "The specified bucket is not valid."));
-        }
+        };
         let vols = self.volumes.clone();
-        let b = bucket.clone();
-        match blocking(move || vols.create(&b)).await {
+        match blocking(move || vols.create(&name)).await {
             Err(e) if e.code() == &s3s::S3ErrorCode::BucketAlreadyOwnedByYou => self.existing_bucket(bucket, may_use),
             Err(e) => Err(e),
             Ok(()) => Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{bucket}")) })),

@@ -8,7 +8,6 @@ use s3s::{S3Request, S3Response, S3Result, s3_error};
 use super::S3Vol;
 use super::body::blocking;
 use super::convert::{etag, object_meta, refuse_unsupported_write_options, timestamp};
-use super::error::to_s3;
 use super::object::check_read_conditions;
 use std::sync::Arc;
 
@@ -31,7 +30,7 @@ impl S3Vol {
             return Err(s3_error!(NotImplemented, "Versioning is not supported"));
         }
         let vol = self.volume(bucket)?;
-        let key = vol.key(key).map_err(to_s3)?;
+        let key = vol.key(key)?;
         Ok((vol, key))
     }
 
@@ -44,7 +43,7 @@ impl S3Vol {
         let (src_vol, src) = self.copy_source(&input.copy_source)?;
         refuse_unsupported_write_options!(input);
         let dst_vol = self.volume(&input.bucket)?;
-        let dst = dst_vol.key(&input.key).map_err(to_s3)?;
+        let dst = dst_vol.key(&input.key)?;
         let replace = input.metadata_directive.as_ref().is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
         let same = src_vol.name == dst_vol.name && src == dst;
         if same && !replace {
@@ -85,8 +84,8 @@ impl S3Vol {
             m.fp = None;
             m
         };
-        if !dst_vol.xattrs && !meta.user.is_empty() && replace {
-            return Err(to_s3(crate::store::Error::MetadataUnsupported));
+        if replace {
+            dst_vol.check_metadata(&meta)?;
         }
         let size = info.size;
         let out = if same {
@@ -124,11 +123,11 @@ impl S3Vol {
             return Err(s3_error!(NotImplemented, "Server-side encryption is not supported"));
         }
         let dst_vol = self.volume(&input.bucket)?;
-        let dst = dst_vol.key(&input.key).map_err(to_s3)?;
+        let dst = dst_vol.key(&input.key)?;
         if src.is_dir_marker() {
             return Err(s3_error!(InvalidRequest, "Directory keys ending with '/' cannot be copied"));
         }
-        let number = u32::try_from(input.part_number).map_err(|_| to_s3(crate::store::Error::InvalidPartNumber))?;
+        let number = u32::try_from(input.part_number).map_err(|_| crate::store::Error::InvalidPartNumber)?;
         let (v, k) = (src_vol.clone(), src.clone());
         let (mut reader, info) = blocking(move || ObjectReader::open(&v, &k)).await?;
         check_copy_conditions(

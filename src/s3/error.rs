@@ -18,8 +18,16 @@ fn std_code(code: S3ErrorCode, msg: impl Into<String>) -> S3Error {
     S3Error::with_message(code, msg.into())
 }
 
-/// Maps a storage error to the S3 error a client expects (SPEC.md "Errors").
-pub fn to_s3(e: Error) -> S3Error {
+/// The one conversion of a storage error into the S3 error a client expects (SPEC.md
+/// "Errors"), so that `?` turns a `store::Result` into an `S3Result`.
+impl From<Error> for S3Error {
+    fn from(e: Error) -> Self {
+        to_s3(e)
+    }
+}
+
+/// The table behind `From<store::Error> for S3Error`: code, status and message per error.
+fn to_s3(e: Error) -> S3Error {
     match e {
         Error::InvalidKey(why) => std_code(S3ErrorCode::InvalidArgument, format!("Invalid object key: {why}")),
         Error::KeyTooLong => std_code(S3ErrorCode::KeyTooLongError, "Your key is too long"),

@@ -43,13 +43,25 @@ impl S3Vol {
     }
 
     fn volume(&self, bucket: &str) -> S3Result<Arc<Volume>> {
-        self.volumes.get(bucket).map_err(error::to_s3)
+        self.volumes.get(bucket).map_err(s3s::S3Error::from)
     }
 
     /// Runs one operation on `bucket` with its volume as [`body::VOLUME`], so that its
     /// blocking work stays within the volume's bounds (a hung volume stalls only itself).
     /// An unknown or unavailable bucket runs as is: the operation reports it.
+    ///
+    /// A bucket not known yet in `volumes_root` mode (another node's CreateBucket) is
+    /// looked for first by a rescan on the blocking pool: [`Volumes::get`] never touches
+    /// the file system on an async thread.
     async fn on<T>(&self, bucket: &str, op: impl std::future::Future<Output = S3Result<T>>) -> S3Result<T> {
+        if self.volumes.may_discover(bucket) {
+            let vols = self.volumes.clone();
+            body::blocking(move || {
+                vols.rescan();
+                Ok(())
+            })
+            .await?;
+        }
         match self.volumes.get(bucket) {
             Ok(vol) => body::VOLUME.scope(vol, op).await,
             Err(_) => op.await,

@@ -11,7 +11,6 @@ use super::S3Vol;
 use super::body::blocking;
 use super::checksum::{self as wire, XmlFields, from_stored, set_checksum_fields};
 use super::convert::{etag, object_meta, refuse_unsupported_write_options, timestamp, url_encode};
-use super::error::to_s3;
 use super::list::{MAX_KEYS, encoding_url};
 use super::object::receive_verified;
 use crate::store::assemble::{self, Completed, ListedPart};
@@ -76,7 +75,7 @@ impl S3Vol {
         refuse_unsupported_write_options!(input);
         let chosen = upload_checksum(input.checksum_algorithm.as_ref(), input.checksum_type.as_ref())?;
         let vol = self.volume(&input.bucket)?;
-        let key = vol.key(&input.key).map_err(to_s3)?;
+        let key = vol.key(&input.key)?;
         let meta = object_meta(
             input.content_type.map(|c| c.to_string()),
             input.content_encoding,
@@ -87,9 +86,7 @@ impl S3Vol {
             input.metadata,
             key.as_str(),
         )?;
-        if !vol.xattrs && !meta.user.is_empty() {
-            return Err(to_s3(crate::store::Error::MetadataUnsupported));
-        }
+        vol.check_metadata(&meta)?;
         let manifest = Manifest {
             key: String::new(),
             meta,
@@ -119,8 +116,8 @@ impl S3Vol {
         let no_length = req.extensions.get::<crate::guard::NoLength>().is_some();
         let input = req.input;
         let vol = self.volume(&input.bucket)?;
-        let key = vol.key(&input.key).map_err(to_s3)?;
-        let number = u32::try_from(input.part_number).map_err(|_| to_s3(crate::store::Error::InvalidPartNumber))?;
+        let key = vol.key(&input.key)?;
+        let number = u32::try_from(input.part_number).map_err(|_| crate::store::Error::InvalidPartNumber)?;
         let declared =
             super::object::declared_or_streamed(no_length, &headers, input.content_length, trailers.is_some())?;
         // Judged on the declared size, which the writer then holds the bytes to; a part
@@ -162,7 +159,7 @@ impl S3Vol {
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         let input = req.input;
         let vol = self.volume(&input.bucket)?;
-        let key = vol.key(&input.key).map_err(to_s3)?;
+        let key = vol.key(&input.key)?;
         let cond = super::object::write_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
         let parts = input.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
         let mut listed = Vec::with_capacity(parts.len());
@@ -193,7 +190,7 @@ impl S3Vol {
             tokio::task::spawn_blocking(move || span.in_scope(|| assemble::complete(vol, &id, &key, &listed, &cond)));
         let output = move |done: Completed| complete_output(bucket, object, done);
         let joined = |r: Result<crate::store::Result<Completed>, tokio::task::JoinError>| match r {
-            Ok(r) => r.map_err(to_s3),
+            Ok(r) => r.map_err(S3Error::from),
             Err(e) => Err(S3Error::internal_error(e)),
         };
         let mut resp = match tokio::time::timeout(KEEP_ALIVE_AFTER, &mut task).await {
@@ -213,7 +210,7 @@ impl S3Vol {
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
         let input = req.input;
         let vol = self.volume(&input.bucket)?;
-        let key = vol.key(&input.key).map_err(to_s3)?;
+        let key = vol.key(&input.key)?;
         let id = input.upload_id;
         blocking(move || multipart::abort(&vol, &id, &key)).await?;
         Ok(S3Response::with_status(AbortMultipartUploadOutput::default(), http::StatusCode::NO_CONTENT))
@@ -222,7 +219,7 @@ impl S3Vol {
     pub(super) async fn do_list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
         let input = req.input;
         let vol = self.volume(&input.bucket)?;
-        let key = vol.key(&input.key).map_err(to_s3)?;
+        let key = vol.key(&input.key)?;
         let id = input.upload_id.clone();
         let (manifest, parts) = blocking(move || multipart::list_parts(&vol, &id, &key)).await?;
         let max = match input.max_parts {

@@ -9,7 +9,6 @@ use super::S3Vol;
 use super::body::{self, blocking};
 use super::checksum;
 use super::convert::{self, etag, object_meta, refuse_unsupported_write_options, timestamp, unix_secs};
-use super::error::to_s3;
 use super::read;
 use crate::auth::Permission;
 use crate::store::checksum::{Algorithm, ChecksumType};
@@ -41,7 +40,7 @@ pub async fn receive_verified(
         None => (writer, hashers.finish()),
     };
     // A body that ended short is reported as such, before the checksums it cannot match.
-    writer.check_complete().map_err(to_s3)?;
+    writer.check_complete()?;
     checksum::add_trailers(&mut requested, trailers)?;
     let checksums = checksum::verify(&requested.given, computed)?;
     body::verify_content_md5(content_md5, &writer.md5())?;
@@ -94,13 +93,13 @@ impl S3Vol {
             return Err(s3_error!(NotImplemented, "Appends (x-amz-write-offset-bytes) are not supported"));
         }
         let vol = self.volume(&input.bucket)?;
-        let key = vol.key(&input.key).map_err(to_s3)?;
+        let key = vol.key(&input.key)?;
         // S3: a PUT declares its size; an aws-chunked body declares the decoded size. A
         // chunked body without a length is streamed with its limits judged as it arrives.
         let declared = declared_or_streamed(no_length, &headers, input.content_length, trailers.is_some())?;
         if key.is_dir_marker() {
             if declared != Some(0) {
-                return Err(to_s3(store::Error::MarkerWithBody));
+                return Err(store::Error::MarkerWithBody.into());
             }
             let info = blocking(move || vol.put_marker(&key)).await?;
             return Ok(S3Response::new(PutObjectOutput { e_tag: Some(etag(&info.meta.etag)), ..Default::default() }));
@@ -115,9 +114,7 @@ impl S3Vol {
             input.metadata,
             key.as_str(),
         )?;
-        if !vol.xattrs && !meta.user.is_empty() {
-            return Err(to_s3(store::Error::MetadataUnsupported));
-        }
+        vol.check_metadata(&meta)?;
         let cond = write_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
         if input.if_match.is_some() || input.if_none_match.is_some() {
             let (v, k) = (vol.clone(), key.clone());
@@ -129,8 +126,8 @@ impl S3Vol {
             .await?;
             check_write_conditions(input.if_match.as_ref(), input.if_none_match.as_ref(), current.as_ref())?;
         }
-        if !vol.space.content_type_allowed(meta.content_type.as_deref().unwrap_or("")) {
-            return Err(body::refuse(input.body, &headers, to_s3(store::Error::ContentTypeNotAllowed)).await);
+        if let Err(e) = vol.check_content_type(&meta) {
+            return Err(body::refuse(input.body, &headers, e.into()).await);
         }
         let requested = match checksum::requested(&headers, input.checksum_algorithm.as_ref(), None) {
             Ok(r) => r,
@@ -164,7 +161,7 @@ impl S3Vol {
         }
         read::check_part_number(input.part_number)?;
         let vol = self.volume(&input.bucket)?;
-        let key = vol.key(&input.key).map_err(to_s3)?;
+        let key = vol.key(&input.key)?;
         // A small whole object is read with the open: on this thread when the lookup and
         // the bytes are cached on a local file system (as HEAD), else one trip to the
         // blocking pool.
@@ -172,9 +169,9 @@ impl S3Vol {
         let small = move |info: &ObjectInfo| whole && info.size <= SMALL_OBJECT;
         let (mut reader, info, early) = match ObjectReader::open_cached(&vol, &key) {
             Some(opened) => {
-                let (mut reader, info) = opened.map_err(to_s3)?;
+                let (mut reader, info) = opened?;
                 let early = match small(&info).then(|| reader.next_block_cached(SMALL_OBJECT as usize)).flatten() {
-                    Some(read) => Some(read.map_err(to_s3)?),
+                    Some(read) => Some(read?),
                     None => None,
                 };
                 (reader, info, early)
@@ -235,11 +232,11 @@ impl S3Vol {
         }
         read::check_part_number(input.part_number)?;
         let vol = self.volume(&input.bucket)?;
-        let key = vol.key(&input.key).map_err(to_s3)?;
+        let key = vol.key(&input.key)?;
         // Served on this thread when the lookup is cached on a local file system (one
         // blocking-pool hop costs more than the three syscalls): 22k -> 31k HEAD/s at 16.
         let info = match vol.head_cached(&key) {
-            Some(r) => r.map_err(to_s3)?,
+            Some(r) => r?,
             None => blocking(move || vol.head(&key)).await?,
         };
         check_read_conditions(
@@ -269,7 +266,7 @@ impl S3Vol {
             return Err(s3_error!(NotImplemented, "Versioning is not supported"));
         }
         let vol = self.volume(&input.bucket)?;
-        let key = vol.key(&input.key).map_err(to_s3)?;
+        let key = vol.key(&input.key)?;
         if input.if_match_last_modified_time.is_some() || input.if_match_size.is_some() {
             return Err(s3_error!(
                 NotImplemented,
@@ -307,7 +304,7 @@ impl S3Vol {
             .is_some_and(|k| k.has(Permission::Delete));
         let results: Vec<(String, S3Result<()>)> = if may_delete {
             let done = blocking(move || Ok(delete_many(&vol, keys))).await?;
-            done.into_iter().map(|(k, r)| (k, r.map_err(to_s3))).collect()
+            done.into_iter().map(|(k, r)| (k, r.map_err(s3s::S3Error::from))).collect()
         } else {
             keys.into_iter().map(|k| (k, Err(s3_error!(AccessDenied, "Access Denied")))).collect()
         };

@@ -307,9 +307,8 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    fn volume(name: &str) -> (std::path::PathBuf, Arc<Volume>) {
-        let root = std::env::temp_dir().join(format!("s3vol-cond-{name}-{}", random_hex(6)));
-        std::fs::create_dir_all(&root).unwrap();
+    fn volume(name: &str) -> (crate::store::scratch::Scratch, Arc<Volume>) {
+        let root = crate::store::scratch::Scratch::new(&format!("cond-{name}"));
         let settings = super::super::VolumeSettings { fsync: false, ..Default::default() };
         let vol = Arc::new(Volume::open(name, &root, settings).unwrap());
         (root, vol)

@@ -255,6 +255,29 @@ pub fn remove_xattr(fd: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
     if e.raw_os_error() == Some(libc::ENODATA) { Ok(()) } else { Err(e) }
 }
 
+/// "Absent": what a lookup beneath a volume root answers when the name leads to nothing
+/// the volume serves. ENOENT (missing), ENOTDIR (a component is a file), EXDEV (a link
+/// that leaves the volume or is absolute: `RESOLVE_BENEATH` and [`super::resolve`] answer
+/// so) and ELOOP (a link loop, or a link where none may be followed).
+pub fn is_absent(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR | libc::EXDEV | libc::ELOOP))
+}
+
+/// "Unsupported, fall back": the kernel or the file system does not do this call or one of
+/// its flags (`renameat2` flags, `O_TMPFILE`, `copy_file_range`): EOPNOTSUPP (the same
+/// number as ENOTSUP on Linux), ENOSYS, and EINVAL (a flag it does not know). The caller
+/// takes its slower way.
+pub fn is_unsupported(errno: i32) -> bool {
+    matches!(errno, libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL)
+}
+
+/// "No copy offload between these files, copy the bytes": [`is_unsupported`], or EXDEV
+/// (another file system) or EBADF (a descriptor the call does not take, e.g. `O_APPEND`),
+/// as `copy_file_range` and `FICLONE` answer.
+pub fn is_no_offload(errno: i32) -> bool {
+    is_unsupported(errno) || matches!(errno, libc::EXDEV | libc::EBADF)
+}
+
 /// True when an errno says "this file system has no (user) extended attributes".
 pub fn is_xattr_unsupported(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOTSUP | libc::ENOSYS))
@@ -305,7 +328,7 @@ pub fn rename_at(from_dir: BorrowedFd<'_>, from: &str, to_dir: BorrowedFd<'_>, t
 pub fn rename_noreplace(from_dir: BorrowedFd<'_>, from: &str, to_dir: BorrowedFd<'_>, to: &str) -> io::Result<()> {
     match nix::fcntl::renameat2(from_dir, from, to_dir, to, nix::fcntl::RenameFlags::RENAME_NOREPLACE) {
         Ok(()) => return Ok(()),
-        Err(nix::Error::EINVAL | nix::Error::ENOSYS | nix::Error::EOPNOTSUPP) => {}
+        Err(e) if is_unsupported(e as i32) => {}
         Err(e) => return Err(e.into()),
     }
     match nix::unistd::linkat(from_dir, from, to_dir, to, nix::fcntl::AtFlags::empty()) {
@@ -470,4 +493,20 @@ pub fn touch(fd: BorrowedFd<'_>) -> io::Result<()> {
 /// Seconds since the epoch, now.
 pub fn now_secs() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod errno_tests {
+    use super::*;
+
+    #[test]
+    fn errno_sets_are_the_named_ones() {
+        for n in [libc::ENOENT, libc::ENOTDIR, libc::EXDEV, libc::ELOOP] {
+            assert!(is_absent(&io::Error::from_raw_os_error(n)), "{n}");
+        }
+        assert!(!is_absent(&io::Error::from_raw_os_error(libc::EACCES)));
+        assert!(libc::ENOTSUP == libc::EOPNOTSUPP && is_unsupported(libc::ENOTSUP));
+        assert!(is_unsupported(libc::ENOSYS) && is_unsupported(libc::EINVAL) && !is_unsupported(libc::EXDEV));
+        assert!(is_no_offload(libc::EXDEV) && is_no_offload(libc::EBADF) && !is_no_offload(libc::EPERM));
+    }
 }

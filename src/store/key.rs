@@ -1,8 +1,10 @@
 //! Key → path: the security boundary.
 //!
 //! This module alone turns a client-supplied object key into a relative path beneath a
-//! volume root. It owns the rejection rules of SPEC.md "Keys are paths"; it does no I/O.
-//! Every other module receives an [`ObjectKey`] and never builds a path from a raw string.
+//! volume root, and a bucket name into the name of a directory in `volumes_root`. It owns
+//! the rejection rules of SPEC.md "Keys are paths" and S3's bucket naming rules; it does
+//! no I/O. Every other module receives an [`ObjectKey`] or a [`BucketName`] and never
+//! builds a path from a raw string.
 
 use super::Error;
 
@@ -88,9 +90,67 @@ impl ObjectKey {
     }
 }
 
+/// A bucket name that follows S3's naming rules for general purpose buckets (AWS S3 User
+/// Guide, "General purpose bucket naming rules"). In `volumes_root` mode it becomes the
+/// name of a directory, so it is a path rule too: no `/`, no `.` or `..`, no NUL.
+///
+/// The rules checked, each from that page:
+/// - 3 to 63 characters long;
+/// - only lower-case letters, digits, `.` and `-`;
+/// - begins and ends with a letter or digit;
+/// - no two adjacent periods (`..`);
+/// - not formatted as an IPv4 address (`192.168.5.4`).
+///
+/// Together they exclude `.`, `..`, `/` and NUL: the name is always one plain path segment.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BucketName(String);
+
+impl BucketName {
+    /// Validates `name` against the rules above; `None` when it breaks one.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::is_valid(name).then(|| Self(name.to_owned()))
+    }
+
+    /// True when `name` follows every rule above.
+    pub fn is_valid(name: &str) -> bool {
+        let b = name.as_bytes();
+        (3..=63).contains(&b.len())
+            && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'.')
+            && b[0].is_ascii_alphanumeric()
+            && b[b.len() - 1].is_ascii_alphanumeric()
+            && !name.contains("..")
+            && name.parse::<std::net::Ipv4Addr>().is_err()
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for BucketName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bucket_names() {
+        for ok in ["abc", "vol-123", "a.b.c", "x".repeat(63).as_str()] {
+            assert!(BucketName::is_valid(ok), "{ok}");
+            assert_eq!(BucketName::parse(ok).unwrap().as_str(), ok);
+        }
+        for bad in
+            ["ab", "Abc", "a_b", "-ab", "ab-", "a..b", "192.168.1.1", "x".repeat(64).as_str(), "a/b", "..", "a\0bc"]
+        {
+            assert!(!BucketName::is_valid(bad), "{bad}");
+            assert!(BucketName::parse(bad).is_none(), "{bad}");
+        }
+    }
 
     fn check(key: &str) -> Result<ObjectKey, Error> {
         ObjectKey::parse(key, ".s3vol")

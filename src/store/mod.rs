@@ -30,6 +30,17 @@ pub use volume::{Volume, VolumeSettings, Volumes};
 
 use std::io;
 
+/// The blocking path of work that is not one request's (the sweep, the liveness check,
+/// rescans, reloads): runs `f` on tokio's blocking pool inside `span`, so that no
+/// file-system call runs on an async worker and its logs carry their context. Requests
+/// take `s3::body::blocking`, which adds the per-volume bound on top of this.
+pub fn spawn_blocking<T: Send + 'static>(
+    span: tracing::Span,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> tokio::task::JoinHandle<T> {
+    tokio::task::spawn_blocking(move || span.in_scope(f))
+}
+
 /// Errors of the storage layer, by domain. The S3 adapter maps each to one S3 error code.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -195,5 +206,45 @@ mod tests {
         }
         assert!(matches!(Error::from(io::Error::from_raw_os_error(libc::EIO)), Error::Io(_)));
         assert!(matches!(Error::from(resolve::refusal()), Error::InternalDir));
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod scratch {
+    //! Temporary directories for unit tests: removed when dropped, also when an assertion
+    //! fails, so a failed run leaves nothing behind (`tempfile` guards, not pid-named
+    //! directories).
+
+    use std::path::{Path, PathBuf};
+
+    /// A temporary directory, dereferencing to its path.
+    pub struct Scratch(tempfile::TempDir);
+
+    impl Scratch {
+        /// A new directory under the system's temporary directory, named after `tag`.
+        pub fn new(tag: &str) -> Self {
+            Self(tempfile::Builder::new().prefix(&format!("s3vol-{tag}-")).tempdir().unwrap())
+        }
+
+        /// A new directory under `target/` of the crate: on the disk the build uses, not
+        /// a tmpfs, for tests that need page eviction or `O_DIRECT`.
+        pub fn on_disk(tag: &str) -> Self {
+            let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target");
+            std::fs::create_dir_all(&target).unwrap();
+            Self(tempfile::Builder::new().prefix(&format!("{tag}-")).tempdir_in(target).unwrap())
+        }
+    }
+
+    impl std::ops::Deref for Scratch {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            self.0.path()
+        }
+    }
+
+    impl AsRef<Path> for Scratch {
+        fn as_ref(&self) -> &Path {
+            self.0.path()
+        }
     }
 }

@@ -77,28 +77,50 @@ impl Part {
     }
 }
 
-/// An upload id is 32 lower-case hex digits: it becomes a directory name, so nothing else
-/// is ever accepted (it is the path-safety rule for this input).
-fn check_upload_id(id: &str) -> Result<()> {
-    if id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-        Ok(())
-    } else {
-        Err(Error::NoSuchUpload)
+/// A validated upload id: exactly 32 lower-case hex digits. It becomes the name of a
+/// directory under `<internal>/multipart`, so nothing else is ever accepted: this type is
+/// the path-safety rule for the second client string that becomes a path (the first is
+/// the key, [`ObjectKey`]). Every store function that takes a client's upload id parses it
+/// here first.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct UploadId(String);
+
+impl std::fmt::Display for UploadId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
-/// A new upload id: creation time in ms (12 hex digits) then 20 random hex digits.
-fn new_upload_id() -> String {
-    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
-    format!("{:012x}{}", ms & 0xffff_ffff_ffff, random_hex(10))
+impl UploadId {
+    /// Validates a client's upload id. Errors: [`Error::NoSuchUpload`] for anything but 32
+    /// lower-case hex digits (S3 answers NoSuchUpload for an id it never issued).
+    pub fn parse(id: &str) -> Result<Self> {
+        if id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            Ok(Self(id.to_owned()))
+        } else {
+            Err(Error::NoSuchUpload)
+        }
+    }
+
+    /// A new upload id: creation time in ms (12 hex digits) then 20 random hex digits.
+    fn new() -> Self {
+        let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        Self(format!("{:012x}{}", ms & 0xffff_ffff_ffff, random_hex(10)))
+    }
+
+    /// The id: 32 lower-case hex digits.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
-/// Opens the directory of upload `id`; [`Error::NoSuchUpload`] when it is not there.
+/// Opens the directory of upload `id`; [`Error::NoSuchUpload`] when `id` is not an upload
+/// id ([`UploadId::parse`]) or its directory is not there.
 pub(super) fn open_upload(vol: &Volume, id: &str) -> Result<OwnedFd> {
-    check_upload_id(id)?;
+    let id = UploadId::parse(id)?;
     nix::fcntl::openat(
         vol.uploads.as_fd(),
-        id,
+        id.as_str(),
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
         Mode::empty(),
     )
@@ -170,19 +192,19 @@ pub fn create(vol: &Volume, key: &ObjectKey, manifest: Manifest) -> Result<Strin
         Err(e) if super::resolve::reaches_internal(&e) => return Err(Error::InternalDir),
         _ => {}
     }
-    let id = new_upload_id();
-    fsx::mkdir_at(vol.uploads.as_fd(), &id, 0o700)?;
-    let dir = open_upload(vol, &id)?;
+    let id = UploadId::new();
+    fsx::mkdir_at(vol.uploads.as_fd(), id.as_str(), 0o700)?;
+    let dir = open_upload(vol, id.as_str())?;
     let m = Manifest { key: key.as_str().to_owned(), ..manifest };
     if let Err(e) = write_json(dir.as_fd(), MANIFEST, &m, vol.settings.fsync) {
         drop(dir);
-        let _ = remove_upload(vol, &id);
+        let _ = remove_upload(vol, id.as_str());
         return Err(e);
     }
     if vol.settings.fsync {
         fsx::fsync(vol.uploads.as_fd())?;
     }
-    Ok(id)
+    Ok(id.0)
 }
 
 /// Starts writing part `number` of upload `id` (UploadPart, UploadPartCopy); finish with
@@ -357,7 +379,8 @@ pub fn abort(vol: &Volume, id: &str, key: &ObjectKey) -> Result<()> {
 
 /// Removes every file of upload `id` and its directory. A missing upload is not an error.
 pub(super) fn remove_upload(vol: &Volume, id: &str) -> Result<()> {
-    let dir = match open_upload(vol, id) {
+    let Ok(id) = UploadId::parse(id) else { return Ok(()) };
+    let dir = match open_upload(vol, id.as_str()) {
         Ok(d) => d,
         Err(_) => return Ok(()),
     };
@@ -366,7 +389,7 @@ pub(super) fn remove_upload(vol: &Volume, id: &str) -> Result<()> {
     removed += remove_files(dir.as_fd(), |_| true);
     vol.space.add_used(-removed);
     drop(dir);
-    match fsx::unlink_at(vol.uploads.as_fd(), id, true) {
+    match fsx::unlink_at(vol.uploads.as_fd(), id.as_str(), true) {
         Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
         Err(e) => Err(e.into()),
@@ -449,7 +472,7 @@ pub fn list_uploads(
     let mut all = Vec::new();
     for e in fsx::read_dir(vol.uploads.as_fd())? {
         let Ok(id) = std::str::from_utf8(&e.name) else { continue };
-        if check_upload_id(id).is_err() {
+        if UploadId::parse(id).is_err() {
             continue;
         }
         let Ok(dir) = open_upload(vol, id) else { continue };
@@ -527,16 +550,16 @@ mod tests {
 
     #[test]
     fn upload_ids_are_hex_only() {
-        assert!(check_upload_id(&"a".repeat(32)).is_ok());
+        assert!(UploadId::parse(&"a".repeat(32)).is_ok());
         for bad in
             ["", "..", "../../etc", &"A".repeat(32), &"a".repeat(31), &"g".repeat(32), &format!("{}/", "a".repeat(31))]
         {
-            assert!(check_upload_id(bad).is_err(), "{bad:?}");
+            assert!(matches!(UploadId::parse(bad), Err(Error::NoSuchUpload)), "{bad:?}");
         }
-        let a = new_upload_id();
+        let a = UploadId::new();
         std::thread::sleep(std::time::Duration::from_millis(2));
-        let b = new_upload_id();
-        assert!(check_upload_id(&a).is_ok() && check_upload_id(&b).is_ok());
+        let b = UploadId::new();
+        assert!(UploadId::parse(a.as_str()).is_ok() && UploadId::parse(b.as_str()).is_ok());
         assert!(a < b, "ids sort by creation time: {a} {b}");
     }
 

@@ -248,14 +248,14 @@ mod tests {
     use super::*;
     use std::os::fd::AsFd;
 
-    fn tmp_root() -> (std::path::PathBuf, std::os::fd::OwnedFd) {
-        let p = std::env::temp_dir().join(format!("s3vol-quota-{}", super::super::volume::random_hex(6)));
+    fn tmp_root() -> (crate::store::scratch::Scratch, std::os::fd::OwnedFd) {
+        let p = crate::store::scratch::Scratch::new("quota");
         std::fs::create_dir_all(p.join("a/b")).unwrap();
         std::fs::write(p.join("x"), vec![0u8; 1000]).unwrap();
         std::fs::write(p.join("a/b/y"), vec![0u8; 234]).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", p.join("a/link")).unwrap();
         let fd = nix::fcntl::open(
-            &p,
+            &*p,
             nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY,
             nix::sys::stat::Mode::empty(),
         )

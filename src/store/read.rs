@@ -127,8 +127,7 @@ mod tests {
     #[test]
     fn cached_reads_return_the_bytes_or_defer() {
         // On disk (not tmpfs) so that pages can be evicted.
-        let root = std::env::current_dir().unwrap().join("target").join(format!("read-test-{}", std::process::id()));
-        std::fs::create_dir_all(&root).unwrap();
+        let root = crate::store::scratch::Scratch::on_disk("read-test");
         let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
         std::fs::write(root.join("obj"), &body).unwrap();
         let vol = Volume::open("t", &root, Default::default()).unwrap();
@@ -149,7 +148,7 @@ mod tests {
         // SAFETY: plain advice on an open descriptor.
         assert_eq!(unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) }, 0);
         let (mut r, _) = ObjectReader::open_cached(&vol, &key).expect("the lookup is still cached").unwrap();
-        let on_tmpfs = nix::sys::statfs::statfs(&root).unwrap().filesystem_type() == nix::sys::statfs::TMPFS_MAGIC;
+        let on_tmpfs = nix::sys::statfs::statfs(&*root).unwrap().filesystem_type() == nix::sys::statfs::TMPFS_MAGIC;
         match r.next_block_cached(1 << 20) {
             None => assert_eq!(r.remaining(), body.len() as u64, "nothing consumed"),
             Some(read) => {

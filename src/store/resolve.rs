@@ -223,24 +223,17 @@ fn walk(root: BorrowedFd<'_>, fence: &Fence, path: &str, flags: OFlag) -> io::Re
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
-    use std::path::PathBuf;
 
     struct Fixture {
-        dir: PathBuf,
+        /// Removed when the fixture is dropped.
+        dir: crate::store::scratch::Scratch,
         root: OwnedFd,
         fence: Fence,
     }
 
-    impl Drop for Fixture {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-
     /// A volume with an internal directory and the links a hostile pod would make.
     fn fixture(tag: &str) -> Fixture {
-        let dir = std::env::temp_dir().join(format!("s3vol-resolve-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = crate::store::scratch::Scratch::new(&format!("resolve-{tag}"));
         std::fs::create_dir_all(dir.join(".s3vol/tmp")).unwrap();
         std::fs::create_dir_all(dir.join(".s3vol/multipart/u1")).unwrap();
         std::fs::write(dir.join(".s3vol/multipart/u1/part"), b"staged").unwrap();
@@ -260,7 +253,8 @@ mod tests {
         std::fs::rename(dir.join(".s3vol/multipart"), dir.join(".s3vol/mp")).unwrap();
         // A pod renamed the staging directory: its identity still fences it.
         symlink(".s3vol/mp", dir.join("renamed")).unwrap();
-        let root = nix::fcntl::open(&dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY, nix::sys::stat::Mode::empty()).unwrap();
+        let root =
+            nix::fcntl::open(&*dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY, nix::sys::stat::Mode::empty()).unwrap();
         let id = |p: &str| fsx::identity(fsx::open_dir(root.as_fd(), p).unwrap().as_fd()).unwrap();
         let fence = Fence {
             name: ".s3vol".into(),

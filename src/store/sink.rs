@@ -192,8 +192,7 @@ mod tests {
     #[test]
     fn every_byte_lands_in_order_direct_or_not() {
         // On disk (not tmpfs) so that O_DIRECT is really taken where the kernel allows it.
-        let dir = std::env::current_dir().unwrap().join("target").join(format!("sink-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::store::scratch::Scratch::on_disk("sink-test");
         let shapes: [&[usize]; 5] = [
             &[1, 4095, 4096, 65_536, 1_000_000, 3, 2 << 20, 77],
             &[DIRECT; 3],
@@ -202,7 +201,7 @@ mod tests {
             &[BUFFERED - 1, 1, BUFFERED, BUFFERED + 1],
         ];
         // ext4 and xfs take direct I/O: make sure that path really ran there.
-        let st = nix::sys::statfs::statfs(&dir).unwrap();
+        let st = nix::sys::statfs::statfs(&*dir).unwrap();
         let takes_direct = [0xEF53, 0x5846_5342].map(nix::sys::statfs::FsType).contains(&st.filesystem_type());
         for direct in [false, true] {
             for sizes in shapes {

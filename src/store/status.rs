@@ -159,8 +159,8 @@ mod tests {
 
     #[test]
     fn a_fresh_volume_is_online_writable_and_has_no_uploads() {
-        let dir = std::env::temp_dir().join(format!("s3vol-status-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = crate::store::scratch::Scratch::new("status");
+        let dir = scratch.to_path_buf();
         let missing = dir.join("missing");
         let vols = Volumes::open(
             vec![

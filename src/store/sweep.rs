@@ -189,8 +189,7 @@ mod tests {
 
     #[test]
     fn a_swapped_internal_directory_is_neither_swept_nor_ready_and_nothing_outside_goes() {
-        let base = std::env::temp_dir().join(format!("s3vol-sweep-swap-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&base);
+        let base = crate::store::scratch::Scratch::new("sweep-swap");
         let (root, outside) = (base.join("vol"), base.join("outside"));
         std::fs::create_dir_all(&root).unwrap();
         std::fs::create_dir_all(outside.join("0123456789abcdef0123456789abcdef")).unwrap();

@@ -10,9 +10,22 @@
 //! (issue 12, item 6).
 
 mod dirs;
+mod lookup;
+mod mount;
+mod policy;
+mod probe;
 mod registry;
+mod settings;
+#[cfg(test)]
+mod tests;
 
 pub use registry::{Transition, Volumes};
+pub use settings::{DEFAULT_MAX_PART_SIZE, VolumeSettings};
+
+use lookup::{READ_FLAGS, open_error};
+pub(super) use mount::is_mount_point;
+use mount::{fs_read_only, mount_state_fd, mount_state_path};
+use probe::{folds_case, open_or_make, probe_tmpfile, probe_xattrs, probe_xattrs_read};
 
 use std::collections::BTreeMap;
 use std::io;
@@ -28,49 +41,6 @@ use super::key::ObjectKey;
 use super::meta::{self, DIR_XATTR, ObjectInfo, ObjectMeta};
 use super::resolve::{self, Fence};
 use super::{Error, Result, fsx};
-
-/// Per-volume settings, already validated by the config layer.
-#[derive(Debug, Clone)]
-pub struct VolumeSettings {
-    /// Name of the internal directory at the volume root (default `.s3vol`).
-    pub internal_dir: String,
-    /// fsync file and parent directory before a write is acknowledged (default true).
-    pub fsync: bool,
-    /// uid:gid given to new files and directories, when set.
-    pub owner: Option<(u32, u32)>,
-    /// Mode bits of new files (default 0o644).
-    pub file_mode: u32,
-    /// Mode bits of new directories (default 0o755).
-    pub dir_mode: u32,
-    /// Refuse to serve unless the path is a mount point.
-    pub require_mount: bool,
-    /// Quota, maximum object size, allowed content types.
-    pub limits: super::quota::Limits,
-    /// Largest multipart part accepted, bytes (S3: 5 GiB, the default).
-    pub max_part_size: u64,
-    /// Smallest multipart part but the last, bytes, judged at Complete (S3: 5 MiB, the
-    /// default; see [`super::part_size`]).
-    pub min_part_size: u64,
-}
-
-/// S3's part size limit: 5 GiB.
-pub const DEFAULT_MAX_PART_SIZE: u64 = 5 << 30;
-
-impl Default for VolumeSettings {
-    fn default() -> Self {
-        Self {
-            internal_dir: ".s3vol".into(),
-            fsync: true,
-            owner: None,
-            file_mode: 0o644,
-            dir_mode: 0o755,
-            require_mount: false,
-            limits: super::quota::Limits::default(),
-            max_part_size: DEFAULT_MAX_PART_SIZE,
-            min_part_size: super::part_size::DEFAULT_MIN_PART_SIZE,
-        }
-    }
-}
 
 /// An open, servable volume.
 #[derive(Debug)]
@@ -161,6 +131,17 @@ impl Volume {
             nix::sys::stat::Mode::empty(),
         )
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        Self::open_root(name, path, root, settings)
+    }
+
+    /// [`Volume::open`] of a directory already open as `root` (CreateBucket opens the
+    /// directory it made from a handle, never by `path`, which is kept for logs and checks).
+    pub fn open_root(
+        name: &str,
+        path: &Path,
+        root: OwnedFd,
+        settings: VolumeSettings,
+    ) -> std::result::Result<Self, String> {
         if settings.require_mount && !is_mount_point(path) {
             return Err(format!("{} is not a mount point (require_mount = true)", path.display()));
         }
@@ -391,80 +372,6 @@ impl Volume {
         self.check_path()
     }
 
-    /// HEAD: what is at `key`, or [`Error::NotFound`].
-    ///
-    /// A file key must be a regular file (symlinks followed only beneath the root); a `k/`
-    /// key must be a directory that is empty or marked as a directory object.
-    pub fn head(&self, key: &ObjectKey) -> Result<ObjectInfo> {
-        if key.is_dir_marker() {
-            return self.head_marker(key);
-        }
-        let (fd, st) = self.open_regular(key)?;
-        Ok(meta::load(fd.as_fd(), &st, key.as_str(), self.xattrs))
-    }
-
-    /// Opens the regular file at `key` for reading; `NotFound` for anything else.
-    ///
-    /// `O_NONBLOCK` so that a FIFO swapped in can never block the open.
-    ///
-    /// A miss is checked against the volume's path first: a volume whose directory was
-    /// removed, renamed away or unmounted since its last check answers
-    /// [`Error::Unavailable`], not NoSuchKey (one `statx`, on misses only).
-    pub fn open_regular(&self, key: &ObjectKey) -> Result<(OwnedFd, FileStat)> {
-        let r = self.open_path(key.path(), READ_FLAGS).map_err(open_error).and_then(regular);
-        if matches!(r, Err(Error::NotFound)) {
-            self.check_path()?;
-        }
-        r
-    }
-
-    /// [`Volume::open_regular`] for the async threads: `None` unless the volume is local
-    /// and every component of the key is in the kernel's lookup cache (`RESOLVE_CACHED`),
-    /// so that nothing here waits on a device or a server; the caller then uses the
-    /// blocking pool. Directory markers (`k/`) always take the blocking path.
-    ///
-    /// A miss is left to the blocking path too, which checks the volume's path before it
-    /// answers NoSuchKey (see [`Volume::open_regular`]).
-    pub fn open_regular_cached(&self, key: &ObjectKey) -> Option<Result<(OwnedFd, FileStat)>> {
-        match self.open_regular_cached_inner(key) {
-            Some(Err(Error::NotFound)) => None,
-            r => r,
-        }
-    }
-
-    fn open_regular_cached_inner(&self, key: &ObjectKey) -> Option<Result<(OwnedFd, FileStat)>> {
-        // A root that folds case needs the identity checks of the slow lookup every time.
-        if !self.local || key.is_dir_marker() || self.fence.folds_case {
-            return None;
-        }
-        // The first component must not be the internal directory renamed (see
-        // `Fence::check_first`); looked up from the cache too, so this cannot wait either.
-        if let Some((first, _)) = key.path().split_once('/') {
-            match fsx::open_beneath_cached(self.root(), first, OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC) {
-                Ok(Some(fd)) => {
-                    if let Err(e) = self.fence.check_first_fd(fd.as_fd()) {
-                        return Some(Err(open_error(e)));
-                    }
-                }
-                Ok(None) => return None,
-                Err(e) => return Some(Err(open_error(e))),
-            }
-        }
-        match fsx::open_beneath_cached(self.root(), key.path(), READ_FLAGS) {
-            Ok(Some(fd)) => Some(regular(fd)),
-            Ok(None) => None,
-            Err(e) => Some(Err(open_error(e))),
-        }
-    }
-
-    /// [`Volume::head`] for the async threads, on the terms of
-    /// [`Volume::open_regular_cached`]. (An `fgetxattr` whose attribute was evicted is the
-    /// one read that can still reach the disk; plain metadata lives in the inode.)
-    pub fn head_cached(&self, key: &ObjectKey) -> Option<Result<ObjectInfo>> {
-        let opened = self.open_regular_cached(key)?;
-        Some(opened.map(|(fd, st)| meta::load(fd.as_fd(), &st, key.as_str(), self.xattrs)))
-    }
-
     /// Capacity, free, used and quota of the volume, for the status view.
     pub fn space_report(&self) -> Result<super::quota::SpaceReport> {
         self.space.report(self.root())
@@ -484,388 +391,9 @@ pub enum DirMark {
     Marker,
 }
 
-fn probe_xattrs(tmp: BorrowedFd<'_>) -> bool {
-    let name = format!("probe-{}", random_hex(8));
-    let fd = match nix::fcntl::openat(
-        tmp,
-        name.as_str(),
-        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::from_bits_truncate(0o600),
-    ) {
-        Ok(fd) => fd,
-        Err(_) => return false,
-    };
-    let ok = fsx::set_xattr(fd.as_fd(), meta::META_XATTR, b"{}").is_ok();
-    let _ = fsx::unlink_at(tmp, &name, false);
-    ok
-}
-
-/// Whether an `O_TMPFILE` file made in `tmp` can be given a name that then leads to it: a
-/// byte written, linked as a probe name, the descriptor closed, the name looked up (same
-/// inode, same size) and removed. False on any refusal or mismatch. The descriptor is
-/// closed first because that is where JuiceFS loses such a file: while it is open the name
-/// works; its release removes the file, which the file system never recorded as linked.
-fn probe_tmpfile(tmp: BorrowedFd<'_>) -> bool {
-    let Ok(fd) = nix::fcntl::openat(
-        tmp,
-        ".",
-        OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::from_bits_truncate(0o600),
-    ) else {
-        return false;
-    };
-    if nix::unistd::write(&fd, b"p") != Ok(1) {
-        return false;
-    }
-    let name = format!("probe-{}", random_hex(8));
-    if fsx::link_tmpfile(fd.as_fd(), tmp, &name).is_err() {
-        return false;
-    }
-    let Ok(ours) = fsx::identity(fd.as_fd()) else { return false };
-    drop(fd);
-    let ok =
-        fsx::lstat_at(tmp, name.as_ref()).is_ok_and(|st| (st.st_dev, st.st_ino, st.st_size) == (ours.0, ours.1, 1));
-    let _ = fsx::unlink_at(tmp, &name, false);
-    ok
-}
-
-fn probe_xattrs_read(root: BorrowedFd<'_>) -> bool {
-    match fsx::get_xattr(root, DIR_XATTR) {
-        Ok(_) => true,
-        Err(e) => !fsx::is_xattr_unsupported(&e),
-    }
-}
-
-/// How objects are opened for reading: `O_NONBLOCK` so that a FIFO swapped in can never
-/// block the open.
-const READ_FLAGS: OFlag = OFlag::O_RDONLY.union(OFlag::O_NONBLOCK).union(OFlag::O_NOCTTY);
-
-/// The store error for a failed open of an object: a parent that is a file, a special file,
-/// or a path into the internal directory is no such key (reads see nothing of it).
-fn open_error(e: std::io::Error) -> Error {
-    match e.raw_os_error() {
-        Some(libc::ENOTDIR | libc::ENXIO) => Error::NotFound,
-        _ if resolve::reaches_internal(&e) => Error::NotFound,
-        _ => e.into(),
-    }
-}
-
-/// Why the internal directory (or one of its subdirectories) cannot be used.
-enum InternalError {
-    Link,
-    NotDir,
-    Io(io::Error),
-}
-
-impl InternalError {
-    fn shown(&self, at: &str) -> String {
-        match self {
-            InternalError::Link => format!(
-                "{at} is a symbolic link: s3vol refuses to use an internal directory it does not own (remove the link)"
-            ),
-            InternalError::NotDir => format!("{at} is not a directory"),
-            InternalError::Io(e) => format!("cannot open {at}: {e}"),
-        }
-    }
-}
-
-/// Makes (when missing and the volume is writable) and opens the directory `name` of
-/// `parent`, never following a link. `Ok(None)`: missing on a read-only volume. Sets
-/// `read_only` when the file system refuses the `mkdir` for lack of write access.
-fn open_or_make(
-    parent: BorrowedFd<'_>,
-    name: &str,
-    read_only: &mut bool,
-) -> std::result::Result<Option<OwnedFd>, InternalError> {
-    match fsx::mkdir_at(parent, name, 0o700) {
-        // EEXIST also for a link of that name, dangling or not: mkdirat never follows the
-        // last component.
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EROFS | libc::EACCES | libc::EPERM)) => *read_only = true,
-        Err(e) => return Err(InternalError::Io(e)),
-    }
-    match fsx::open_child_dir(parent, name) {
-        Ok(fd) => Ok(Some(fd)),
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) && *read_only => Ok(None),
-        Err(e) => Err(match fsx::lstat_at(parent, name.as_ref()).map(|st| st.st_mode & libc::S_IFMT) {
-            Ok(libc::S_IFLNK) => InternalError::Link,
-            Ok(m) if m != libc::S_IFDIR => InternalError::NotDir,
-            _ => InternalError::Io(e),
-        }),
-    }
-}
-
-/// True when looking up `name` with its ASCII letters' case swapped also finds the
-/// directory `id` in `root`: the root's lookups ignore case (vfat, CIFS, ext4 casefold).
-fn folds_case(root: BorrowedFd<'_>, name: &str, id: (u64, u64)) -> bool {
-    let swapped: String = name
-        .chars()
-        .map(|c| if c.is_ascii_lowercase() { c.to_ascii_uppercase() } else { c.to_ascii_lowercase() })
-        .collect();
-    swapped != name && fsx::lstat_at(root, swapped.as_ref()).is_ok_and(|st| (st.st_dev, st.st_ino) == id)
-}
-
-/// `fd` with its `fstat` when it is a regular file; `NotFound` otherwise.
-fn regular(fd: OwnedFd) -> Result<(OwnedFd, FileStat)> {
-    let st = fsx::fstat(fd.as_fd())?;
-    if !fsx::is_regular(&st) {
-        return Err(Error::NotFound);
-    }
-    Ok((fd, st))
-}
-
-/// True when `path` is a mount point now: the root of a mounted file system (statx's
-/// `STATX_ATTR_MOUNT_ROOT`, Linux 5.8; before that, a device differing from the parent's).
-/// A bind mount of a directory of the same file system counts too. Blocking.
-pub(super) fn is_mount_point(path: &Path) -> bool {
-    mount_state_path(path).is_ok_and(|m| m.mount_root)
-}
-
-/// What statx says about a directory: its identity and whether it is a mount root.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct MountState {
-    /// `(st_dev, st_ino)`, comparable with [`fsx::identity`].
-    pub id: (u64, u64),
-    /// The root of a mount.
-    pub mount_root: bool,
-}
-
-/// [`MountState`] of `path` (links followed, as the volume's own open follows them).
-pub(super) fn mount_state_path(path: &Path) -> io::Result<MountState> {
-    use std::os::unix::ffi::OsStrExt;
-    let c =
-        std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    statx_mount(libc::AT_FDCWD, &c, 0).or_else(|e| {
-        // Without statx (old kernels, some sandboxes): the device/inode guess.
-        if e.raw_os_error() != Some(libc::ENOSYS) {
-            return Err(e);
-        }
-        use std::os::unix::fs::MetadataExt;
-        let me = std::fs::metadata(path)?;
-        let parent = std::fs::metadata(path.join(".."))?;
-        Ok(MountState { id: (me.dev(), me.ino()), mount_root: me.dev() != parent.dev() || me.ino() == parent.ino() })
-    })
-}
-
-/// [`MountState`] of an open directory.
-pub(super) fn mount_state_fd(fd: BorrowedFd<'_>) -> io::Result<MountState> {
-    use std::os::fd::AsRawFd;
-    statx_mount(fd.as_raw_fd(), c"", libc::AT_EMPTY_PATH)
-}
-
-fn statx_mount(dirfd: libc::c_int, path: &std::ffi::CStr, flags: libc::c_int) -> io::Result<MountState> {
-    // SAFETY: `stx` is plain data the kernel fills in; `path` is a valid C string.
-    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::statx(dirfd, path.as_ptr(), flags, libc::STATX_INO, &mut stx) };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let dev = libc::makedev(stx.stx_dev_major, stx.stx_dev_minor);
-    let bit = libc::STATX_ATTR_MOUNT_ROOT as u64;
-    if stx.stx_attributes_mask & bit == 0 {
-        // A kernel before 5.8 does not report the attribute.
-        return Err(io::Error::from_raw_os_error(libc::ENOSYS));
-    }
-    Ok(MountState { id: (dev, stx.stx_ino), mount_root: stx.stx_attributes & bit != 0 })
-}
-
-/// The file system's `ST_RDONLY` flag (statvfs of an open handle).
-fn fs_read_only(fd: BorrowedFd<'_>) -> io::Result<bool> {
-    let vfs = nix::sys::statvfs::fstatvfs(fd)?;
-    Ok(vfs.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
-}
-
 /// `n` random bytes as lower-case hex (temp names, upload ids, dev keys).
 pub fn random_hex(n: usize) -> String {
     let mut b = vec![0u8; n];
     getrandom::fill(&mut b).expect("the OS random source works");
     meta::hex_lower(&b)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn scratch(tag: &str) -> PathBuf {
-        let p = std::env::temp_dir().join(format!("s3vol-vol-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        p
-    }
-
-    #[test]
-    fn an_internal_directory_that_is_a_link_refuses_the_volume_and_creates_nothing_outside() {
-        let base = scratch("intlink");
-        let (vol, outside) = (base.join("vol"), base.join("outside"));
-        std::fs::create_dir_all(&vol).unwrap();
-        std::fs::create_dir_all(&outside).unwrap();
-        // .s3vol -> outside, -> a missing directory outside, -> a directory inside the volume.
-        for target in [outside.clone(), base.join("missing"), vol.join("data")] {
-            let _ = std::fs::create_dir(vol.join("data"));
-            std::os::unix::fs::symlink(&target, vol.join(".s3vol")).unwrap();
-            let err = Volume::open("v", &vol, VolumeSettings::default()).unwrap_err();
-            assert!(err.contains("symbolic link"), "{err}");
-            std::fs::remove_file(vol.join(".s3vol")).unwrap();
-        }
-        // .s3vol/tmp or .s3vol/multipart a link.
-        for sub in ["tmp", "multipart"] {
-            std::fs::create_dir_all(vol.join(".s3vol")).unwrap();
-            std::os::unix::fs::symlink(&outside, vol.join(".s3vol").join(sub)).unwrap();
-            let err = Volume::open("v", &vol, VolumeSettings::default()).unwrap_err();
-            assert!(err.contains(&format!(".s3vol/{sub} is a symbolic link")), "{err}");
-            std::fs::remove_dir_all(vol.join(".s3vol")).unwrap();
-        }
-        // A file where the internal directory should be.
-        std::fs::write(vol.join(".s3vol"), b"").unwrap();
-        let err = Volume::open("v", &vol, VolumeSettings::default()).unwrap_err();
-        assert!(err.contains("not a directory"), "{err}");
-        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "nothing created outside");
-        assert!(!base.join("missing").exists());
-        assert_eq!(std::fs::read_dir(vol.join("data")).unwrap().count(), 0);
-        std::fs::remove_dir_all(&base).unwrap();
-    }
-
-    #[test]
-    fn delete_bucket_removes_links_in_the_internal_directory_not_their_targets() {
-        let base = scratch("delbucket");
-        let (root, outside) = (base.join("volumes"), base.join("outside"));
-        std::fs::create_dir_all(root.join("bkt")).unwrap();
-        std::fs::create_dir_all(outside.join("sub")).unwrap();
-        std::fs::write(outside.join("sub/keep.txt"), b"keep").unwrap();
-        let vols = Volumes::open(vec![], Some((root.clone(), VolumeSettings::default())));
-        assert!(vols.get("bkt").is_ok());
-        let internal = root.join("bkt/.s3vol");
-        // A pod plants links to the outside at every level s3vol removes.
-        std::os::unix::fs::symlink(&outside, internal.join("tmp/out")).unwrap();
-        std::fs::create_dir_all(internal.join("multipart/0123456789abcdef0123456789abcdef")).unwrap();
-        std::os::unix::fs::symlink(&outside, internal.join("multipart/0123456789abcdef0123456789abcdef/x")).unwrap();
-        std::os::unix::fs::symlink(outside.join("sub"), internal.join("sub")).unwrap();
-        vols.delete("bkt").unwrap();
-        assert!(!root.join("bkt").exists());
-        assert_eq!(std::fs::read(outside.join("sub/keep.txt")).unwrap(), b"keep");
-
-        // Deeper than s3vol's own shape: left in place, and the bucket is not empty.
-        std::fs::create_dir_all(root.join("bk2")).unwrap();
-        let vols = Volumes::open(vec![], Some((root.clone(), VolumeSettings::default())));
-        std::fs::create_dir_all(root.join("bk2/.s3vol/multipart/u/deeper")).unwrap();
-        assert!(matches!(vols.delete("bk2"), Err(Error::BucketNotEmpty)));
-        assert!(root.join("bk2/.s3vol/multipart/u/deeper").is_dir());
-
-        // The bucket's name now holds a link to another directory: refused, nothing removed.
-        std::fs::remove_dir_all(root.join("bk2/.s3vol/multipart/u")).unwrap();
-        std::fs::rename(root.join("bk2"), base.join("moved")).unwrap();
-        std::os::unix::fs::symlink(&outside, root.join("bk2")).unwrap();
-        assert!(matches!(vols.delete("bk2"), Err(Error::Unavailable)));
-        assert!(outside.join("sub/keep.txt").exists() && base.join("moved/.s3vol").is_dir());
-        std::fs::remove_dir_all(&base).unwrap();
-    }
-
-    #[test]
-    fn keys_through_links_never_reach_the_internal_directory() {
-        let root = scratch("keys");
-        std::fs::create_dir_all(root.join("d")).unwrap();
-        std::fs::write(root.join("d/f.txt"), b"hello").unwrap();
-        let vol = Arc::new(Volume::open("t", &root, VolumeSettings::default()).unwrap());
-        std::os::unix::fs::symlink(".", root.join("self")).unwrap();
-        std::os::unix::fs::symlink(".s3vol", root.join("link")).unwrap();
-        std::fs::write(root.join(".s3vol/tmp/planted"), b"internal").unwrap();
-        // A link that stays inside and away from it still works.
-        assert_eq!(vol.head(&vol.key("self/d/f.txt").unwrap()).unwrap().size, 5);
-        for k in ["self/.s3vol/tmp/planted", "link/tmp/planted", "self/.s3vol/tmp/", "link/"] {
-            let key = vol.key(k).unwrap();
-            assert!(matches!(vol.head(&key), Err(Error::NotFound)), "{k}");
-        }
-        for k in ["self/.s3vol/tmp/planted", "link/tmp/planted", "self/.s3vol/", "link/tmp/"] {
-            let key = vol.key(k).unwrap();
-            assert!(matches!(vol.delete(&key), Err(Error::InternalDir)), "{k}");
-        }
-        for k in ["self/.s3vol/new/", "link/new/", "self/.s3vol/"] {
-            let key = vol.key(k).unwrap();
-            assert!(matches!(vol.put_marker(&key), Err(Error::InternalDir)), "{k}");
-        }
-        assert!(matches!(
-            crate::store::write::Writer::begin(vol.clone(), vol.key("self/.s3vol").unwrap(), 1),
-            Err(Error::InternalDir)
-        ));
-        assert_eq!(std::fs::read(root.join(".s3vol/tmp/planted")).unwrap(), b"internal");
-        let names = |p: &str| {
-            let mut v: Vec<String> = std::fs::read_dir(root.join(p))
-                .unwrap()
-                .map(|e| e.unwrap().file_name().into_string().unwrap())
-                .collect();
-            v.sort();
-            v
-        };
-        assert_eq!(names(".s3vol"), ["multipart", "tmp"]);
-        assert_eq!(names(".s3vol/tmp"), ["planted"]);
-        std::fs::remove_dir_all(&root).unwrap();
-    }
-
-    #[test]
-    fn a_removed_renamed_or_recreated_directory_is_noticed_by_the_check() {
-        let base = scratch("live");
-        let (dir, moved) = (base.join("vol"), base.join("moved"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let vols = Volumes::open(vec![("v".into(), dir.clone(), VolumeSettings::default())], None);
-        let first = vols.get("v").unwrap();
-        assert_eq!(vols.check("v"), None, "nothing changed");
-        std::fs::rename(&dir, &moved).unwrap();
-        // Writes are refused at once, before any check.
-        assert!(matches!(first.check_writable(), Err(Error::Unavailable)));
-        assert!(matches!(vols.check("v"), Some(Transition::Unavailable(_))));
-        assert!(matches!(vols.get("v"), Err(Error::Unavailable)));
-        assert_eq!(vols.check("v"), None, "still gone: no new transition");
-        std::fs::create_dir(&dir).unwrap();
-        assert_eq!(vols.check("v"), Some(Transition::Online { read_only: false }));
-        let second = vols.get("v").unwrap();
-        assert!(!Arc::ptr_eq(&first, &second) && second.check_writable().is_ok());
-        assert!(dir.join(".s3vol/tmp").is_dir(), "a new internal directory");
-        std::fs::remove_dir_all(&base).unwrap();
-    }
-
-    #[test]
-    fn statx_tells_mount_roots_from_plain_directories() {
-        assert!(is_mount_point(Path::new("/")) && is_mount_point(Path::new("/proc")));
-        let dir = scratch("statx");
-        let m = mount_state_path(&dir).unwrap();
-        assert!(!m.mount_root);
-        let fd = nix::fcntl::open(&dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY, nix::sys::stat::Mode::empty()).unwrap();
-        assert_eq!(m.id, fsx::identity(fd.as_fd()).unwrap());
-        assert_eq!(mount_state_fd(fd.as_fd()).unwrap(), m);
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn head_cached_agrees_with_head_or_defers_to_it() {
-        let root = std::env::temp_dir().join(format!("s3vol-headc-{}", std::process::id()));
-        let outside = std::env::temp_dir().join(format!("s3vol-headc-out-{}", std::process::id()));
-        std::fs::create_dir_all(root.join("d")).unwrap();
-        std::fs::write(root.join("d/f.txt"), b"hello").unwrap();
-        std::fs::write(&outside, b"secret").unwrap();
-        std::os::unix::fs::symlink(&outside, root.join("d/out")).unwrap();
-        let vol = Volume::open("t", &root, VolumeSettings::default()).unwrap();
-        assert!(vol.local, "the tests' temp directory is on a local file system");
-
-        let key = vol.key("d/f.txt").unwrap();
-        let slow = vol.head(&key).unwrap();
-        // Just looked up, so every component is cached: answered on this thread.
-        let fast = vol.head_cached(&key).expect("cached lookup").unwrap();
-        assert_eq!((fast.size, fast.mtime_ns, &fast.meta.etag), (slow.size, slow.mtime_ns, &slow.meta.etag));
-
-        // Missing keys, parents that are files, links out of the volume, directories: the
-        // same refusal as head(), or a deferral to it, never an answer head() would not give.
-        for k in ["d/missing", "d/f.txt/x", "d/out", "d"] {
-            let key = vol.key(k).unwrap();
-            let slow = vol.head(&key).map(|i| i.size).map_err(|e| e.to_string());
-            assert!(slow.is_err(), "{k}: {slow:?}");
-            if let Some(fast) = vol.head_cached(&key) {
-                assert_eq!(fast.map(|i| i.size).map_err(|e| e.to_string()), slow, "{k}");
-            }
-        }
-        // Directory markers always take the blocking path.
-        assert!(vol.head_cached(&vol.key("d/").unwrap()).is_none());
-        std::fs::remove_dir_all(&root).unwrap();
-        std::fs::remove_file(&outside).unwrap();
-    }
 }

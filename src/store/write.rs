@@ -275,20 +275,12 @@ impl Writer {
         }
         match fsx::clone_range(src.as_fd(), 0, len, out.get_ref().as_fd(), self.written) {
             Ok(()) => {}
+            // FICLONE adds its own refusals: ENOTTY (not an ioctl of this file system),
+            // EPERM and ETXTBSY (a file it will not share extents with).
             Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(
-                        libc::EOPNOTSUPP
-                            | libc::ENOTTY
-                            | libc::EINVAL
-                            | libc::EXDEV
-                            | libc::ENOSYS
-                            | libc::EBADF
-                            | libc::EPERM
-                            | libc::ETXTBSY
-                    )
-                ) =>
+                if e.raw_os_error().is_some_and(|n| {
+                    fsx::is_no_offload(n) || matches!(n, libc::ENOTTY | libc::EPERM | libc::ETXTBSY)
+                }) =>
             {
                 return Ok(false);
             }
@@ -326,13 +318,7 @@ impl Writer {
                         done += n as u64;
                         continue;
                     }
-                    Err(
-                        nix::Error::EXDEV
-                        | nix::Error::EOPNOTSUPP
-                        | nix::Error::EINVAL
-                        | nix::Error::ENOSYS
-                        | nix::Error::EBADF,
-                    ) if done == 0 => kernel = false,
+                    Err(e) if done == 0 && fsx::is_no_offload(e as i32) => kernel = false,
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -443,7 +429,8 @@ fn create_temp(vol: &Volume) -> Result<(OwnedFd, TempName)> {
     if vol.tmpfile() {
         match nix::fcntl::openat(vol.tmp_dir(), ".", OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC, mode) {
             Ok(fd) => return Ok((fd, TempName::Anonymous)),
-            Err(nix::Error::EOPNOTSUPP | nix::Error::EISDIR | nix::Error::EINVAL | nix::Error::ENOSYS) => {}
+            // Kernels before 3.11 answer EISDIR: they take O_TMPFILE for O_DIRECTORY.
+            Err(e) if fsx::is_unsupported(e as i32) || e == nix::Error::EISDIR => {}
             Err(e) => return Err(e.into()),
         }
     }
@@ -542,9 +529,8 @@ pub fn rewrite_meta(vol: &Arc<Volume>, key: &ObjectKey, mut meta: ObjectMeta) ->
 mod tests {
     use super::*;
 
-    fn volume(name: &str) -> (std::path::PathBuf, Arc<Volume>) {
-        let root = std::env::temp_dir().join(format!("s3vol-write-{name}-{}", random_hex(6)));
-        std::fs::create_dir_all(&root).unwrap();
+    fn volume(name: &str) -> (crate::store::scratch::Scratch, Arc<Volume>) {
+        let root = crate::store::scratch::Scratch::new(&format!("write-{name}"));
         let settings = super::super::VolumeSettings { fsync: false, ..Default::default() };
         let vol = Arc::new(Volume::open(name, &root, settings).unwrap());
         (root, vol)

@@ -141,7 +141,7 @@ impl Volume {
                 self.remove_empty_parents(key);
                 return Ok(());
             }
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::EXDEV | libc::ELOOP)) => {
+            Err(e) if fsx::is_absent(&e) => {
                 return Ok(());
             }
             Err(e) => return Err(e.into()),

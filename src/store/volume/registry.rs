@@ -3,6 +3,7 @@
 //! volume removed, renamed, remounted or unmounted and opens it again.
 
 use super::*;
+use crate::store::key::BucketName;
 
 /// The set of volumes this daemon serves, by bucket name.
 #[derive(Debug)]
@@ -25,9 +26,11 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(name: &str, path: PathBuf, settings: VolumeSettings) -> Self {
+    /// Opens the volume at `path`; `root`: its directory already open (CreateBucket opens
+    /// the directory it made from the handle of `volumes_root`, never by its path).
+    fn new(name: &str, path: PathBuf, settings: VolumeSettings, root: Option<OwnedFd>) -> Self {
         let needs_mount = settings.require_mount;
-        let state = open_state(name, &path, settings.clone(), needs_mount, true);
+        let state = open_state(name, &path, settings.clone(), needs_mount, true, root);
         let mut e = Self { state, path, settings, needs_mount };
         e.note_mount();
         e
@@ -55,7 +58,7 @@ impl Volumes {
     pub fn open(explicit: Vec<(String, PathBuf, VolumeSettings)>, root_dir: Option<(PathBuf, VolumeSettings)>) -> Self {
         let mut map = BTreeMap::new();
         for (name, path, settings) in explicit {
-            let entry = Entry::new(&name, path, settings);
+            let entry = Entry::new(&name, path, settings, None);
             map.insert(name, entry);
         }
         let vols = Self { map: RwLock::new(map), root_dir };
@@ -64,7 +67,9 @@ impl Volumes {
     }
 
     /// In `volumes_root` mode, picks up subdirectories made since the last scan (another
-    /// node's CreateBucket) and drops ones that are gone.
+    /// node's CreateBucket) and drops ones that are gone. Blocking (`read_dir`, and opening
+    /// each new volume: `mkdir` of its internal directory, `statvfs`): run it on the
+    /// blocking pool.
     pub fn rescan(&self) {
         let Some((dir, settings)) = &self.root_dir else {
             return;
@@ -78,43 +83,42 @@ impl Volumes {
             let Some(name) = ent.file_name().to_str().map(str::to_owned) else {
                 continue;
             };
-            if !ent.file_type().is_ok_and(|t| t.is_dir()) || !crate::config::valid_bucket_name(&name) {
+            if !ent.file_type().is_ok_and(|t| t.is_dir()) || !BucketName::is_valid(&name) {
                 continue;
             }
             seen.push(name.clone());
             if self.map.read().unwrap().contains_key(&name) {
                 continue;
             }
-            let entry = Entry::new(&name, ent.path(), settings.clone());
+            let entry = Entry::new(&name, ent.path(), settings.clone(), None);
             self.map.write().unwrap().insert(name, entry);
         }
         self.map.write().unwrap().retain(|name, _| seen.contains(name));
     }
 
     /// The volume named `bucket`: [`Error::NoSuchBucket`] when unknown, [`Error::Unavailable`]
-    /// when configured but not servable now. Never touches the file system unless a
-    /// `volumes_root` rescan is needed for an unknown name.
+    /// when configured but not servable now. Never touches the file system (it runs on the
+    /// async threads): a bucket another node made since the last scan is found by
+    /// [`Volumes::rescan`] first, on the blocking pool, when [`Volumes::may_discover`] says so.
     pub fn get(&self, bucket: &str) -> Result<Arc<Volume>> {
-        if let Some(e) = self.map.read().unwrap().get(bucket) {
-            return match &e.state {
-                VolumeState::Online(v) if v.is_servable() => Ok(v.clone()),
-                VolumeState::Online(_) | VolumeState::Unavailable(..) => Err(Error::Unavailable),
-            };
+        match self.map.read().unwrap().get(bucket).map(|e| &e.state) {
+            Some(VolumeState::Online(v)) if v.is_servable() => Ok(v.clone()),
+            // Found by a scan but not servable (its internal directory is a link, say): 503
+            // from the first request on, as on every later one.
+            Some(VolumeState::Online(_) | VolumeState::Unavailable(..)) => Err(Error::Unavailable),
+            None => Err(Error::NoSuchBucket),
         }
-        if self.root_dir.is_some() && crate::config::valid_bucket_name(bucket) {
-            self.rescan();
-            // Found by this scan but not servable (its internal directory is a link, say):
-            // 503 from the first request on, as on every later one.
-            match self.map.read().unwrap().get(bucket).map(|e| &e.state) {
-                Some(VolumeState::Online(v)) => return Ok(v.clone()),
-                Some(VolumeState::Unavailable(..)) => return Err(Error::Unavailable),
-                None => {}
-            }
-        }
-        Err(Error::NoSuchBucket)
     }
 
-    /// Every volume with its state, by name.
+    /// True when `bucket` is unknown but could be a directory of `volumes_root` made since
+    /// the last scan (a valid bucket name in `volumes_root` mode): a [`Volumes::rescan`]
+    /// before answering NoSuchBucket may find it. No file-system access.
+    pub fn may_discover(&self, bucket: &str) -> bool {
+        self.root_dir.is_some() && BucketName::is_valid(bucket) && !self.map.read().unwrap().contains_key(bucket)
+    }
+
+    /// Every volume with its state, by name, after a [`Volumes::rescan`] (blocking: run
+    /// it on the blocking pool).
     pub fn all(&self) -> Vec<(String, VolumeState)> {
         self.rescan();
         self.map.read().unwrap().iter().map(|(k, e)| (k.clone(), e.state.clone())).collect()
@@ -160,7 +164,7 @@ impl Volumes {
             VolumeState::Unavailable(..) => true,
         };
         debug_assert!(reopen);
-        let next = open_state(name, &entry.path, entry.settings.clone(), entry.needs_mount, false);
+        let next = open_state(name, &entry.path, entry.settings.clone(), entry.needs_mount, false, None);
         let transition = match (&entry.state, &next) {
             (VolumeState::Unavailable(old, _), VolumeState::Unavailable(new, _)) if old == new => return None,
             (_, VolumeState::Unavailable(why, _)) => Transition::Unavailable(why.clone()),
@@ -197,18 +201,29 @@ impl Volumes {
     }
 
     /// CreateBucket in `volumes_root` mode: makes the directory and serves it.
-    pub fn create(&self, bucket: &str) -> Result<()> {
+    ///
+    /// The directory is made with `mkdirat` from a handle of `volumes_root` and opened
+    /// `O_NOFOLLOW` from that handle: the volume served is the directory made, even when a
+    /// pod swaps the name for a link at once. (Its path is kept for logs and the liveness
+    /// check, which then finds the link and reopens or refuses the volume.)
+    ///
+    /// Errors: [`Error::PermissionDenied`] outside `volumes_root` mode;
+    /// [`Error::BucketExists`] when the name is taken (by anything: a file, a link);
+    /// file-system errors.
+    pub fn create(&self, bucket: &BucketName) -> Result<()> {
         let Some((dir, settings)) = &self.root_dir else {
             return Err(Error::PermissionDenied);
         };
-        let path = dir.join(bucket);
-        match std::fs::create_dir(&path) {
+        let parent = open_volumes_root(dir)?;
+        // 0o777 less the umask, as `mkdir(2)` of a shell would make it.
+        match fsx::mkdir_at(parent.as_fd(), bucket.as_str(), 0o777) {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(Error::BucketExists),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Err(Error::BucketExists),
             Err(e) => return Err(e.into()),
         }
-        let entry = Entry::new(bucket, path, settings.clone());
-        self.map.write().unwrap().insert(bucket.to_owned(), entry);
+        let root = fsx::open_child_dir(parent.as_fd(), bucket.as_str())?;
+        let entry = Entry::new(bucket.as_str(), dir.join(bucket.as_str()), settings.clone(), Some(root));
+        self.map.write().unwrap().insert(bucket.as_str().to_owned(), entry);
         Ok(())
     }
 
@@ -230,15 +245,9 @@ impl Volumes {
             return Err(Error::PermissionDenied);
         };
         let vol = self.get(bucket)?;
-        let parent = nix::fcntl::open(
-            dir,
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )?;
-        let here = fsx::open_child_dir(parent.as_fd(), bucket).map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP | libc::ENOTDIR | libc::ENOENT) => Error::Unavailable,
-            _ => e.into(),
-        })?;
+        let parent = open_volumes_root(dir)?;
+        let here = fsx::open_child_dir(parent.as_fd(), bucket)
+            .map_err(|e| if fsx::is_absent(&e) { Error::Unavailable } else { e.into() })?;
         if fsx::identity(here.as_fd())? != vol.fence.root {
             warn!(volume = bucket, "DeleteBucket: the directory at the bucket's name is not the one served");
             return Err(Error::Unavailable);
@@ -267,17 +276,34 @@ impl Volumes {
     }
 }
 
+/// The handle of `volumes_root` that CreateBucket and DeleteBucket work from.
+fn open_volumes_root(dir: &Path) -> io::Result<OwnedFd> {
+    Ok(nix::fcntl::open(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())?)
+}
+
 /// Directory levels of the internal directory s3vol makes: `.s3vol`, `multipart`, an upload.
 const INTERNAL_DEPTH: usize = 3;
 
 /// Opens a volume for the registry; `needs_mount`: refused unless `path` is a mount point.
-/// `log`: report the outcome (at start; the liveness check logs only changes).
-fn open_state(name: &str, path: &Path, settings: VolumeSettings, needs_mount: bool, log: bool) -> VolumeState {
+/// `log`: report the outcome (at start; the liveness check logs only changes). `root`: the
+/// directory already open (else it is opened by `path`).
+fn open_state(
+    name: &str,
+    path: &Path,
+    settings: VolumeSettings,
+    needs_mount: bool,
+    log: bool,
+    root: Option<OwnedFd>,
+) -> VolumeState {
     if needs_mount && !settings.require_mount && !is_mount_point(path) {
         let reason = format!("{} is not a mount point any more (it was one when last served)", path.display());
         return VolumeState::Unavailable(reason, path.to_owned());
     }
-    match Volume::open(name, path, settings) {
+    let opened = match root {
+        Some(root) => Volume::open_root(name, path, root, settings),
+        None => Volume::open(name, path, settings),
+    };
+    match opened {
         Ok(v) => {
             if v.read_only && log {
                 warn!(volume = name, "the volume is read-only: served for reads only");

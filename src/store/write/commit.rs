@@ -311,8 +311,7 @@ impl Writer {
                 // Neither renameat2 flags nor hard links (some FUSE file systems): exclude
                 // other conditional writers with the key's lock, then check and rename.
                 Err(e)
-                    if no_replace
-                        && matches!(e.raw_os_error(), Some(libc::EPERM | libc::EOPNOTSUPP | libc::ENOSYS)) =>
+                    if no_replace && e.raw_os_error().is_some_and(|n| fsx::is_unsupported(n) || n == libc::EPERM) =>
                 {
                     no_replace = false;
                     lock = Some(KeyLock::take(&vol, &key)?);
@@ -419,7 +418,7 @@ fn swap_in(
     let exchange = || nix::fcntl::renameat2(from, tmp, pdir, leaf, nix::fcntl::RenameFlags::RENAME_EXCHANGE);
     match exchange() {
         Ok(()) => {}
-        Err(nix::Error::EINVAL | nix::Error::ENOSYS | nix::Error::EOPNOTSUPP) => return Ok(Swapped::Unsupported),
+        Err(e) if fsx::is_unsupported(e as i32) => return Ok(Swapped::Unsupported),
         Err(e) => return Err(e.into()),
     }
     let id = |st: &FileStat| (st.st_dev, st.st_ino);
@@ -499,10 +498,7 @@ fn placed(
 /// Errors of `linkat` on an `O_TMPFILE` file that mean the file system cannot name it
 /// (JuiceFS answers EXDEV), as opposed to the target's own errors.
 fn not_honoured(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EXDEV | libc::EOPNOTSUPP | libc::EINVAL | libc::ENOSYS | libc::EPERM | libc::EBADF)
-    )
+    e.raw_os_error().is_some_and(|n| fsx::is_no_offload(n) || n == libc::EPERM)
 }
 
 /// Runs `place(parent, leaf)` in the parent directory of `key`, made when missing
