@@ -36,6 +36,9 @@ pub struct PostForm(Arc<Mutex<FormState>>);
 struct FormState {
     /// `Some(name)` once the file part's headers were read (`""` without `filename=`).
     filename: Option<String>,
+    /// `x-amz-checksum-*` fields read before the file part (lower-cased name, value):
+    /// `s3s` 0.14.1 reads only five algorithms' fields and drops the others'.
+    checksum_fields: Vec<(String, String)>,
     stored: Option<Stored>,
 }
 
@@ -198,6 +201,17 @@ impl S3Vol {
             if let Some(v) = value {
                 let v =
                     HeaderValue::from_str(v).map_err(|_| s3_error!(InvalidArgument, "Invalid {name} form field"))?;
+                checksums.insert(name, v);
+            }
+        }
+        // The algorithms whose fields s3s drops (SHA512, MD5, XXHASH*): the sniffer read them.
+        let sniffed = form.as_ref().map(|f| f.lock().checksum_fields.clone()).unwrap_or_default();
+        for (name, value) in sniffed {
+            if crate::store::checksum::Algorithm::from_header(&name).is_some() && !checksums.contains_key(&name) {
+                let v = HeaderValue::from_str(&value)
+                    .map_err(|_| s3_error!(InvalidArgument, "Invalid {name} form field"))?;
+                let name = http::HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| s3_error!(InvalidArgument, "Invalid {name} form field"))?;
                 checksums.insert(name, v);
             }
         }
@@ -388,7 +402,12 @@ impl<B> FormSniffer<B> {
         let Some(pending) = self.pending.as_mut() else { return };
         self.scanned += data.len();
         pending.extend_from_slice(data);
-        match scan(pending, &self.delimiter) {
+        let mut fields = Vec::new();
+        let scanned = scan(pending, &self.delimiter, &mut fields);
+        if !fields.is_empty() {
+            self.form.lock().checksum_fields.extend(fields);
+        }
+        match scanned {
             Scan::Found(name) => {
                 self.form.lock().filename = Some(name.unwrap_or_default());
                 self.pending = None;
@@ -418,10 +437,15 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 /// name is taken as unknown (`s3s` refuses such a form anyway).
 const MAX_PART_HEAD: usize = 16 * 1024;
 
-/// Scans a form body prefix for the part named `file` (as `s3s` finds it, case-insensitively).
+/// Longest value of an `x-amz-checksum-*` field the sniffer reads, bytes (a SHA-512 digest
+/// is 88 base64 characters); a longer one is recorded as it starts, and fails verification.
+const MAX_CHECKSUM_FIELD: usize = 256;
+
+/// Scans a form body prefix for the part named `file` (as `s3s` finds it, case-insensitively),
+/// adding the `x-amz-checksum-*` fields passed on the way to `fields`.
 /// Linear over a stream: what [`Scan::More`] lets go of is never scanned again, but for a
 /// part's header block, which is bounded by [`MAX_PART_HEAD`].
-fn scan(buf: &[u8], delimiter: &[u8]) -> Scan {
+fn scan(buf: &[u8], delimiter: &[u8], fields: &mut Vec<(String, String)>) -> Scan {
     let mut pos = 0;
     loop {
         let Some(at) = find(&buf[pos..], delimiter) else {
@@ -443,12 +467,34 @@ fn scan(buf: &[u8], delimiter: &[u8]) -> Scan {
             return Scan::More { from: delimiter_at };
         };
         let head = &buf[start..start + len];
-        if let Some((name, filename)) = content_disposition(head)
+        let disposition = content_disposition(head);
+        if let Some((name, filename)) = &disposition
             && name.eq_ignore_ascii_case("file")
         {
-            return Scan::Found(filename);
+            return Scan::Found(filename.clone());
         }
         pos = start + len + 4;
+        if let Some((name, _)) = disposition
+            && name.to_ascii_lowercase().starts_with("x-amz-checksum-")
+        {
+            // The value runs to the CRLF before the next delimiter.
+            let end = find(&buf[pos..], delimiter).map(|at| pos + at);
+            match end {
+                Some(end) if end >= pos + 2 && end - pos - 2 <= MAX_CHECKSUM_FIELD => {
+                    let value = String::from_utf8_lossy(&buf[pos..end - 2]).into_owned();
+                    fields.push((name.to_ascii_lowercase(), value));
+                    pos = end;
+                }
+                Some(_) => {
+                    fields.push((name.to_ascii_lowercase(), "(too long)".to_owned()));
+                    pos = end.unwrap_or(pos);
+                }
+                None if buf.len() - pos > MAX_CHECKSUM_FIELD + 2 => {
+                    fields.push((name.to_ascii_lowercase(), "(too long)".to_owned()));
+                }
+                None => return Scan::More { from: delimiter_at },
+            }
+        }
     }
 }
 
@@ -519,6 +565,32 @@ mod tests {
             s.feed(chunk);
         }
         f.lock().filename.clone()
+    }
+
+    #[test]
+    fn sniffer_reads_checksum_fields_s3s_drops_once_in_any_framing() {
+        let body = form(&[
+            ("form-data; name=\"key\"", "k"),
+            ("form-data; name=\"X-Amz-Checksum-SHA512\"", "c2hhNTEy"),
+            ("form-data; name=\"x-amz-checksum-xxhash3\"", &"A".repeat(MAX_CHECKSUM_FIELD + 10)),
+            ("form-data; name=\"file\"; filename=\"f\"", "bytes"),
+        ]);
+        for frame in [1, 3, 64, body.len()] {
+            let f = PostForm::default();
+            let mut s = FormSniffer::new((), b"XyZ", f.clone());
+            for chunk in body.chunks(frame) {
+                s.feed(chunk);
+            }
+            let fields = f.lock().checksum_fields.clone();
+            assert_eq!(
+                fields,
+                vec![
+                    ("x-amz-checksum-sha512".to_owned(), "c2hhNTEy".to_owned()),
+                    ("x-amz-checksum-xxhash3".to_owned(), "(too long)".to_owned()),
+                ],
+                "frame {frame}"
+            );
+        }
     }
 
     #[test]
