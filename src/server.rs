@@ -273,7 +273,7 @@ async fn handle(
     let id = random_hex(8).to_ascii_uppercase();
     let method = req.method().clone();
     let info = RequestInfo::new(id.clone(), method.clone(), peer, metrics);
-    let bucket = shared.opts.buckets.bucket(req.uri(), req.headers());
+    let (bucket, names_key) = shared.opts.buckets.target(req.version(), req.uri(), req.headers());
     info.set_bucket(bucket.as_deref());
     let close_after = expects_continue_without_body(req.headers());
     let has_body = carries_body(req.headers());
@@ -297,7 +297,7 @@ async fn handle(
                 .get(http::header::CONTENT_TYPE)
                 .is_some_and(|v| v.as_bytes().starts_with(b"multipart/form-data"));
         let (mut parts, body) = req.into_parts();
-        match guard.admit(&parts, time::OffsetDateTime::now_utc().unix_timestamp()) {
+        match guard.admit(&parts, names_key, time::OffsetDateTime::now_utc().unix_timestamp()) {
             Err(refusal) => refusal_response(&refusal, &id),
             Ok(admitted) => {
                 parts.extensions.insert(info.clone());

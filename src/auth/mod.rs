@@ -132,6 +132,8 @@ pub fn permission_for(op: &str) -> Option<Permission> {
         | "GetObjectRetention"
         | "GetObjectTorrent"
         | "SelectObjectContent" => Read,
+        // Bucket CORS is an admin setting (issue 14: Put/Get/DeleteBucketCors for admin keys).
+        "GetBucketCors" => Admin,
         op if op.starts_with("GetBucket") || op.starts_with("ListBucket") => Read,
         "GetObjectLockConfiguration" | "GetPublicAccessBlock" => Read,
         "PutObject"
@@ -359,6 +361,7 @@ mod tests {
         assert_eq!(permission_for("CreateBucket"), Some(Permission::Admin));
         assert_eq!(permission_for("PostObject"), Some(Permission::Write));
         assert_eq!(permission_for("PutBucketCors"), Some(Permission::Admin));
+        assert_eq!(permission_for("GetBucketCors"), Some(Permission::Admin));
         assert_eq!(permission_for("SomethingNew"), None);
     }
 

@@ -105,7 +105,7 @@ pub const NO_LENGTH_PLACEHOLDER: &str = "9223372036854775807";
 /// `x-amz-decoded-content-length`), nor for one signed with its payload's SHA-256: `s3s`
 /// checks that hash against the Content-Length, so such a request keeps `s3s`'s
 /// `MissingContentLength`.
-fn streams_without_length(head: &http::request::Parts, aws_chunked: bool) -> bool {
+fn streams_without_length(head: &http::request::Parts, names_key: bool, aws_chunked: bool) -> bool {
     let h = &head.headers;
     let unsigned_payload = match h.get("x-amz-content-sha256") {
         None => true,
@@ -116,7 +116,7 @@ fn streams_without_length(head: &http::request::Parts, aws_chunked: bool) -> boo
         && h.contains_key(http::header::TRANSFER_ENCODING)
         && !aws_chunked
         && unsigned_payload
-        && buffered_body(head).is_none()
+        && buffered_body(head, names_key).is_none()
 }
 
 /// Gives a [`NoLength`] request its marker and the placeholder Content-Length.
@@ -132,7 +132,7 @@ fn slow_down() -> Refusal {
 /// The bytes `s3s` may hold for this request's body when it reads it whole: `None` for
 /// bodies that stream (PutObject, UploadPart) or that are empty. A body of unknown length
 /// counts as the largest allowed.
-fn buffered_body(head: &http::request::Parts) -> Option<u64> {
+fn buffered_body(head: &http::request::Parts, names_key: bool) -> Option<u64> {
     let h = &head.headers;
     let declared = h.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let chunked = h.contains_key(http::header::TRANSFER_ENCODING);
@@ -146,6 +146,8 @@ fn buffered_body(head: &http::request::Parts) -> Option<u64> {
     }
     let buffered = match head.method {
         http::Method::POST => true,
+        // A PUT without a key is a bucket operation (CreateBucket's configuration).
+        http::Method::PUT if !names_key => true,
         http::Method::PUT => head.uri.query().and_then(auth_params::decode_query).is_some_and(|qs| {
             qs.iter().any(|(k, _)| {
                 !STREAMING_PUT_PARAMS.contains(&k.as_str())
@@ -181,14 +183,15 @@ impl Guard {
         cfg
     }
 
-    /// Checks one request head. `now`: Unix seconds.
+    /// Checks one request head. `names_key`: the request names an object key (see
+    /// [`crate::s3::host::BucketResolver::target`]); `now`: Unix seconds.
     ///
     /// Errors: the [`Refusal`] to answer (the body is not read).
-    pub fn admit(&self, head: &http::request::Parts, now: i64) -> Result<Admitted, Refusal> {
+    pub fn admit(&self, head: &http::request::Parts, names_key: bool, now: i64) -> Result<Admitted, Refusal> {
         let params = auth_params::inspect(&head.method, &head.uri, &head.headers, self.rules, now)?;
         let aws_chunked =
             head.headers.get("x-amz-content-sha256").is_some_and(|v| v.as_bytes().starts_with(b"STREAMING-"));
-        let no_length = streams_without_length(head, aws_chunked);
+        let no_length = streams_without_length(head, names_key, aws_chunked);
         let mut form_slot = None;
         if params.mechanism == Mechanism::PostForm {
             let declared =
@@ -201,7 +204,7 @@ impl Guard {
                 ));
             }
             form_slot = Some(self.forms.clone().try_acquire_owned().map_err(|_| slow_down())?);
-        } else if let Some(bytes) = buffered_body(head) {
+        } else if let Some(bytes) = buffered_body(head, names_key) {
             let kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
             if kib > 0 {
                 form_slot = Some(self.xml.clone().try_acquire_many_owned(kib).map_err(|_| slow_down())?);

@@ -36,19 +36,35 @@ impl BucketResolver {
     /// when it is `BUCKET.<domain>` (lower-cased); an IP address, a base domain or any
     /// other host is path style, where the bucket is the first segment of the
     /// percent-decoded path.
-    pub fn bucket(&self, uri: &http::Uri, headers: &http::HeaderMap) -> Option<String> {
+    pub fn bucket(&self, version: http::Version, uri: &http::Uri, headers: &http::HeaderMap) -> Option<String> {
+        self.target(version, uri, headers).0
+    }
+
+    /// The bucket ([`Self::bucket`]) and whether the request names an object key in it
+    /// (`/bucket/key` path style, `/key` virtual-hosted): a PUT without one is a bucket
+    /// operation whose body `s3s` reads whole.
+    pub fn target(&self, version: http::Version, uri: &http::Uri, headers: &http::HeaderMap) -> (Option<String>, bool) {
         if let Some(hosts) = &self.hosts {
+            // As s3s reads it: the Host header, else (HTTP/2 and 3 only) `:authority`. An
+            // HTTP/1 absolute-form target's authority is not the host s3s routes by.
             let host = match headers.get(http::header::HOST) {
                 Some(v) => v.to_str().ok(),
-                None => uri.authority().map(http::uri::Authority::as_str),
+                None if matches!(version, http::Version::HTTP_2 | http::Version::HTTP_3) => {
+                    uri.authority().map(http::uri::Authority::as_str)
+                }
+                None => None,
             };
             if let Some(b) = host.filter(|h| !is_ip_host(h)).and_then(|h| hosts.bucket_of(h)) {
-                return Some(b.to_ascii_lowercase());
+                return (Some(b.to_ascii_lowercase()), uri.path().len() > 1);
             }
         }
-        let path = urlencoding::decode(uri.path()).ok()?;
-        let seg = path.strip_prefix('/')?.split('/').next().filter(|s| !s.is_empty())?;
-        Some(seg.to_owned())
+        let Ok(path) = urlencoding::decode(uri.path()) else { return (None, false) };
+        let Some(rest) = path.strip_prefix('/') else { return (None, false) };
+        let (seg, key) = rest.split_once('/').unwrap_or((rest, ""));
+        if seg.is_empty() {
+            return (None, false);
+        }
+        (Some(seg.to_owned()), !key.is_empty())
     }
 }
 
@@ -145,7 +161,7 @@ mod tests {
         if let Some(host) = host {
             h.insert(http::header::HOST, host.parse().unwrap());
         }
-        r.bucket(&uri, &h)
+        r.bucket(http::Version::HTTP_11, &uri, &h)
     }
 
     #[test]
@@ -170,6 +186,23 @@ mod tests {
             assert_eq!(resolve(r, host, target).as_deref(), want, "{host:?} {target}");
         }
         let h2: http::Uri = "https://vol-c.s3.example.com/k".parse().unwrap();
-        assert_eq!(vh.bucket(&h2, &http::HeaderMap::new()).as_deref(), Some("vol-c"), "HTTP/2 authority");
+        assert_eq!(
+            vh.bucket(http::Version::HTTP_2, &h2, &http::HeaderMap::new()).as_deref(),
+            Some("vol-c"),
+            "HTTP/2 authority"
+        );
+        let key_of = |r: &BucketResolver, host: &str, target: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(http::header::HOST, host.parse().unwrap());
+            r.target(http::Version::HTTP_11, &target.parse().unwrap(), &h).1
+        };
+        assert!(key_of(&vh, "vol-a.s3.example.com", "/k"));
+        assert!(!key_of(&vh, "vol-a.s3.example.com", "/"));
+        assert!(key_of(&vh, "s3.example.com", "/vol-a/k"));
+        assert!(!key_of(&vh, "s3.example.com", "/vol-a"));
+        assert!(!key_of(&vh, "s3.example.com", "/vol-a/"));
+        // HTTP/1.1 absolute form without Host: s3s routes by path, and so does CORS.
+        let abs: http::Uri = "http://vol-b.s3.example.com/vol-p/obj".parse().unwrap();
+        assert_eq!(vh.bucket(http::Version::HTTP_11, &abs, &http::HeaderMap::new()).as_deref(), Some("vol-p"));
     }
 }

@@ -181,3 +181,32 @@ def test_volumes_root_create_delete_bucket(rootmode):
     assert not (base / "vol-new").exists()
     expect_client_error(admin.list_objects_v2, 404, "NoSuchBucket", Bucket="vol-new")
     assert (base / "vol-a").is_dir() and (base / "vol-b").is_dir()
+
+
+def test_volumes_root_chunked_create_bucket_is_a_bucket_request_not_an_upload(rootmode):
+    """A CreateBucket whose CreateBucketConfiguration comes chunked, without a length: it is
+    a bucket operation whose body s3s reads whole (under the buffered-XML budget), not an
+    upload without a length (which bypassed that budget and answered 400 IncompleteBody;
+    outside attack pass). As S3, it needs a Content-Length: 411 MissingContentLength, and
+    no bucket is made."""
+    import socket
+
+    from helpers import build_signed
+
+    base = rootmode.vol("vol-a").parent
+    xml = (b'<CreateBucketConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+           b"<LocationConstraint>us-east-1</LocationConstraint></CreateBucketConfiguration>")
+    target, hdrs = build_signed(rootmode, "PUT", "/vol-chunked", headers={"transfer-encoding": "chunked"},
+                                payload_hash="UNSIGNED-PAYLOAD", access_key=ADMIN_ACCESS_KEY,
+                                secret_key=ADMIN_SECRET_KEY)
+    head = f"PUT {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items()) + "\r\n"
+    body = b"%x\r\n" % len(xml) + xml + b"\r\n0\r\n\r\n"
+    with socket.create_connection((rootmode.host, rootmode.port), timeout=10) as s:
+        s.sendall(head.encode() + body)
+        s.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 411"), data[:400]
+    assert b"<Code>MissingContentLength</Code>" in data
+    assert not (base / "vol-chunked").exists()

@@ -224,8 +224,14 @@ def vd(tmp_path_factory, pages):
         'allowed_headers = ["*"]\n'
         'expose_headers = ["ETag"]\n'
     )
+    # A public volume with no CORS rules of its own.
+    pub = work / "pub"
+    pub.mkdir()
+    (pub / "x").write_bytes(b"public bytes")
+    extra += f'[[volume]]\nname = "pub"\npath = {toml_str(pub)}\npublic = true\n'
     daemon = start_daemon(work, keys=[KEY], extra_config=extra)
     daemon.vols["web"] = web
+    daemon.vols["pub"] = pub
     yield daemon
     assert stop_daemon(daemon) is None, daemon.log_tail()
 
@@ -279,3 +285,22 @@ def test_virtual_hosted_actual_request_carries_the_host_bucket_cors_headers(vd, 
         return next((ln for ln in vd.log.read_text(errors="replace").splitlines() if rid in ln), None)
     wait_until(lambda: line() is not None, timeout=5)
     assert 'volume="web"' in line(), line()
+
+
+def test_absolute_form_target_without_host_gets_the_routed_buckets_rules(vd, pages):
+    """An HTTP/1.1 absolute-form target names `web` in its authority but carries no Host:
+    s3s routes by the path (volume `pub`), so the CORS answer must be pub's (none), not
+    web's (found by the outside attack pass)."""
+    import socket
+    good, _ = pages
+    req = (f"GET http://web.{DOMAIN}/pub/x HTTP/1.1\r\nOrigin: {good.origin}\r\n"
+           "Connection: close\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", vd.port), timeout=10) as s:
+        s.sendall(req)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head = data.split(b"\r\n\r\n", 1)[0].decode(errors="replace").lower()
+    assert head.startswith("http/1.1 200"), head
+    assert data.endswith(b"public bytes")
+    assert "access-control-allow-origin" not in head, head
