@@ -22,6 +22,11 @@ use std::sync::Arc;
 const QUEUE: usize = 4;
 /// Bytes gathered before a hand-off to the writer and hasher threads.
 const BATCH: usize = 256 * 1024;
+/// Chunks smaller than this are copied into one buffer rather than queued one by one: a
+/// body of tiny chunks (1-byte aws-chunked or `Transfer-Encoding: chunked` frames) would
+/// otherwise queue a `Bytes` per byte, each holding on to the network buffer it was cut
+/// from (about 12 MiB per upload, found by the outside attack pass).
+const SMALL_CHUNK: usize = 16 * 1024;
 /// Response block size for streamed GETs.
 pub const READ_BLOCK: usize = 512 * 1024;
 
@@ -139,6 +144,7 @@ pub async fn receive(
     let mut failure = None;
     let mut batch: Vec<Bytes> = Vec::new();
     let mut batched = 0usize;
+    let mut small = bytes::BytesMut::new();
     let mut received = 0u64;
     let mut overrun = false;
     // On a volume that stops answering, the writer thread hangs: the request gives up with
@@ -169,9 +175,22 @@ pub async fn receive(
                     break;
                 }
                 batched += chunk.len();
-                batch.push(chunk);
+                if chunk.len() < SMALL_CHUNK {
+                    small.extend_from_slice(&chunk);
+                    if small.len() >= SMALL_CHUNK {
+                        batch.push(small.split().freeze());
+                    }
+                } else {
+                    if !small.is_empty() {
+                        batch.push(small.split().freeze());
+                    }
+                    batch.push(chunk);
+                }
                 if batched >= BATCH {
                     batched = 0;
+                    if !small.is_empty() {
+                        batch.push(small.split().freeze());
+                    }
                     if !send(std::mem::take(&mut batch)).await {
                         break; // the writer stopped on an error: it is reported below
                     }
@@ -182,6 +201,9 @@ pub async fn receive(
                 break;
             }
             None => {
+                if !small.is_empty() {
+                    batch.push(small.split().freeze());
+                }
                 if !batch.is_empty() {
                     send(std::mem::take(&mut batch)).await;
                 }
