@@ -51,13 +51,13 @@ impl S3Vol {
     /// An unknown or unavailable bucket runs as is: the operation reports it.
     ///
     /// A bucket not known yet in `volumes_root` mode (another node's CreateBucket) is
-    /// looked for first by a rescan on the blocking pool: [`Volumes::get`] never touches
-    /// the file system on an async thread.
+    /// looked up first ([`Volumes::discover`], one `lstat`) on the blocking pool:
+    /// [`Volumes::get`] never touches the file system on an async thread.
     async fn on<T>(&self, bucket: &str, op: impl std::future::Future<Output = S3Result<T>>) -> S3Result<T> {
         if self.volumes.may_discover(bucket) {
-            let vols = self.volumes.clone();
+            let (vols, name) = (self.volumes.clone(), bucket.to_owned());
             body::blocking(move || {
-                vols.rescan();
+                vols.discover(&name);
                 Ok(())
             })
             .await?;

@@ -110,6 +110,25 @@ impl Volumes {
         }
     }
 
+    /// Looks for one bucket `name` in `volumes_root` (one `lstat`, not a scan of the whole
+    /// directory, so requests naming unknown buckets cost one lookup each) and adds it when
+    /// it is a directory there. Blocking: run it on the blocking pool.
+    pub fn discover(&self, name: &str) {
+        let Some((dir, settings)) = &self.root_dir else {
+            return;
+        };
+        if !BucketName::is_valid(name) || self.map.read().unwrap().contains_key(name) {
+            return;
+        }
+        let path = dir.join(name);
+        // Not followed, as a scan's directory entries are not: a link is no volume.
+        if !std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+            return;
+        }
+        let entry = Entry::new(name, path, settings.clone(), None);
+        self.map.write().unwrap().entry(name.to_owned()).or_insert(entry);
+    }
+
     /// True when `bucket` is unknown but could be a directory of `volumes_root` made since
     /// the last scan (a valid bucket name in `volumes_root` mode): a [`Volumes::rescan`]
     /// before answering NoSuchBucket may find it. No file-system access.

@@ -196,6 +196,22 @@ fn get_never_scans_volumes_root_and_a_rescan_finds_new_buckets() {
 }
 
 #[test]
+fn discover_looks_up_one_name_and_never_takes_a_link_for_a_volume() {
+    let root = Scratch::new("discover");
+    let vols = Volumes::open(vec![], Some((root.to_path_buf(), VolumeSettings::default())));
+    std::fs::create_dir(root.join("vol-new")).unwrap();
+    std::fs::create_dir(root.join("vol-other")).unwrap();
+    std::os::unix::fs::symlink(root.join("vol-new"), root.join("vol-link")).unwrap();
+    vols.discover("vol-new");
+    assert!(vols.get("vol-new").is_ok());
+    assert!(matches!(vols.get("vol-other"), Err(Error::NoSuchBucket)), "one name, not a scan");
+    vols.discover("vol-link");
+    assert!(matches!(vols.get("vol-link"), Err(Error::NoSuchBucket)), "a link is no volume");
+    vols.discover("vol-absent");
+    assert!(matches!(vols.get("vol-absent"), Err(Error::NoSuchBucket)));
+}
+
+#[test]
 fn create_bucket_makes_its_directory_from_the_root_handle_and_never_through_a_link() {
     let base = scratch("create");
     let (root, elsewhere) = (base.join("root"), base.join("elsewhere"));
