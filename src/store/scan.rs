@@ -83,7 +83,11 @@ pub struct CensusReport {
 impl Census {
     /// s3vol itself added (`count` +1), replaced (0) or removed (-1) objects, changing
     /// their bytes by `bytes`. Applied before the first pass too: the pass's totals then
-    /// replace everything.
+    /// replace everything. The sums are signed and never saturated: concurrent writers
+    /// note their deltas in another order than their renames took effect (a PUT that
+    /// replaced a file may note `-old` before the PUT that made `old` notes `+old`), and
+    /// only the exact sum comes out right once all are noted. What is shown is clamped
+    /// at 0 ([`Census::report`]); a 64-bit sum does not wrap.
     pub fn note(&self, count: i64, bytes: i64) {
         self.objects.fetch_add(count, Ordering::Relaxed);
         self.object_bytes.fetch_add(bytes, Ordering::Relaxed);
@@ -373,5 +377,12 @@ mod tests {
         let r = c.report();
         assert_eq!((r.objects, r.bytes), (Some(5), Some(40)));
         assert!(r.last_completed.is_some());
+        // Deltas noted out of order (a replacement noted before the write it replaced)
+        // come out exact; below zero meanwhile shows as 0.
+        c.note(0, -100);
+        assert_eq!(c.report().bytes, Some(0));
+        c.note(0, 100);
+        let r = c.report();
+        assert_eq!((r.objects, r.bytes), (Some(5), Some(40)));
     }
 }

@@ -124,6 +124,76 @@ def test_counts_follow_put_overwrite_delete_and_multipart_between_scans(scanned)
     assert sample(m, 's3vol_volume_scan_entries{volume="vol-a"}') == 0
 
 
+def test_a_directory_marker_put_and_deleted_is_counted_between_scans(scanned):
+    d, s3 = scanned, scanned.client()
+    s3.put_object(Bucket="vol-a", Key="photos/", Body=b"")
+    assert (d.vols["vol-a"] / "photos").is_dir()
+    assert counts(d) == (4, 2130) == listed(s3)
+    s3.put_object(Bucket="vol-a", Key="photos/", Body=b"")  # again: the same object
+    assert counts(d) == (4, 2130)
+    s3.put_object(Bucket="vol-a", Key="dir/", Body=b"")  # marks a directory with files in it
+    assert counts(d) == (5, 2130) == listed(s3)
+    s3.delete_object(Bucket="vol-a", Key="dir/")  # only the mark goes; its files stay
+    assert counts(d) == (4, 2130) == listed(s3)
+    s3.delete_object(Bucket="vol-a", Key="photos/")
+    assert not (d.vols["vol-a"] / "photos").exists()
+    assert counts(d) == (3, 2130) == listed(s3)
+
+
+def disk_usage(vol: Path) -> int:
+    """Bytes of every regular file under the volume, its internal directory too (what the
+    scan measures for the quota)."""
+    total = 0
+    for top, _dirs, files in os.walk(vol):
+        for f in files:
+            st = os.lstat(os.path.join(top, f))
+            if stat.S_ISREG(st.st_mode):
+                total += st.st_size
+    return total
+
+
+def test_racing_puts_and_deletes_of_one_key_keep_counts_and_quota_usage_exact(tmp_path):
+    """PUTs and DELETEs of one key from 12 threads: every commit and delete accounts for
+    the file its rename or unlink actually replaced or removed, so the counts and the
+    quota's usage equal what is on disk without waiting for a scan, and the quota holds."""
+    import concurrent.futures as cf
+    import random
+
+    vol = tmp_path / "pre" / "vol-a"
+    vol.mkdir(parents=True)
+    d = start_daemon(tmp_path / "d", volumes=(), extra_config='admin_listen = "127.0.0.1:0"\n'
+                     f'[[volume]]\nname = "vol-a"\npath = {toml_str(vol)}\nscan_interval = "1h"\n'
+                     'quota = "4MiB"\nfsync = false\n')
+    try:
+        assert wait_until(lambda: counts(d) == (0, 0), timeout=15), status(d)
+        s3 = d.client(max_pool_connections=16)
+        rnd = random.Random(16)
+        sizes = [rnd.choice([1, 100_000, 200_000]) for _ in range(600)]
+
+        def op(i):
+            if i % 3 == 2:
+                s3.delete_object(Bucket="vol-a", Key="race")
+            else:
+                s3.put_object(Bucket="vol-a", Key="race", Body=b"r" * sizes[i])
+
+        deadline = time.monotonic() + 120
+        with cf.ThreadPoolExecutor(12) as ex:
+            for f in [ex.submit(op, i) for i in range(600)]:
+                f.result(timeout=max(1, deadline - time.monotonic()))
+        n, b = listed(s3)
+        assert counts(d) == (n, b), (counts(d), n, b)
+        assert status(d)["capacity"]["used"] == disk_usage(vol), (status(d), disk_usage(vol))
+        s3.delete_object(Bucket="vol-a", Key="race")
+        assert counts(d) == (0, 0) and status(d)["capacity"]["used"] == disk_usage(vol) == 0, status(d)
+        # The quota holds: 4 MiB of new objects fit, the next one does not.
+        for i in range(16):
+            s3.put_object(Bucket="vol-a", Key=f"fill{i}", Body=b"f" * (256 * 1024))
+        expect_client_error(s3.put_object, 403, "QuotaExceeded", Bucket="vol-a", Key="over", Body=b"o" * 70_000)
+        assert counts(d) == (16, 4 * MiB)
+    finally:
+        assert stop_daemon(d) is None, d.log_tail()
+
+
 def test_pod_written_files_are_counted_once_the_scan_ran_as_the_listing_lists_them(tmp_path):
     vol = tmp_path / "pre" / "vol-a"
     vol.mkdir(parents=True)
