@@ -229,6 +229,45 @@ def test_pod_written_files_are_counted_once_the_scan_ran_as_the_listing_lists_th
         assert stop_daemon(d) is None, d.log_tail()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs: needs root")
+def test_the_scan_counts_a_file_system_mounted_inside_the_volume_as_the_listing_lists_it(tmp_path):
+    """One rule for listing and scan: a mount inside the volume is walked (a pod cannot
+    mount; the operator's mount is served), and a bind mount of the volume into itself is
+    not walked twice by the scan (device and inode of the directories being walked)."""
+    import subprocess as sp
+
+    vol = tmp_path / "pre" / "vol-a"
+    (vol / "mnt").mkdir(parents=True)
+    (vol / "self").mkdir()
+    (vol / "top.bin").write_bytes(b"t" * 10)
+    mounted = []
+    try:
+        sp.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(vol / "mnt")], check=True)
+        mounted.append(vol / "mnt")
+        (vol / "mnt" / "inner.bin").write_bytes(b"i" * 300)
+        (vol / "mnt" / "sub").mkdir()
+        (vol / "mnt" / "sub" / "deep.bin").write_bytes(b"d" * 20)
+        d = start_daemon(tmp_path / "d", volumes=(), extra_config='admin_listen = "127.0.0.1:0"\n'
+                         f'[[volume]]\nname = "vol-a"\npath = {toml_str(vol)}\nscan_interval = "1s"\n')
+        try:
+            s3 = d.client()
+            # self/ is an empty directory: a `self/` object of 0 bytes.
+            assert wait_until(lambda: counts(d) == (4, 330), timeout=15), (status(d), listed(s3))
+            assert counts(d) == listed(s3)
+            sp.run(["mount", "--bind", str(vol), str(vol / "self")], check=True)
+            mounted.append(vol / "self")
+            before = status(d)["last_scan"]
+            assert wait_until(lambda: status(d)["last_scan"] != before and not status(d)["scan"]["running"],
+                              timeout=20), status(d)
+            # The bind is the volume again: its root is an ancestor, not walked (and not empty).
+            assert counts(d) == (3, 330), status(d)
+        finally:
+            assert stop_daemon(d) is None, d.log_tail()
+    finally:
+        for m in reversed(mounted):
+            sp.run(["umount", str(m)], check=False)
+
+
 def test_counts_are_null_before_the_first_scan_completes_and_progress_shows(tmp_path):
     vol = tmp_path / "pre" / "vol-a"
     vol.mkdir(parents=True)
