@@ -146,7 +146,10 @@ if [[ ! -e "$etc/s3vol.toml" ]]; then
     install -m 0640 -o root -g "$group" "$root_dir/systemd/s3vol.toml" "$etc/s3vol.toml"
     echo "installed the example config $etc/s3vol.toml: edit its volumes, then check it"
 fi
-if [[ ! -e "$etc/credentials.toml" ]]; then
+if [[ -L "$etc/credentials.toml" ]]; then
+    # Never written or chowned through a link (it may lead anywhere, or nowhere yet).
+    echo "$etc/credentials.toml is a symbolic link: left as it is, no key generated" >&2
+elif [[ ! -e "$etc/credentials.toml" ]]; then
     if [[ -n "$credentials" ]]; then
         install -m 0600 -o "$owner" -g "$group" "$credentials" "$etc/credentials.toml"
     elif ((staged)); then
@@ -154,8 +157,8 @@ if [[ ! -e "$etc/credentials.toml" ]]; then
     else
         ak="S3VOL$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n' | tr a-f A-F)"
         sk="$(head -c 30 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-        umask 077
-        cat >"$etc/credentials.toml" <<EOF
+        tmp="$(umask 077 && mktemp "$etc/.credentials.XXXXXX")"
+        cat >"$tmp" <<EOF
 # s3vol access keys (one [[key]] table each); reload with: systemctl reload s3vol
 [[key]]
 name = "admin"
@@ -164,6 +167,7 @@ secret_key = "$sk"
 volumes = ["*"]
 permissions = ["read", "write", "delete"]
 EOF
+        mv -T "$tmp" "$etc/credentials.toml" # replaces a name, never writes through one
         chown "$owner:$group" "$etc/credentials.toml"
         chmod 0600 "$etc/credentials.toml"
         echo "generated a key \"admin\" with access key $ak (secret in $etc/credentials.toml)"

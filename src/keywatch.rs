@@ -7,11 +7,18 @@
 //! A change is a new size, mtime, ctime, inode or device of the file the path leads to
 //! (links followed: a Kubernetes Secret volume swaps a `..data` link). A changed file is
 //! loaded only once it is whole:
-//! - it must not have changed for [`SETTLE`] (a writer still writing it is waited for);
-//! - it is read through one descriptor, and the path must still lead to that same,
-//!   unchanged file after the read (else it is read again at the next look);
-//! - it must be a regular file that group and others cannot read or write, hold more than
-//!   white space, and parse and validate whole ([`KeySet::parse`]).
+//! - it is settled: last modified at least [`SETTLE`] ago, or found unchanged (size,
+//!   mtime, ctime, inode, device) by two looks in a row. The second rule is what loads a
+//!   file whose mtime is in the future (an NFS server whose clock is ahead, `tar`,
+//!   `rsync -t`, `cp -p` from such a host), which the first would wait for forever; such
+//!   a file is logged at warn once per version;
+//! - it is read by the one loader of start-up and `check-config` too
+//!   ([`crate::auth::read_file`]: one descriptor, a regular file that group and others
+//!   cannot read or write, at most [`crate::auth::MAX_FILE_BYTES`]), and the path must
+//!   still lead to that same, unchanged file after the read (else it is read again at the
+//!   next look);
+//! - it must hold more than white space and parse and validate whole
+//!   ([`KeySet::from_file_text`]).
 //!
 //! Otherwise the keys in force stay, the failure is logged (what is wrong and where, never
 //! a value from the file) and counted (`s3vol_credentials_reload_failures_total`, once per
@@ -24,22 +31,20 @@
 //! The file is read on this module's own thread (the periodic look) or on the blocking
 //! pool (SIGHUP), never on an async runtime thread.
 
-use std::io::Read;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 use crate::auth::{KeyRing, KeySet};
 use crate::metrics::Metrics;
 
-/// A changed file is loaded only when its mtime is at least this old: a writer that
-/// writes in place has had the time to finish.
+/// A changed file is loaded at once when its mtime is at least this old (a writer that
+/// writes in place has had the time to finish); else once two looks in a row found it
+/// unchanged.
 pub const SETTLE: Duration = Duration::from_secs(1);
-/// Largest credentials file read (bytes): a runaway file is refused, not read into memory.
-pub const MAX_FILE_BYTES: u64 = 16 << 20;
 
 /// What tells one version of the file from another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +75,11 @@ struct Seen {
     loaded: Option<Identity>,
     /// The version (or the stat error) whose failure was last counted and logged.
     failed: Option<Result<Identity, String>>,
+    /// The version the last look found changed and not yet settled: loaded when the next
+    /// look finds it unchanged.
+    pending: Option<Identity>,
+    /// The version last warned about for an mtime in the future (warned once per version).
+    warned_future: Option<Identity>,
 }
 
 struct Inner {
@@ -105,7 +115,8 @@ impl KeyWatch {
     pub fn start(ring: KeyRing, path: PathBuf, keys: usize, metrics: Arc<Metrics>, every: Duration) -> Self {
         metrics.credentials_loaded(keys, now_secs());
         let loaded = std::fs::metadata(&path).ok().map(|md| Identity::of(&md));
-        let watch = Self(Arc::new(Inner { ring, path, metrics, seen: Mutex::new(Seen { loaded, failed: None }) }));
+        let seen = Seen { loaded, ..Seen::default() };
+        let watch = Self(Arc::new(Inner { ring, path, metrics, seen: Mutex::new(seen) }));
         if !every.is_zero() {
             let weak = Arc::downgrade(&watch.0);
             let spawned =
@@ -153,12 +164,25 @@ impl Inner {
         if !force && (seen.loaded == Some(now) || seen.failed == Some(Ok(now))) {
             return false;
         }
-        match read_whole(&self.path, force) {
+        if in_future(&md) && seen.warned_future != Some(now) {
+            seen.warned_future = Some(now);
+            warn!(path = %self.path.display(), "the credentials file's mtime is in the future (a clock ahead where it was written): it is loaded once two looks find it unchanged");
+        }
+        // Settled: old enough, or unchanged since the previous look found it changed. What
+        // is not a regular file is refused at once: no writer makes it whole.
+        let settled = force || !md.is_file() || settled(&md) || seen.pending == Some(now);
+        seen.pending = Some(now);
+        if !settled {
+            debug!(path = %self.path.display(), "the credentials file changed: loaded once it settles");
+            return false;
+        }
+        match read_whole(&self.path) {
             Ok((keys, read)) => {
                 let n = keys.len();
                 self.ring.replace(keys);
                 seen.loaded = Some(read);
                 seen.failed = None;
+                seen.pending = None;
                 self.metrics.credentials_loaded(n, now_secs());
                 if n == 0 {
                     info!(keys = 0, path = %self.path.display(), "credentials reloaded: the file holds no key, every key is revoked");
@@ -190,52 +214,30 @@ impl Inner {
     }
 }
 
-/// Reads and validates the whole file. `force`: do not wait for it to settle (SIGHUP:
-/// the operator says it is written). Returns the keys and the version read.
-fn read_whole(path: &Path, force: bool) -> Result<(KeySet, Identity), Refusal> {
-    let shown = path.display();
-    let broken = |what: String| Refusal::Broken(format!("credentials {shown}: {what}"));
-    // Links are followed (a Kubernetes Secret is a link to a link); what is checked is the
-    // file read, through its descriptor.
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| broken(format!("cannot open: {e}")))?;
-    let md = f.metadata().map_err(|e| broken(format!("cannot stat: {e}")))?;
-    if !md.file_type().is_file() {
-        return Err(broken("not a regular file".into()));
-    }
-    let mode = md.mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(broken(format!("accessible by other users (mode {mode:04o}); it holds secrets: chmod 600 it")));
-    }
-    if md.size() > MAX_FILE_BYTES {
-        return Err(broken(format!("larger than {MAX_FILE_BYTES} bytes")));
-    }
+/// Reads and validates the whole file (the caller judged it settled). Returns the keys and
+/// the version read.
+fn read_whole(path: &Path) -> Result<(KeySet, Identity), Refusal> {
+    let (text, md) = crate::auth::read_file(path).map_err(Refusal::Broken)?;
     let before = Identity::of(&md);
-    if !force && !settled(&md) {
-        return Err(Refusal::InFlux);
-    }
-    let mut text = String::new();
-    (&mut f).take(MAX_FILE_BYTES + 1).read_to_string(&mut text).map_err(|e| broken(format!("cannot read: {e}")))?;
     // Changed while read, or the path now leads elsewhere (renamed over meanwhile): this
     // read may be half of one version; the next look reads the new one.
-    let after_fd = f.metadata().map(|m| Identity::of(&m)).ok();
     let after_path = std::fs::metadata(path).map(|m| Identity::of(&m)).ok();
-    if after_fd != Some(before) || after_path != Some(before) || text.len() as u64 != before.size {
+    if after_path != Some(before) || text.len() as u64 != before.size {
         return Err(Refusal::InFlux);
     }
-    if text.trim().is_empty() {
-        return Err(broken("the file is empty (taken as a file being written, not as \"no keys\": to revoke every key, leave a comment in it)".into()));
-    }
-    let keys = KeySet::parse(&text).map_err(broken)?;
+    let keys =
+        KeySet::from_file_text(&text).map_err(|e| Refusal::Broken(format!("credentials {}: {e}", path.display())))?;
     Ok((keys, before))
 }
 
-/// True when the file was last modified at least [`SETTLE`] ago.
+/// True when the file was last modified at least [`SETTLE`] ago (not in the future).
 fn settled(md: &std::fs::Metadata) -> bool {
     md.modified().ok().and_then(|m| m.elapsed().ok()).is_some_and(|age| age >= SETTLE)
+}
+
+/// True when the file's mtime is later than now.
+fn in_future(md: &std::fs::Metadata) -> bool {
+    md.modified().ok().is_some_and(|m| m.elapsed().is_err())
 }
 
 fn now_secs() -> i64 {
@@ -259,11 +261,16 @@ mod tests {
         }
     }
 
-    fn write(path: &Path, text: &str, mode: u32, age_secs: u64) {
+    fn write(path: &Path, text: &str, mode: u32, age_secs: i64) {
         let tmp = path.with_extension("new");
         std::fs::write(&tmp, text).unwrap();
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).unwrap();
-        let t = std::time::SystemTime::now() - Duration::from_secs(age_secs);
+        let now = std::time::SystemTime::now();
+        let t = if age_secs >= 0 {
+            now - Duration::from_secs(age_secs as u64)
+        } else {
+            now + Duration::from_secs(age_secs.unsigned_abs())
+        };
         std::fs::File::options().write(true).open(&tmp).unwrap().set_modified(t).unwrap();
         std::fs::rename(&tmp, path).unwrap();
     }
@@ -292,6 +299,16 @@ mod tests {
         assert!(ring.get("AK1").is_some());
         write(&path, TWO, 0o600, 10);
         assert!(watch.0.load(false));
+        assert!(ring.get("AK1").is_none() && ring.get("AK2").is_some());
+    }
+
+    #[test]
+    fn a_file_with_an_mtime_in_the_future_is_loaded_at_the_second_look() {
+        let (_t, path, watch, ring, _m) = setup();
+        write(&path, TWO, 0o600, -120);
+        assert!(!watch.0.load(false), "first look: changed, not yet settled");
+        assert!(ring.get("AK1").is_some());
+        assert!(watch.0.load(false), "second look: unchanged, loaded though its mtime is ahead");
         assert!(ring.get("AK1").is_none() && ring.get("AK2").is_some());
     }
 

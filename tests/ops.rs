@@ -538,7 +538,10 @@ fn install_script_under_a_prefix_without_the_service_user_leaves_owners_to_the_p
 /// The .deb (scripts/deb.sh, cargo-deb) of the built binary: `dpkg -i` installs the
 /// binary, the unit (which `systemd-analyze verify` accepts), the config as a conffile and
 /// makes the service account and its owners; `dpkg -r` removes the binary and unit and
-/// keeps the config; `dpkg -P` removes the config, the credentials and the account.
+/// keeps the config; `dpkg -P` removes the config and the credentials it generated, and
+/// keeps the account (files on volumes are owned by its uid). Credentials the operator put
+/// there before installing stay through a purge, and a link at their path (dangling too)
+/// is never written through.
 #[test]
 fn deb_package_installs_verifies_and_removes() {
     let have = |cmd: &str| Command::new(cmd).arg("--version").output().is_ok_and(|o| o.status.success());
@@ -587,6 +590,11 @@ fn deb_package_installs_verifies_and_removes() {
     impl Drop for Purge {
         fn drop(&mut self) {
             let _ = Command::new("dpkg").args(["-P", "s3vol"]).output();
+            // The account the package made stays on purge (Debian practice): this test
+            // made it, and removes it, with what it left in /etc/s3vol.
+            let _ = std::fs::remove_dir_all("/etc/s3vol");
+            let _ = Command::new("userdel").arg("s3vol").output();
+            let _ = Command::new("groupdel").arg("s3vol").output();
         }
     }
     let _purge = Purge;
@@ -642,7 +650,32 @@ fn deb_package_installs_verifies_and_removes() {
     assert!(Path::new("/etc/s3vol/s3vol.toml").exists(), "dpkg -r removed the conffile");
     dpkg(&["-P", "s3vol"]);
     assert!(!Path::new("/etc/s3vol").exists(), "/etc/s3vol stayed after dpkg -P");
-    assert!(!Command::new("getent").args(["passwd", "s3vol"]).output().unwrap().status.success(), "user s3vol stayed");
+    assert!(Command::new("getent").args(["passwd", "s3vol"]).output().unwrap().status.success(), "user s3vol removed");
+
+    // The operator's own credentials, there before the package: kept through a purge.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all("/etc/s3vol").unwrap();
+    let mine = "[[key]]\nname = \"ops\"\naccess_key = \"AKOPS\"\nsecret_key = \"ops-secret\"\nvolumes = [\"*\"]\npermissions = [\"read\"]\n";
+    std::fs::write("/etc/s3vol/credentials.toml", mine).unwrap();
+    std::fs::set_permissions("/etc/s3vol/credentials.toml", std::fs::Permissions::from_mode(0o600)).unwrap();
+    let again = dpkg(&["-i", deb.to_str().unwrap()]);
+    assert!(!again.contains("generated a key"), "{again}");
+    dpkg(&["-P", "s3vol"]);
+    assert_eq!(
+        std::fs::read_to_string("/etc/s3vol/credentials.toml").unwrap(),
+        mine,
+        "purge removed the operator's file"
+    );
+
+    // A dangling link at the credentials' path: not written through, left as it is.
+    std::fs::remove_file("/etc/s3vol/credentials.toml").unwrap();
+    let target = setup.path("elsewhere.toml");
+    std::os::unix::fs::symlink(&target, "/etc/s3vol/credentials.toml").unwrap();
+    let linked = dpkg(&["-i", deb.to_str().unwrap()]);
+    assert!(!linked.contains("generated a key") && linked.contains("symbolic link"), "{linked}");
+    assert!(!target.exists(), "postinst wrote a key through a link");
+    assert!(std::fs::symlink_metadata("/etc/s3vol/credentials.toml").unwrap().file_type().is_symlink());
+    dpkg(&["-P", "s3vol"]);
 }
 
 /// `systemd-analyze verify` passes on the unit (and fails on a broken copy, so the check

@@ -3,7 +3,8 @@
 //! this module except into signature checks, and parse errors never quote a value.
 
 use std::collections::HashMap;
-use std::os::unix::fs::PermissionsExt;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -84,19 +85,26 @@ impl KeySet {
         Ok(Self { keys })
     }
 
-    /// Loads a credentials file, refusing one that group or others may read or write.
+    /// Loads a credentials file: [`read_file`], then [`KeySet::from_file_text`]. The one
+    /// loader of start-up, `check-config`, `presign`, the periodic reload and SIGHUP.
+    ///
+    /// Errors: those of [`read_file`] and [`KeySet::from_file_text`], prefixed with the path.
     pub fn load(path: &Path) -> Result<Self, String> {
-        let md = std::fs::metadata(path).map_err(|e| format!("cannot read credentials {}: {e}", path.display()))?;
-        let mode = md.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(format!(
-                "credentials {} is accessible by other users (mode {mode:04o}); it holds secrets: chmod 600 it",
-                path.display()
-            ));
+        let (text, _) = read_file(path)?;
+        Self::from_file_text(&text).map_err(|e| format!("credentials {}: {e}", path.display()))
+    }
+
+    /// Parses the whole text of a credentials file. An empty or white-space-only file is
+    /// refused (it is what a writer that truncates before writing leaves for a moment, or a
+    /// template that failed to render; taken as "no keys" it would revoke every key of the
+    /// fleet at once); a file with no `[[key]]` but something else (a comment) holds no key.
+    ///
+    /// Errors: the empty file, and those of [`KeySet::parse`].
+    pub fn from_file_text(text: &str) -> Result<Self, String> {
+        if text.trim().is_empty() {
+            return Err("the file is empty (taken as a file being written, not as \"no keys\": to revoke every key, leave a comment in it)".into());
         }
-        let text =
-            std::fs::read_to_string(path).map_err(|e| format!("cannot read credentials {}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| format!("credentials {}: {e}", path.display()))
+        Self::parse(text)
     }
 
     /// A set with a single key (the embedded development default).
@@ -122,35 +130,86 @@ impl KeySet {
     }
 }
 
-/// A TOML error of the credentials file without the file's text: the line number and the
-/// message, every quoted value in it elided unless it is a field or permission name (the
-/// TOML library quotes the offending line, and a value, which may be a secret).
+/// Largest credentials file read (bytes): a runaway file (or a device that never ends) is
+/// refused, not read into memory.
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
+
+/// Reads the credentials file at `path` (links followed: a Kubernetes Secret is a link to
+/// a link) whole, through one descriptor opened without blocking (`O_NONBLOCK`: a FIFO
+/// must not hang start-up) and checked by `fstat` before any byte is read: a regular file,
+/// not readable or writable by group or others, at most [`MAX_FILE_BYTES`]. Returns the
+/// text (UTF-8) and the `fstat` taken before the read, so that a caller can tell whether
+/// the file changed while it was read.
+///
+/// Errors: a message naming the path and the problem, never a byte of the file. Blocking.
+pub fn read_file(path: &Path) -> Result<(String, std::fs::Metadata), String> {
+    let shown = path.display();
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("cannot read credentials {shown}: {e}"))?;
+    let md = f.metadata().map_err(|e| format!("cannot read credentials {shown}: {e}"))?;
+    if !md.file_type().is_file() {
+        return Err(format!("credentials {shown}: not a regular file"));
+    }
+    let mode = md.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "credentials {shown} is accessible by other users (mode {mode:04o}); it holds secrets: chmod 600 it"
+        ));
+    }
+    if md.size() > MAX_FILE_BYTES {
+        return Err(format!("credentials {shown}: larger than {MAX_FILE_BYTES} bytes"));
+    }
+    let mut text = String::new();
+    (&mut f)
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read credentials {shown}: {e}"))?;
+    // Grew past the cap while read (the size checked above was of an earlier moment).
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!("credentials {shown}: larger than {MAX_FILE_BYTES} bytes"));
+    }
+    Ok((text, md))
+}
+
+/// Field names of the credentials file: the only words of a TOML error that may be shown.
+const FIELDS: &[&str] = &["key", "name", "access_key", "secret_key", "volumes", "permissions"];
+
+/// A TOML error of the credentials file, told without any part of the file's text or of
+/// the TOML library's message (both quote values, and a value may be a secret, one with a
+/// quote or backtick in it too): the line and column, a fixed description of the kind of
+/// error, and the field name on that line when it is one of [`FIELDS`].
 fn toml_error(text: &str, e: &toml::de::Error) -> String {
-    const NAMES: &[&str] = &["key", "name", "access_key", "secret_key", "volumes", "permissions"];
-    let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-    let mut out = String::new();
-    let mut quote: Option<(char, String)> = None;
-    for c in e.message().chars() {
-        match &mut quote {
-            None if c == '`' || c == '"' || c == '\'' => quote = Some((c, String::new())),
-            None => out.push(c),
-            Some((q, inner)) if c == *q => {
-                let known =
-                    NAMES.contains(&inner.as_str()) || ["read", "write", "delete", "admin"].contains(&inner.as_str());
-                out.push(*q);
-                out.push_str(if known { inner } else { "..." });
-                out.push(*q);
-                quote = None;
-            }
-            Some((_, inner)) => inner.push(c),
+    let msg = e.message();
+    let kind = if msg.starts_with("unknown field") {
+        "unknown field (a [[key]] holds name, access_key, secret_key, volumes, permissions)".to_owned()
+    } else if msg.starts_with("unknown variant") {
+        "unknown permission (read, write, delete, admin)".to_owned()
+    } else if msg.starts_with("missing field") {
+        // The field's name is taken from our list, never copied out of the message.
+        match FIELDS.iter().find(|f| msg.contains(&format!("`{f}`"))) {
+            Some(f) => format!("missing field {f}"),
+            None => "missing field".to_owned(),
         }
-    }
-    if quote.is_some() {
-        out.push_str("...");
-    }
-    match line {
-        Some(l) => format!("line {l}: {}", out.trim()),
-        None => out.trim().to_owned(),
+    } else if msg.starts_with("invalid type") || msg.starts_with("invalid value") {
+        "a value of the wrong type (strings in quotes; volumes and permissions are lists of strings)".to_owned()
+    } else if msg.contains("duplicate") {
+        "a field or table given twice".to_owned()
+    } else {
+        "invalid TOML".to_owned()
+    };
+    let Some(span) = e.span() else { return kind };
+    let at = span.start.min(text.len());
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[..at].matches('\n').count() + 1;
+    let column = text[line_start..at].chars().count() + 1;
+    let line_text = text[line_start..].split('\n').next().unwrap_or("");
+    let field = line_text.split('=').next().map(str::trim).filter(|f| FIELDS.contains(f));
+    match field {
+        Some(f) => format!("line {line}, column {column} (field {f}): {kind}"),
+        None => format!("line {line}, column {column}: {kind}"),
     }
 }
 
@@ -172,5 +231,30 @@ mod tests {
         );
         let dup = "[[key]]\nname='x'\naccess_key='a'\nsecret_key='s'\nvolumes=['*']\npermissions=[]\n".repeat(2);
         assert!(KeySet::parse(&dup).is_err());
+    }
+
+    /// A secret pasted where it does not belong, holding a quote or a backtick, never
+    /// reaches the error (attack finding F2: quote-eliding got out of step).
+    #[test]
+    fn toml_errors_show_no_part_of_a_value_with_quotes_or_backticks() {
+        let head = "[[key]]\nname = \"k\"\naccess_key = \"AK1\"\nsecret_key = \"s\"\nvolumes = [\"*\"]\n";
+        let cases = [
+            (format!("{head}permissions = [\"wJalr`XUtnFEMI/K7MDENG\"]\n"), "unknown permission"),
+            (format!("{head}permissions = ['wJalr\"XUtnFEMI/K7MDENG']\n"), "unknown permission"),
+            (format!("{head}permissions = [\"wJalr'XUtnFEMI/K7MDENG\"]\n"), "unknown permission"),
+            (format!("{head}permissions = [\"read\"]\n\"x`XUtnFEMI/K7MDENG\" = 1\n"), "unknown field"),
+            (format!("{head}permissions = [\"read\"]\nXUtnFEMI = 1\n"), "unknown field"),
+            (format!("{head}permissions = \"wJalr`XUtnFEMI/K7MDENG\"\n"), "wrong type"),
+            (format!("{head}permissions = [\"read\"]\nsecret_key = \"XUtnFEMI/K7MDENG\"\n"), "line 7"),
+            (format!("{head}permissions = [\"read\"\nXUtnFEMI/K7MDENG\n"), "invalid TOML"),
+        ];
+        for (text, want) in cases {
+            let e = KeySet::parse(&text).unwrap_err();
+            assert!(!e.contains("XUtnFEMI") && !e.contains("K7MDENG"), "{e}");
+            assert!(e.contains(want), "{want:?} in {e}");
+        }
+        let e =
+            KeySet::parse("[[key]]\nname = 'k'\nsecret_key = 's'\nvolumes = ['*']\npermissions = []\n").unwrap_err();
+        assert!(e.contains("missing field access_key"), "{e}");
     }
 }

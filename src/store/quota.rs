@@ -155,6 +155,8 @@ impl Space {
     }
 
     /// Records a change of the volume's usage by s3vol itself (commit, delete, staging).
+    /// A signed sum, not saturated (deltas of concurrent writes arrive out of order; see
+    /// [`super::scan::Census::note`]); read clamped at 0.
     pub fn add_used(&self, delta: i64) {
         if self.limits.quota.is_some() {
             self.used.fetch_add(delta, Ordering::Relaxed);

@@ -10,8 +10,11 @@
 //! it runs on a thread of its own (never the async runtime, never the blocking pool that
 //! requests use), reads at most `scan_rate` entries per second (sleeping between batches),
 //! holds one open directory per level of depth (never a name or a file descriptor per
-//! pending entry), never follows a symbolic link into a directory, never enters another file
-//! system, and stops when the volume is no longer served (re-opened or removed).
+//! pending entry), never follows a symbolic link into a directory, and stops when the
+//! volume is no longer served (re-opened or removed). A file system mounted inside the
+//! volume is walked, as ListObjects lists it (a pod cannot mount: such a mount is the
+//! operator's); a directory that is one being walked already (device and inode of an
+//! ancestor: a bind mount of the volume into itself) is not entered again.
 //! What it counts follows the listing ([`super::list::FsTree`]): the internal directory and,
 //! at a mount root, `lost+found` are not objects; names that are not UTF-8 and keys longer
 //! than 1024 bytes are not listed; a link to a regular file inside the volume is an object
@@ -83,7 +86,11 @@ pub struct CensusReport {
 impl Census {
     /// s3vol itself added (`count` +1), replaced (0) or removed (-1) objects, changing
     /// their bytes by `bytes`. Applied before the first pass too: the pass's totals then
-    /// replace everything.
+    /// replace everything. The sums are signed and never saturated: concurrent writers
+    /// note their deltas in another order than their renames took effect (a PUT that
+    /// replaced a file may note `-old` before the PUT that made `old` notes `+old`), and
+    /// only the exact sum comes out right once all are noted. What is shown is clamped
+    /// at 0 ([`Census::report`]); a 64-bit sum does not wrap.
     pub fn note(&self, count: i64, bytes: i64) {
         self.objects.fetch_add(count, Ordering::Relaxed);
         self.object_bytes.fetch_add(bytes, Ordering::Relaxed);
@@ -132,7 +139,8 @@ pub struct Totals {
 /// One pass over a volume.
 struct Pass<'v> {
     vol: &'v Volume,
-    dev: u64,
+    /// Device and inode of the directories from the root to the one walked now.
+    ancestors: Vec<(u64, u64)>,
     /// Entries per second at most; 0: unlimited.
     rate: u64,
     started: Instant,
@@ -235,13 +243,15 @@ impl Pass<'_> {
                 let Ok(sub) = fsx::open_child(dir, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0) else {
                     return false;
                 };
-                let same_fs = fsx::fstat(sub.as_fd()).is_ok_and(|st| st.st_dev == self.dev);
-                if !same_fs || depth + 1 >= MAX_DEPTH {
+                let Ok(id) = fsx::fstat(sub.as_fd()).map(|st| (st.st_dev, st.st_ino)) else { return shown };
+                if self.ancestors.contains(&id) || depth + 1 >= MAX_DEPTH {
                     return shown;
                 }
                 let key = key.unwrap_or_default();
                 let dkey_fits = key.len() < MAX_KEY_LEN;
+                self.ancestors.push(id);
                 let inner = self.visit(sub.as_fd(), &key, depth + 1, shown && dkey_fits);
+                self.ancestors.pop();
                 // `k/`: an empty directory, or one marked as a directory object.
                 if shown && dkey_fits && (inner == 0 || self.vol.dir_mark(sub.as_fd()) == Some(DirMark::Marker)) {
                     self.totals.objects += 1;
@@ -257,8 +267,16 @@ impl Pass<'_> {
 /// the walk (`alone` answered true) or its root cannot be read.
 pub fn pass(vol: &Volume, rate: u64, alone: &dyn Fn() -> bool) -> Option<Totals> {
     let root = fsx::open_dir(vol.root(), "").ok()?;
-    let dev = fsx::fstat(root.as_fd()).ok()?.st_dev;
-    let mut p = Pass { vol, dev, rate, started: Instant::now(), totals: Totals::default(), abandoned: false, alone };
+    let st = fsx::fstat(root.as_fd()).ok()?;
+    let mut p = Pass {
+        vol,
+        ancestors: vec![(st.st_dev, st.st_ino)],
+        rate,
+        started: Instant::now(),
+        totals: Totals::default(),
+        abandoned: false,
+        alone,
+    };
     p.visit(root.as_fd(), "", 0, true);
     (!p.abandoned).then_some(p.totals)
 }
@@ -373,5 +391,12 @@ mod tests {
         let r = c.report();
         assert_eq!((r.objects, r.bytes), (Some(5), Some(40)));
         assert!(r.last_completed.is_some());
+        // Deltas noted out of order (a replacement noted before the write it replaced)
+        // come out exact; below zero meanwhile shows as 0.
+        c.note(0, -100);
+        assert_eq!(c.report().bytes, Some(0));
+        c.note(0, 100);
+        let r = c.report();
+        assert_eq!((r.objects, r.bytes), (Some(5), Some(40)));
     }
 }

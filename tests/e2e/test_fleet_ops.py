@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
+import subprocess
 import time
 import urllib.request
 from pathlib import Path
@@ -15,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from helpers import (
-    ACCESS_KEY, MiB, REPO_ROOT, SECRET_KEY, data, expect_client_error, start_daemon, stop_daemon, toml_str,
-    wait_until, write_credentials,
+    ACCESS_KEY, MiB, REPO_ROOT, SECRET_KEY, data, expect_client_error, s3vol_bin, start_daemon, stop_daemon,
+    toml_str, wait_until, write_credentials,
 )
 
 TESTER = dict(name="tester", access_key=ACCESS_KEY, secret_key=SECRET_KEY, volumes=["*"],
@@ -122,6 +124,76 @@ def test_counts_follow_put_overwrite_delete_and_multipart_between_scans(scanned)
     assert sample(m, 's3vol_volume_scan_entries{volume="vol-a"}') == 0
 
 
+def test_a_directory_marker_put_and_deleted_is_counted_between_scans(scanned):
+    d, s3 = scanned, scanned.client()
+    s3.put_object(Bucket="vol-a", Key="photos/", Body=b"")
+    assert (d.vols["vol-a"] / "photos").is_dir()
+    assert counts(d) == (4, 2130) == listed(s3)
+    s3.put_object(Bucket="vol-a", Key="photos/", Body=b"")  # again: the same object
+    assert counts(d) == (4, 2130)
+    s3.put_object(Bucket="vol-a", Key="dir/", Body=b"")  # marks a directory with files in it
+    assert counts(d) == (5, 2130) == listed(s3)
+    s3.delete_object(Bucket="vol-a", Key="dir/")  # only the mark goes; its files stay
+    assert counts(d) == (4, 2130) == listed(s3)
+    s3.delete_object(Bucket="vol-a", Key="photos/")
+    assert not (d.vols["vol-a"] / "photos").exists()
+    assert counts(d) == (3, 2130) == listed(s3)
+
+
+def disk_usage(vol: Path) -> int:
+    """Bytes of every regular file under the volume, its internal directory too (what the
+    scan measures for the quota)."""
+    total = 0
+    for top, _dirs, files in os.walk(vol):
+        for f in files:
+            st = os.lstat(os.path.join(top, f))
+            if stat.S_ISREG(st.st_mode):
+                total += st.st_size
+    return total
+
+
+def test_racing_puts_and_deletes_of_one_key_keep_counts_and_quota_usage_exact(tmp_path):
+    """PUTs and DELETEs of one key from 12 threads: every commit and delete accounts for
+    the file its rename or unlink actually replaced or removed, so the counts and the
+    quota's usage equal what is on disk without waiting for a scan, and the quota holds."""
+    import concurrent.futures as cf
+    import random
+
+    vol = tmp_path / "pre" / "vol-a"
+    vol.mkdir(parents=True)
+    d = start_daemon(tmp_path / "d", volumes=(), extra_config='admin_listen = "127.0.0.1:0"\n'
+                     f'[[volume]]\nname = "vol-a"\npath = {toml_str(vol)}\nscan_interval = "1h"\n'
+                     'quota = "4MiB"\nfsync = false\n')
+    try:
+        assert wait_until(lambda: counts(d) == (0, 0), timeout=15), status(d)
+        s3 = d.client(max_pool_connections=16)
+        rnd = random.Random(16)
+        sizes = [rnd.choice([1, 100_000, 200_000]) for _ in range(600)]
+
+        def op(i):
+            if i % 3 == 2:
+                s3.delete_object(Bucket="vol-a", Key="race")
+            else:
+                s3.put_object(Bucket="vol-a", Key="race", Body=b"r" * sizes[i])
+
+        deadline = time.monotonic() + 120
+        with cf.ThreadPoolExecutor(12) as ex:
+            for f in [ex.submit(op, i) for i in range(600)]:
+                f.result(timeout=max(1, deadline - time.monotonic()))
+        n, b = listed(s3)
+        assert counts(d) == (n, b), (counts(d), n, b)
+        assert status(d)["capacity"]["used"] == disk_usage(vol), (status(d), disk_usage(vol))
+        s3.delete_object(Bucket="vol-a", Key="race")
+        assert counts(d) == (0, 0) and status(d)["capacity"]["used"] == disk_usage(vol) == 0, status(d)
+        # The quota holds: 4 MiB of new objects fit, the next one does not.
+        for i in range(16):
+            s3.put_object(Bucket="vol-a", Key=f"fill{i}", Body=b"f" * (256 * 1024))
+        expect_client_error(s3.put_object, 403, "QuotaExceeded", Bucket="vol-a", Key="over", Body=b"o" * 70_000)
+        assert counts(d) == (16, 4 * MiB)
+    finally:
+        assert stop_daemon(d) is None, d.log_tail()
+
+
 def test_pod_written_files_are_counted_once_the_scan_ran_as_the_listing_lists_them(tmp_path):
     vol = tmp_path / "pre" / "vol-a"
     vol.mkdir(parents=True)
@@ -155,6 +227,45 @@ def test_pod_written_files_are_counted_once_the_scan_ran_as_the_listing_lists_th
         assert wait_until(lambda: counts(d) == (4, 20), timeout=20), "r/ is now an empty directory: `p/q/r/`"
     finally:
         assert stop_daemon(d) is None, d.log_tail()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs: needs root")
+def test_the_scan_counts_a_file_system_mounted_inside_the_volume_as_the_listing_lists_it(tmp_path):
+    """One rule for listing and scan: a mount inside the volume is walked (a pod cannot
+    mount; the operator's mount is served), and a bind mount of the volume into itself is
+    not walked twice by the scan (device and inode of the directories being walked)."""
+    import subprocess as sp
+
+    vol = tmp_path / "pre" / "vol-a"
+    (vol / "mnt").mkdir(parents=True)
+    (vol / "self").mkdir()
+    (vol / "top.bin").write_bytes(b"t" * 10)
+    mounted = []
+    try:
+        sp.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(vol / "mnt")], check=True)
+        mounted.append(vol / "mnt")
+        (vol / "mnt" / "inner.bin").write_bytes(b"i" * 300)
+        (vol / "mnt" / "sub").mkdir()
+        (vol / "mnt" / "sub" / "deep.bin").write_bytes(b"d" * 20)
+        d = start_daemon(tmp_path / "d", volumes=(), extra_config='admin_listen = "127.0.0.1:0"\n'
+                         f'[[volume]]\nname = "vol-a"\npath = {toml_str(vol)}\nscan_interval = "1s"\n')
+        try:
+            s3 = d.client()
+            # self/ is an empty directory: a `self/` object of 0 bytes.
+            assert wait_until(lambda: counts(d) == (4, 330), timeout=15), (status(d), listed(s3))
+            assert counts(d) == listed(s3)
+            sp.run(["mount", "--bind", str(vol), str(vol / "self")], check=True)
+            mounted.append(vol / "self")
+            before = status(d)["last_scan"]
+            assert wait_until(lambda: status(d)["last_scan"] != before and not status(d)["scan"]["running"],
+                              timeout=20), status(d)
+            # The bind is the volume again: its root is an ancestor, not walked (and not empty).
+            assert counts(d) == (3, 330), status(d)
+        finally:
+            assert stop_daemon(d) is None, d.log_tail()
+    finally:
+        for m in reversed(mounted):
+            sp.run(["umount", str(m)], check=False)
 
 
 def test_counts_are_null_before_the_first_scan_completes_and_progress_shows(tmp_path):
@@ -282,6 +393,104 @@ def test_a_broken_credentials_file_keeps_the_old_keys_and_counts_each_failure_on
     os.symlink(real, link)
     os.replace(link, creds)
     assert wait_until(lambda: works(d, NEW) and not works(d, TESTER), timeout=10), d.log_tail()
+
+
+def test_a_key_revoked_by_a_file_whose_mtime_is_in_the_future_stops_within_seconds(watched):
+    """An NFS server whose clock is ahead (or tar, rsync -t, cp -p from such a host) gives
+    the new file a future mtime: it is still loaded, once two looks found it unchanged,
+    and the future mtime is logged at warn once."""
+    d = watched
+    creds = d.workdir / "credentials.toml"
+    replace_by_rename(creds, [TESTER, NEW])
+    assert wait_until(lambda: works(d, NEW), timeout=10, interval=0.2), d.log_tail()
+    tmp = creds.with_name("future.toml")
+    write_credentials(tmp, [TESTER])
+    ahead = time.time() + 120
+    os.utime(tmp, (ahead, ahead))
+    start = time.monotonic()
+    os.replace(tmp, creds)  # NEW is revoked
+    assert wait_until(lambda: not works(d, NEW), timeout=10, interval=0.2), d.log_tail()
+    assert time.monotonic() - start < 6
+    assert works(d, TESTER)
+    time.sleep(2.5)
+    log = d.log.read_text(errors="replace")
+    assert log.count("mtime is in the future") == 1, log
+    assert sample(metrics_text(d), "s3vol_credentials_reload_failures_total") == 0
+
+
+PASTED = "wJalr`XUtnFEMI/K7MDENG"  # a secret with a backtick, pasted where it does not belong
+KEY_HEAD = '[[key]]\nname = "k"\naccess_key = "AKPASTE000000001"\nsecret_key = "s"\nvolumes = ["*"]\n'
+
+
+@pytest.mark.parametrize("text", [
+    KEY_HEAD + f'permissions = ["{PASTED}"]\n',
+    KEY_HEAD + "permissions = ['wJalr\"XUtnFEMI/K7MDENG']\n",
+    KEY_HEAD + 'permissions = ["read"]\n' + f'"x{PASTED}" = 1\n',
+    KEY_HEAD + 'permissions = ["read"]\nXUtnFEMI = 1\n',
+], ids=["backtick-in-permission", "quote-in-permission", "backtick-field-name", "bare-field-name"])
+def test_check_config_and_reload_errors_show_no_part_of_a_pasted_secret(tmp_path, text):
+    d = start_daemon(tmp_path / "d", keys=[TESTER],
+                     extra_config='admin_listen = "127.0.0.1:0"\ncredentials_check = "1s"\n')
+    try:
+        creds = d.workdir / "credentials.toml"
+        bad = d.workdir / "bad.toml"
+        bad.write_text(text)
+        os.chmod(bad, 0o600)
+        config = (d.workdir / "s3vol.toml").read_text().replace(str(creds), str(bad))
+        (d.workdir / "bad-config.toml").write_text(config)
+        r = subprocess.run([str(s3vol_bin()), "check-config", "--config", str(d.workdir / "bad-config.toml")],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 2, (r.stdout, r.stderr)
+        assert "line " in r.stderr and str(bad) in r.stderr, r.stderr
+        assert "XUtnFEMI" not in r.stderr + r.stdout and "K7MDENG" not in r.stderr + r.stdout, r.stderr
+        replace_by_rename(creds, text=text)
+        ok = wait_until(lambda: sample(metrics_text(d), "s3vol_credentials_reload_failures_total") == 1, timeout=10)
+        assert ok, d.log_tail()
+        assert works(d, TESTER)
+        log = d.log.read_text(errors="replace")
+        assert "XUtnFEMI" not in log and "K7MDENG" not in log, log
+    finally:
+        assert stop_daemon(d) is None, d.log_tail()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "zero-device", "oversized", "empty", "blank"])
+def test_start_up_and_check_config_refuse_a_credentials_file_that_is_no_regular_file_too_big_or_empty(
+        tmp_path, kind):
+    """One loader for start-up, check-config and reload: a FIFO does not hang, a device is
+    not read until memory runs out, a file over 16 MiB is refused, an empty one is not
+    taken as "no keys"; each exits 2 (a config error, docs/CONTRACT.md) at once."""
+    creds = tmp_path / "credentials.toml"
+    if kind == "fifo":
+        os.mkfifo(creds, 0o600)
+    elif kind == "zero-device":
+        os.mknod(creds, 0o600 | stat.S_IFCHR, os.makedev(1, 5))
+    elif kind == "oversized":
+        with open(creds, "wb") as f:
+            f.truncate((16 << 20) + 1)
+    elif kind == "empty":
+        creds.write_bytes(b"")
+    else:
+        creds.write_bytes(b"  \n\t\n")
+    if kind != "zero-device":
+        os.chmod(creds, 0o600)
+    vol = tmp_path / "vol-a"
+    vol.mkdir()
+    config = tmp_path / "s3vol.toml"
+    config.write_text(f'listen = "127.0.0.1:0"\ncredentials = {toml_str(creds)}\n'
+                      f'[[volume]]\nname = "vol-a"\npath = {toml_str(vol)}\n')
+    want = {"fifo": "not a regular file", "zero-device": "not a regular file", "oversized": "larger than",
+            "empty": "empty", "blank": "empty"}[kind]
+    for cmd in ("check-config", "serve"):
+        start = time.monotonic()
+        try:
+            r = subprocess.run([str(s3vol_bin()), cmd, "--config", str(config)], capture_output=True, text=True,
+                               timeout=15, cwd=tmp_path)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{cmd} with a {kind} credentials file did not exit within 15 s")
+        assert r.returncode == 2, (cmd, r.returncode, r.stdout, r.stderr[-2000:])
+        assert want in r.stderr and str(creds) in r.stderr, (cmd, r.stderr[-2000:])
+        assert "listening on" not in r.stdout
+        assert time.monotonic() - start < 10
 
 
 # ------------------------------------------------------------------ the Grafana dashboard

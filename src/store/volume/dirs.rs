@@ -118,12 +118,24 @@ impl Volume {
     }
 
     /// PUT `k/` with no body: creates directory `k` (and parents) and marks it as a
-    /// directory object so that it is listed even when not empty.
+    /// directory object so that it is listed even when not empty. The object count grows
+    /// by one unless `k/` was an object already (an empty or marked directory: what the
+    /// scan counts, [`crate::store::scan`]).
     pub fn put_marker(&self, key: &ObjectKey) -> Result<ObjectInfo> {
         self.check_writable()?;
+        let was_object = self.open_dir_path(key.path()).ok().is_some_and(|d| self.is_dir_object(d.as_fd()));
         let dir = self.ensure_dir(key.path())?;
         self.set_dir_mark(dir.as_fd(), DirMark::Marker);
+        if !was_object {
+            self.space.note_objects(1, 0);
+        }
         self.head_marker(key)
+    }
+
+    /// True when the directory open at `dir` is a `k/` object as listing and the scan see
+    /// it: empty, or marked as a directory object.
+    fn is_dir_object(&self, dir: BorrowedFd<'_>) -> bool {
+        self.dir_mark(dir) == Some(DirMark::Marker) || fsx::dir_is_empty(dir).unwrap_or(false)
     }
 
     /// DeleteObject. Deleting a missing key succeeds (S3). A file is unlinked; a `k/` marker
@@ -161,10 +173,14 @@ impl Volume {
                 return Ok(());
             }
             match fsx::unlink_at(pdir.as_fd(), leaf, true) {
-                Ok(()) => {}
+                // An empty directory was a `k/` object.
+                Ok(()) => self.space.note_objects(-1, 0),
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) => {
                     // Not empty: the `k/` object goes, the directory and its contents stay.
                     if let Ok(d) = fsx::open_child_dir(pdir.as_fd(), leaf) {
+                        if self.dir_mark(d.as_fd()) == Some(DirMark::Marker) {
+                            self.space.note_objects(-1, 0);
+                        }
                         let _ = fsx::remove_xattr(d.as_fd(), DIR_XATTR);
                     }
                     return Ok(());
@@ -174,8 +190,9 @@ impl Volume {
         } else {
             match kind {
                 libc::S_IFREG => {
-                    self.space.add_used(-st.st_size);
-                    self.space.note_objects(-1, -st.st_size);
+                    if !self.remove_counted(pdir.as_fd(), leaf)? {
+                        return Ok(()); // a directory appeared at the key: left alone
+                    }
                 }
                 // Only a link to a regular file inside the volume is an object; one into the
                 // internal directory is refused like the key that names it.
@@ -190,7 +207,9 @@ impl Volume {
                 },
                 _ => return Ok(()),
             }
-            fsx::unlink_at(pdir.as_fd(), leaf, false)?;
+            if kind == libc::S_IFLNK {
+                fsx::unlink_at(pdir.as_fd(), leaf, false)?;
+            }
         }
         if self.settings.fsync {
             fsx::fsync(pdir.as_fd())?;
@@ -198,6 +217,44 @@ impl Volume {
         drop(pdir);
         self.remove_empty_parents(key);
         Ok(())
+    }
+
+    /// Removes the file at `leaf` of `pdir` and subtracts from the counts and the quota
+    /// usage the file actually removed: it leaves the key in one step (a rename into the
+    /// temp directory), is looked at there, then unlinked. A `lstat` then `unlink` would
+    /// subtract the size of a file a concurrent PUT had just replaced and remove the new
+    /// one (attack finding F5: the counts drifted). Where the rename cannot be made (the
+    /// key lies on another file system mounted inside the volume) the file is looked at
+    /// then unlinked, and that window stays until the next scan.
+    ///
+    /// Returns false when what left the key was a directory (put back, nothing removed).
+    fn remove_counted(&self, pdir: BorrowedFd<'_>, leaf: &str) -> Result<bool> {
+        let grave = format!("d-{}", random_hex(12));
+        let gone = match fsx::rename_at(pdir, leaf, self.tmp_dir(), &grave) {
+            Ok(()) => {
+                let gone = fsx::lstat_at(self.tmp_dir(), grave.as_ref())?;
+                if gone.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                    // A pod made a directory at the key meanwhile: it is not this delete's.
+                    fsx::rename_noreplace(self.tmp_dir(), &grave, pdir, leaf)?;
+                    return Ok(false);
+                }
+                fsx::unlink_at(self.tmp_dir(), &grave, false)?;
+                gone
+            }
+            // Deleted meanwhile by another request: that one counted it.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                let st = fsx::lstat_at(pdir, leaf.as_ref())?;
+                fsx::unlink_at(pdir, leaf, false)?;
+                st
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if fsx::is_regular(&gone) {
+            self.space.add_used(-gone.st_size);
+            self.space.note_objects(-1, -gone.st_size);
+        }
+        Ok(true)
     }
 
     /// DeleteObject under a compare-and-swap (`If-Match`, the key's lock held): removes the

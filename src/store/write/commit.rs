@@ -291,19 +291,21 @@ impl Writer {
         let (pdir, leaf, prior) = loop {
             let (pdir, leaf) = self.vol.ensure_parent(&key)?;
             let prior = fsx::lstat_at(pdir.as_fd(), leaf.as_ref()).ok();
-            let old_size = prior.as_ref().filter(|p| fsx::is_regular(p)).map_or(0, |p| p.st_size);
             let renamed = if no_replace {
-                fsx::rename_noreplace(from.as_fd(), &tmp_name, pdir.as_fd(), leaf)
+                fsx::rename_noreplace(from.as_fd(), &tmp_name, pdir.as_fd(), leaf).map(|()| None)
             } else {
-                fsx::rename_at(from.as_fd(), &tmp_name, pdir.as_fd(), leaf)
+                rename_over(from.as_fd(), &tmp_name, pdir.as_fd(), leaf, prior, (st.st_dev, st.st_ino))
             };
             match renamed {
-                Ok(()) => {
+                Ok(replaced) => {
+                    // Counted by what the rename removed, not by the look before it: a
+                    // delete or another write may have changed the key in between.
+                    let old = replaced.filter(fsx::is_regular);
+                    let old_size = old.map_or(0, |p| p.st_size);
                     self.vol.space.add_used(st.st_size - old_size);
                     // A new key is one more object; a replaced one only changes size.
-                    let new_key = prior.as_ref().is_none_or(|p| !fsx::is_regular(p));
-                    self.vol.space.note_objects(i64::from(new_key), st.st_size - old_size);
-                    break (pdir, leaf, prior);
+                    self.vol.space.note_objects(i64::from(old.is_none()), st.st_size - old_size);
+                    break (pdir, leaf, replaced.or(prior));
                 }
                 Err(e) if no_replace && e.raw_os_error() == Some(libc::EEXIST) => {
                     return Err(exists(pdir.as_fd(), leaf));
@@ -447,6 +449,64 @@ fn swap_in(
     Ok(Swapped::Overtaken)
 }
 
+/// Renames `tmp` (in `from`) onto the key `leaf` (in `pdir`), replacing what it holds, and
+/// returns the `lstat` of what the rename removed (`None`: the key was free), as the
+/// operation itself found it, so that counts and quota usage subtract the file actually
+/// replaced (attack finding F5: a PUT racing a DELETE of the same key subtracted a file
+/// the delete had already removed, and the counts drifted below the truth).
+///
+/// Where the file system has `renameat2` flags: a free key takes `RENAME_NOREPLACE`
+/// (EEXIST: look again); a key holding a file or link takes `RENAME_EXCHANGE`, and what
+/// comes back under `tmp` is the file replaced, looked at, then unlinked. A directory that
+/// appears at the key meanwhile is exchanged back and the plain rename answers as it
+/// always did. Without the flags (NFS, some FUSE), or after a few rounds lost to other
+/// writers, a plain `rename` and the look taken before it (`prior`): the race window
+/// stays there, and the next scan corrects the counts. `ours`: the written file (device,
+/// inode), to tell an exchange the file system did not make.
+fn rename_over(
+    from: BorrowedFd<'_>,
+    tmp: &str,
+    pdir: BorrowedFd<'_>,
+    leaf: &str,
+    prior: Option<FileStat>,
+    ours: (u64, u64),
+) -> io::Result<Option<FileStat>> {
+    use nix::fcntl::RenameFlags;
+    let mut guess = prior;
+    for _ in 0..4 {
+        let kind = guess.as_ref().map(|p| p.st_mode & libc::S_IFMT);
+        let flag = match kind {
+            None => RenameFlags::RENAME_NOREPLACE,
+            Some(libc::S_IFREG | libc::S_IFLNK) => RenameFlags::RENAME_EXCHANGE,
+            Some(_) => break, // a directory: the plain rename refuses it
+        };
+        match nix::fcntl::renameat2(from, tmp, pdir, leaf, flag) {
+            Ok(()) if flag == RenameFlags::RENAME_NOREPLACE => return Ok(None),
+            Ok(()) => {
+                let displaced = fsx::lstat_at(from, tmp.as_ref())?;
+                if (displaced.st_dev, displaced.st_ino) == ours {
+                    break; // accepted and not done: the plain rename below
+                }
+                if displaced.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                    nix::fcntl::renameat2(from, tmp, pdir, leaf, RenameFlags::RENAME_EXCHANGE)?;
+                    guess = Some(displaced);
+                    break;
+                }
+                let _ = fsx::unlink_at(from, tmp, false);
+                return Ok(Some(displaced));
+            }
+            // Created meanwhile: replace it by exchange.
+            Err(nix::Error::EEXIST) => guess = fsx::lstat_at(pdir, leaf.as_ref()).ok(),
+            // Removed meanwhile: take the free key (a parent removed too: ENOENT again).
+            Err(nix::Error::ENOENT) if flag == RenameFlags::RENAME_EXCHANGE => guess = None,
+            Err(e) if fsx::is_unsupported(e as i32) => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    fsx::rename_at(from, tmp, pdir, leaf)?;
+    Ok(guess)
+}
+
 /// Where a name leads when looked up afresh after a link or rename made it.
 enum Placed {
     /// The file written (same device and inode, same size); its `lstat` now.
@@ -490,6 +550,9 @@ fn placed(
         }
         Ok(st) if Some((st.st_dev, st.st_ino)) == prior => Ok(Placed::NotDone),
         Ok(_) => Ok(Placed::Replaced),
+        // The kernel's own file system made the name (its answer is the truth): gone
+        // already means a concurrent delete removed it, a later operation.
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) && local => Ok(Placed::Replaced),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(Placed::NotDone),
         Err(e) => Err(e.into()),
     }
