@@ -29,6 +29,7 @@ use crate::guard::{Guard, Refusal, form_policy};
 use crate::limits::{ActiveRequest, Activity, Limits, MAX_HEAD_BUFFER, StallIo, TLS_HANDSHAKE_TIMEOUT};
 use crate::metrics::Metrics;
 use crate::request::{BodyLimits, RequestBody, RequestInfo, ResponseBody};
+use crate::s3::complete_xml::{CompleteBody, StripBody};
 use crate::s3::host::BucketResolver;
 use crate::s3::post_object::{FormSniffer, PostForm, RequestOrigin, form_boundary};
 use crate::store::volume::random_hex;
@@ -297,6 +298,7 @@ async fn handle(
                 .get(http::header::CONTENT_TYPE)
                 .is_some_and(|v| v.as_bytes().starts_with(b"multipart/form-data"));
         let (mut parts, body) = req.into_parts();
+        let complete = CompleteBody::default();
         match guard.admit(&parts, names_key, time::OffsetDateTime::now_utc().unix_timestamp()) {
             Err(refusal) => refusal_response(&refusal, &id),
             Ok(admitted) => {
@@ -312,6 +314,11 @@ async fn handle(
                 let boundary = parts.headers.get(http::header::CONTENT_TYPE).and_then(|v| form_boundary(v.as_bytes()));
                 let body = if admitted.aws_chunked {
                     s3s::Body::http_body(ChunkGuard::new(body, guard.max_chunk))
+                } else if completes && !is_form {
+                    // s3s refuses the part checksums of five algorithms (s3::complete_xml).
+                    let unsigned = parts.headers.get("x-amz-content-sha256").is_none_or(|v| v == "UNSIGNED-PAYLOAD");
+                    parts.extensions.insert(complete.clone());
+                    s3s::Body::http_body(StripBody::new(body, complete.clone(), unsigned))
                 } else if let (Some((slot, _)), Some(boundary)) = (&form, boundary) {
                     parts.extensions.insert(slot.clone());
                     s3s::Body::http_body(FormSniffer::new(body, &boundary, slot.clone()))
@@ -329,6 +336,14 @@ async fn handle(
                         } else if is_form
                             && let Some(r) = resp.body().bytes().and_then(|b| form_policy::refusal(resp.status(), &b))
                         {
+                            resp = refusal_response(&r, &id);
+                        } else if complete.unreadable() {
+                            let r = Refusal::new(
+                                http::StatusCode::BAD_REQUEST,
+                                "MalformedXML",
+                                "This server reads ChecksumSHA512, ChecksumMD5 and ChecksumXXHASH* in <Part> only \
+                                 from an unsigned payload (UNSIGNED-PAYLOAD, as SDKs send over HTTPS).",
+                            );
                             resp = refusal_response(&r, &id);
                         }
                         resp.headers_mut().extend(cors_headers);

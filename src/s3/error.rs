@@ -96,6 +96,7 @@ fn to_s3(e: Error) -> S3Error {
         Error::BucketExists => std_code(S3ErrorCode::BucketAlreadyOwnedByYou, "The bucket already exists"),
         Error::NoSuchUpload => std_code(S3ErrorCode::NoSuchUpload, "The specified multipart upload does not exist."),
         Error::InvalidPart(why) => std_code(S3ErrorCode::InvalidPart, why),
+        Error::BadDigest(why) => std_code(S3ErrorCode::BadDigest, why),
         Error::InvalidPartOrder => {
             std_code(S3ErrorCode::InvalidPartOrder, "The list of parts was not in ascending order.")
         }
@@ -173,6 +174,7 @@ mod tests {
             (Error::ReadOnly, "AccessDenied", 403),
             (Error::NoSuchUpload, "NoSuchUpload", 404),
             (Error::InvalidPartOrder, "InvalidPartOrder", 400),
+            (Error::BadDigest("x".into()), "BadDigest", 400),
             (Error::Io(std::io::Error::other("boom /secret/path")), "InternalError", 500),
         ];
         for (err, code, status) in cases {

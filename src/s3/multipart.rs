@@ -10,10 +10,11 @@ use s3s::{S3Error, S3Request, S3Response, S3Result, s3_error};
 use super::S3Vol;
 use super::body::blocking;
 use super::checksum::{self as wire, XmlFields, from_stored, set_checksum_fields};
+use super::complete_xml::CompleteBody;
 use super::convert::{etag, object_meta, refuse_unsupported_write_options, timestamp, url_encode};
 use super::list::{MAX_KEYS, encoding_url};
 use super::object::receive_verified;
-use crate::store::assemble::{self, Completed, ListedPart};
+use crate::store::assemble::{self, Completed, ListedPart, StatedChecksum};
 use crate::store::checksum::{self, Algorithm};
 use crate::store::multipart::{self, Manifest};
 use crate::store::part_size;
@@ -157,6 +158,10 @@ impl S3Vol {
         &self,
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        // s3s does not parse the part checksums of five algorithms: the server took them out
+        // of the XML (absent when the service is called without the server, as in tests).
+        let unparsed = req.extensions.get::<CompleteBody>().map(CompleteBody::listed).unwrap_or_default();
+        let stated = stated_checksum(&req.headers, req.input.checksum_type.as_ref())?;
         let input = req.input;
         let vol = self.volume(&input.bucket)?;
         let key = vol.key(&input.key)?;
@@ -168,7 +173,6 @@ impl S3Vol {
                 return Err(s3_error!(MalformedXML, "Each part needs a PartNumber and an ETag"));
             };
             let n = u32::try_from(n).map_err(|_| s3_error!(InvalidPart, "invalid part number"))?;
-            // The algorithms s3s 0.14.1 lacks are not parsed from the XML (see the README).
             let checksums = [
                 (Algorithm::Crc32, p.checksum_crc32),
                 (Algorithm::Crc32c, p.checksum_crc32c),
@@ -178,6 +182,7 @@ impl S3Vol {
             ]
             .into_iter()
             .filter_map(|(a, v)| v.map(|v| (a.name().to_owned(), v)))
+            .chain(unparsed.iter().filter(|(m, _, _)| *m == n).map(|(_, a, v)| (a.name().to_owned(), v.clone())))
             .collect();
             listed.push(ListedPart { number: n, etag: e.into_value(), checksums });
         }
@@ -186,8 +191,9 @@ impl S3Vol {
         let span = tracing::Span::current();
         // The assembly runs to its end even if the client goes away, so that the upload
         // is either completed (and recorded) or left for a retry, never half-done.
-        let mut task =
-            tokio::task::spawn_blocking(move || span.in_scope(|| assemble::complete(vol, &id, &key, &listed, &cond)));
+        let mut task = tokio::task::spawn_blocking(move || {
+            span.in_scope(|| assemble::complete(vol, &id, &key, &listed, &stated, &cond))
+        });
         let output = move |done: Completed| complete_output(bucket, object, done);
         let joined = |r: Result<crate::store::Result<Completed>, tokio::task::JoinError>| match r {
             Ok(r) => r.map_err(S3Error::from),
@@ -329,6 +335,44 @@ impl S3Vol {
             ..Default::default()
         }))
     }
+}
+
+/// The object checksum a CompleteMultipartUpload states: one `x-amz-checksum-<alg>` header
+/// (any of the ten algorithms, read from the header map: the DTO has five) and
+/// `x-amz-checksum-type`; compared with the assembled object's by the store.
+///
+/// Errors: `InvalidRequest` for an unknown algorithm or type, a value that is not base64
+/// of the algorithm's digest length, or more than one algorithm.
+fn stated_checksum(headers: &http::HeaderMap, ty: Option<&ChecksumType>) -> S3Result<StatedChecksum> {
+    // Only the value headers count here: x-amz-sdk-checksum-algorithm names how the SDK
+    // checks this request's own body, and Complete's XML body is not stored.
+    // A composite value may carry its `-N`: the digest before it is what is validated.
+    let mut bare = headers.clone();
+    for a in Algorithm::ALL {
+        if let Some(v) = headers.get(a.header()).and_then(|v| v.to_str().ok())
+            && let Some((d, n)) = v.rsplit_once('-')
+            && !n.is_empty()
+            && n.bytes().all(|b| b.is_ascii_digit())
+            && let Ok(d) = http::HeaderValue::from_str(d)
+        {
+            bare.insert(a.header(), d);
+        }
+    }
+    let mut given = wire::requested(&bare, None, None)?.given;
+    for (a, v) in &mut given {
+        // Compared as sent: StatedChecksum::check takes a value with or without `-N`.
+        if let Some(sent) = headers.get(a.header()).and_then(|v| v.to_str().ok()) {
+            *v = sent.trim().to_owned();
+        }
+    }
+    let ty = match ty {
+        Some(t) => Some(
+            checksum::ChecksumType::parse(t.as_str())
+                .ok_or_else(|| s3_error!(InvalidRequest, "Value for x-amz-checksum-type header is invalid."))?,
+        ),
+        None => None,
+    };
+    Ok(StatedChecksum { value: given.into_iter().next(), ty })
 }
 
 /// `EntityTooLarge` for a part over the volume's `max_part_size` (bytes).

@@ -83,6 +83,54 @@ pub struct ListedPart {
     pub checksums: Vec<(String, String)>,
 }
 
+/// The object checksum a CompleteMultipartUpload states in its headers
+/// (`x-amz-checksum-<alg>`, `x-amz-checksum-type`), checked against the one its parts make
+/// before anything is committed. S3: "If the two values don't match, Amazon S3 fails the
+/// request with a `BadDigest` error", and the same for a type other than the upload's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatedChecksum {
+    /// The algorithm and base64 value; a composite value may be given with or without its
+    /// `-N` suffix.
+    pub value: Option<(Algorithm, String)>,
+    /// The checksum type.
+    pub ty: Option<ChecksumType>,
+}
+
+impl StatedChecksum {
+    /// Compares with the object's checksums (`ALGORITHM -> base64`) and type.
+    ///
+    /// Errors: [`Error::BadDigest`] when a stated value or type differs, or names an
+    /// algorithm or type the upload does not compute (it was created with another
+    /// algorithm, or none).
+    pub fn check(&self, checksums: &BTreeMap<String, String>, ty: Option<&str>) -> Result<()> {
+        if let Some(t) = self.ty
+            && ty != Some(t.as_str())
+        {
+            return Err(Error::BadDigest(format!(
+                "The x-amz-checksum-type you specified ({}) does not match the upload's ({}).",
+                t.as_str(),
+                ty.unwrap_or("none: it was created without a checksum algorithm")
+            )));
+        }
+        if let Some((alg, want)) = &self.value {
+            let lower = alg.name().to_ascii_lowercase();
+            let Some(have) = checksums.get(alg.name()) else {
+                return Err(Error::BadDigest(format!(
+                    "The {lower} you specified cannot be verified: the upload was not created with the {} checksum algorithm.",
+                    alg.name()
+                )));
+            };
+            let bare = have.split_once('-').map_or(have.as_str(), |(v, _)| v);
+            if want != have && want != bare {
+                return Err(Error::BadDigest(format!(
+                    "The {lower} you specified did not match the calculated checksum."
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The result of a completed upload: what Complete answers, and (as `done.json`) what a
 /// retried Complete answers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -150,7 +198,9 @@ enum Claim {
 /// when another Complete of the same upload is running, until that one finishes.
 ///
 /// Errors: [`Error::InvalidPart`] (no parts, a part not staged with that ETag or checksum,
-/// or a part removed meanwhile), [`Error::InvalidPartOrder`], [`Error::NoSuchUpload`]
+/// or a part removed meanwhile), [`Error::InvalidPartOrder`], [`Error::BadDigest`] (the
+/// `stated` object checksum or type differs, [`StatedChecksum::check`]; also for a retry
+/// of a completed upload), [`Error::NoSuchUpload`]
 /// (unknown, aborted, or completed with other parts), write errors of the commit
 /// ([`Error::NoSpace`], ...). On any error the object at `key` is untouched.
 ///
@@ -165,6 +215,7 @@ pub fn complete(
     id: &str,
     key: &ObjectKey,
     listed: &[ListedPart],
+    stated: &StatedChecksum,
     cond: &Condition,
 ) -> Result<Completed> {
     vol.check_writable()?;
@@ -178,7 +229,11 @@ pub fn complete(
     let dir = multipart::open_upload(&vol, id)?;
     let recorded = |dir: BorrowedFd<'_>| {
         multipart::read_json::<Completed>(dir, DONE).map(|done| {
-            if done.key == key.as_str() && done.etag == expected { Ok(done) } else { Err(Error::NoSuchUpload) }
+            if done.key != key.as_str() || done.etag != expected {
+                return Err(Error::NoSuchUpload);
+            }
+            stated.check(&done.checksums, done.checksum_type.as_deref())?;
+            Ok(done)
         })
     };
     let (claim, manifest, chosen) = loop {
@@ -206,7 +261,7 @@ pub fn complete(
                 let _ = fsx::touch(heartbeat);
             }
         });
-        let r = assemble(&vol, dir.as_fd(), key, manifest, &chosen, listed, &expected, cond);
+        let r = assemble(&vol, dir.as_fd(), key, manifest, &chosen, listed, stated, &expected, cond);
         drop(stop);
         r
     });
@@ -313,12 +368,15 @@ fn assemble(
     manifest: Manifest,
     chosen: &[Part],
     listed: &[ListedPart],
+    stated: &StatedChecksum,
     expected: &str,
     cond: &Condition,
 ) -> Result<Completed> {
     let sizes: Vec<u64> = chosen.iter().map(|p| p.size).collect();
     let total: u64 = sizes.iter().sum();
     let (checksums, checksum_type, part_checksums) = object_checksum(dir, &manifest, chosen, listed);
+    // Before any part is joined: a mismatch leaves the object and every part as they were.
+    stated.check(&checksums, checksum_type.as_deref())?;
     let done = |method: &str| Completed {
         key: key.as_str().to_owned(),
         etag: expected.to_owned(),

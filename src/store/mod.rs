@@ -131,6 +131,10 @@ pub enum Error {
     /// A part listed in Complete was not uploaded or its ETag differs.
     #[error("invalid part: {0}")]
     InvalidPart(String),
+    /// The object checksum (or checksum type) a Complete states differs from the one its
+    /// parts make, or cannot be checked; the text says which.
+    #[error("bad digest: {0}")]
+    BadDigest(String),
     /// Parts listed in Complete are not in ascending order.
     #[error("the parts are not in ascending order")]
     InvalidPartOrder,

@@ -10,7 +10,7 @@ import zlib
 import pytest
 from awscrt import checksums as crt
 
-from helpers import MiB, crc32c_b64, data, expect_client_error, files_equal
+from helpers import MiB, crc32c_b64, data, expect_client_error, files_equal, snapshot_diff, tree_snapshot
 
 ALL = ["CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256", "SHA512", "MD5", "XXHASH64", "XXHASH3", "XXHASH128"]
 # botocore computes these itself (and sends them as aws-chunked trailers over https).
@@ -220,6 +220,115 @@ def test_get_and_head_part_number_errors_as_s3(server, s3, prefix):
     s3.complete_multipart_upload(Bucket="vol-a", Key=mkey, UploadId=uid, MultipartUpload={"Parts": done})
     assert s3.head_object(Bucket="vol-a", Key=mkey, PartNumber=2)["PartsCount"] == 2
     expect_client_error(s3.get_object, 416, "InvalidPartNumber", Bucket="vol-a", Key=mkey, PartNumber=3)
+
+
+NEW = ["SHA512", "MD5", "XXHASH64", "XXHASH3", "XXHASH128"]
+
+
+def wrong(alg: str, b: bytes) -> str:
+    """A well-formed value of `alg` that is not the digest of `b`."""
+    return digest(alg, b + b"!")
+
+
+def staged_upload(server, s3, key, alg, parts, ty=None):
+    """An upload of `parts` with `alg`, over an older object at `key`; the volume's files
+    (internal ones too) as they are before Complete."""
+    s3.put_object(Bucket="vol-a", Key=key, Body=b"the old object")
+    _, uid, done = multipart(s3, key, alg, ty, parts)
+    return uid, done, tree_snapshot(server.vol("vol-a"), include_internal=True)
+
+
+def assert_nothing_committed(server, s3, key, uid, before, n_parts):
+    after = tree_snapshot(server.vol("vol-a"), include_internal=True)
+    assert after == before, snapshot_diff(before, after)
+    assert (server.vol("vol-a") / key).read_bytes() == b"the old object"
+    assert len(s3.list_parts(Bucket="vol-a", Key=key, UploadId=uid)["Parts"]) == n_parts
+
+
+@pytest.fixture(scope="module")
+def s3_unsigned(server):
+    """boto3 sending UNSIGNED-PAYLOAD (botocore signs the Complete body's SHA-256 otherwise)."""
+    return server.client(request_checksum_calculation="when_required", s3={"payload_signing_enabled": False,
+                                                                          "addressing_style": "path"})
+
+
+@pytest.mark.parametrize("alg", NEW)
+def test_complete_listing_a_wrong_part_checksum_of_a_new_algorithm_is_invalid_part_and_commits_nothing(
+        server, s3_unsigned, prefix, alg):
+    """s3s 0.14.1 refuses ChecksumSHA512, ChecksumMD5 and ChecksumXXHASH* in <Part> as
+    MalformedXML; s3vol takes them out of an unsigned XML body and compares them as S3 does."""
+    s3 = s3_unsigned
+    parts = [data(2000, f"{alg}a"), data(700, f"{alg}b")]
+    key = f"{prefix}/{alg}"
+    uid, done, before = staged_upload(server, s3, key, alg, parts)
+    listed = [{**d, field(alg): digest(alg, p)} for d, p in zip(done, parts)]
+    bad = [listed[0], {**listed[1], field(alg): wrong(alg, parts[1])}]
+    e = expect_client_error(s3.complete_multipart_upload, 400, "InvalidPart", Bucket="vol-a", Key=key,
+                            UploadId=uid, MultipartUpload={"Parts": bad})
+    assert alg in e.response["Error"]["Message"] and "part 2" in e.response["Error"]["Message"]
+    assert_nothing_committed(server, s3, key, uid, before, 2)
+    r = s3.complete_multipart_upload(Bucket="vol-a", Key=key, UploadId=uid, MultipartUpload={"Parts": listed})
+    want = base64.b64encode(raw_digest(alg, b"".join(raw_digest(alg, p) for p in parts))).decode() + "-2"
+    assert r[field(alg)] == want and r["ChecksumType"] == "COMPOSITE"
+    assert (server.vol("vol-a") / key).read_bytes() == b"".join(parts)
+
+
+def test_complete_reads_new_part_checksums_from_xml_with_namespace_and_whitespace(server, s3, prefix):
+    """A raw Complete: the S3 namespace, whitespace around values and the elements in
+    another order inside <Part>; a signed payload cannot be changed and is refused clearly."""
+    alg = "XXHASH3"
+    parts = [data(1500, "ns1"), data(900, "ns2")]
+    key = f"{prefix}/ns"
+    uid, done, before = staged_upload(server, s3, key, alg, parts)
+
+    def body(values):
+        items = "".join(
+            f'\n  <Part>\n    <{field(alg)}>\n      {v}\n    </{field(alg)}>\n'
+            f'    <ETag>{d["ETag"]}</ETag>\n    <PartNumber>{d["PartNumber"]}</PartNumber>\n  </Part>'
+            for d, v in zip(done, values))
+        return (f'<?xml version="1.0" encoding="UTF-8"?>\n<CompleteMultipartUpload '
+                f'xmlns="http://s3.amazonaws.com/doc/2006-03-01/">{items}\n</CompleteMultipartUpload>').encode()
+
+    path = f"/vol-a/{key}"
+    signed = body([wrong(alg, parts[0]), digest(alg, parts[1])])
+    r = server.raw("POST", path, query=[("uploadId", uid)], body=signed)
+    assert (r.status, r.code) == (400, "MalformedXML") and b"unsigned payload" in r.body, r
+    r = server.raw("POST", path, query=[("uploadId", uid)], body=signed, payload_hash="UNSIGNED-PAYLOAD")
+    assert (r.status, r.code) == (400, "InvalidPart"), r
+    assert_nothing_committed(server, s3, key, uid, before, 2)
+    r = server.raw("POST", path, query=[("uploadId", uid)], body=body([digest(alg, p) for p in parts]),
+                   payload_hash="UNSIGNED-PAYLOAD")
+    assert r.status == 200 and b"<ChecksumXXHASH3>" in r.body, r
+    assert (server.vol("vol-a") / key).read_bytes() == b"".join(parts)
+
+
+@pytest.mark.parametrize("alg,ty", [("CRC64NVME", "FULL_OBJECT"), ("CRC32", "FULL_OBJECT"), ("SHA512", "COMPOSITE")])
+def test_complete_with_a_wrong_object_checksum_header_is_bad_digest_and_commits_nothing(server, s3, prefix, alg, ty):
+    """S3 compares the object checksum a Complete states (x-amz-checksum-<alg>, and
+    x-amz-checksum-type) with the one the parts make: BadDigest on a mismatch."""
+    parts = [data(3000, f"{alg}x"), data(1000, f"{alg}y")]
+    whole = b"".join(parts)
+    key = f"{prefix}/{alg}"
+    uid, done, before = staged_upload(server, s3, key, alg, parts, ty)
+    if ty == "FULL_OBJECT":
+        right, bad = digest(alg, whole), wrong(alg, whole)
+    else:
+        right = base64.b64encode(raw_digest(alg, b"".join(raw_digest(alg, p) for p in parts))).decode() + "-2"
+        bad = wrong(alg, whole) + "-2"
+    listed = {"Parts": done}
+    complete = dict(Bucket="vol-a", Key=key, UploadId=uid, MultipartUpload=listed)
+    e = expect_client_error(s3.complete_multipart_upload, 400, "BadDigest", **complete, **{field(alg): bad})
+    assert "did not match" in e.response["Error"]["Message"]
+    other = "COMPOSITE" if ty == "FULL_OBJECT" else "FULL_OBJECT"
+    expect_client_error(s3.complete_multipart_upload, 400, "BadDigest", **complete, ChecksumType=other)
+    expect_client_error(s3.complete_multipart_upload, 400, "BadDigest", **complete,
+                        ChecksumSHA1=digest("SHA1", whole))
+    expect_client_error(s3.complete_multipart_upload, 400, "InvalidRequest", **complete,
+                        **{field(alg): "not base64!"})
+    assert_nothing_committed(server, s3, key, uid, before, 2)
+    r = s3.complete_multipart_upload(**complete, ChecksumType=ty, **{field(alg): right})
+    assert r[field(alg)] == right and r["ChecksumType"] == ty
+    assert (server.vol("vol-a") / key).read_bytes() == whole
 
 
 def test_crt_transfer_client_multipart_crc64nvme_round_trip(http_server, prefix, tmp_path):
