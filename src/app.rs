@@ -156,9 +156,11 @@ fn build_service(
 ) -> (s3s::service::S3Service, ServeOptions) {
     let s3 = S3Vol::new(volumes.clone(), ring.clone(), settings.region.clone());
     let cors = Arc::new(crate::s3::bucket_cors::LiveCors::new(settings.cors.clone(), volumes));
-    let mut b = S3ServiceBuilder::new(s3);
+    let mut b = S3ServiceBuilder::new(s3.clone());
     b.set_auth(ring.clone());
     b.set_access(ring.clone());
+    // Signed Complete bodies listing the part checksums s3s cannot parse (s3::complete_route).
+    b.set_route(crate::s3::complete_route::CompleteRoute::new(s3, ring.clone()));
     // One resolver decides the bucket for routing, CORS and the log line alike.
     let buckets = crate::s3::host::BucketResolver::new(&settings.domains);
     if let Some(hosts) = buckets.s3_host() {

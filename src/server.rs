@@ -29,7 +29,8 @@ use crate::guard::{Guard, Refusal, form_policy};
 use crate::limits::{ActiveRequest, Activity, Limits, MAX_HEAD_BUFFER, StallIo, TLS_HANDSHAKE_TIMEOUT};
 use crate::metrics::Metrics;
 use crate::request::{BodyLimits, RequestBody, RequestInfo, ResponseBody};
-use crate::s3::complete_xml::{CompleteBody, StripBody};
+use crate::s3::complete_route::Routed;
+use crate::s3::complete_xml::{CompleteBody, Held, StripBody, hold, listed_checksums};
 use crate::s3::host::BucketResolver;
 use crate::s3::post_object::{FormSniffer, PostForm, RequestOrigin, form_boundary};
 use crate::store::volume::random_hex;
@@ -317,8 +318,24 @@ async fn handle(
                 } else if completes && !is_form {
                     // s3s refuses the part checksums of five algorithms (s3::complete_xml).
                     let unsigned = parts.headers.get("x-amz-content-sha256").is_none_or(|v| v == "UNSIGNED-PAYLOAD");
-                    parts.extensions.insert(complete.clone());
-                    s3s::Body::http_body(StripBody::new(body, complete.clone(), unsigned))
+                    if unsigned {
+                        parts.extensions.insert(complete.clone());
+                        s3s::Body::http_body(StripBody::new(body, complete.clone()))
+                    } else {
+                        // Signed: held whole and passed unchanged; one listing them goes to
+                        // the custom route (s3::complete_route), which verifies the hash.
+                        match hold(body).await {
+                            Held::Whole(bytes) => {
+                                let lists = listed_checksums(&bytes).is_ok_and(|(_, spans)| !spans.is_empty());
+                                let target = shared.opts.buckets.object(parts.version, &parts.uri, &parts.headers);
+                                if let (true, Some((bucket, key))) = (lists, target) {
+                                    parts.extensions.insert(Routed { bucket, key });
+                                }
+                                s3s::Body::from(bytes)
+                            }
+                            Held::Partial(replay) => s3s::Body::http_body(replay),
+                        }
+                    }
                 } else if let (Some((slot, _)), Some(boundary)) = (&form, boundary) {
                     parts.extensions.insert(slot.clone());
                     s3s::Body::http_body(FormSniffer::new(body, &boundary, slot.clone()))
@@ -336,14 +353,6 @@ async fn handle(
                         } else if is_form
                             && let Some(r) = resp.body().bytes().and_then(|b| form_policy::refusal(resp.status(), &b))
                         {
-                            resp = refusal_response(&r, &id);
-                        } else if complete.unreadable() {
-                            let r = Refusal::new(
-                                http::StatusCode::BAD_REQUEST,
-                                "MalformedXML",
-                                "This server reads ChecksumSHA512, ChecksumMD5 and ChecksumXXHASH* in <Part> only \
-                                 from an unsigned payload (UNSIGNED-PAYLOAD, as SDKs send over HTTPS).",
-                            );
                             resp = refusal_response(&r, &id);
                         }
                         resp.headers_mut().extend(cors_headers);

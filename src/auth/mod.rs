@@ -228,7 +228,21 @@ impl KeyRing {
 
     /// The access decision for one request (SPEC.md "Authentication and access").
     fn authorize(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
-        let key = match cx.credentials() {
+        let creds = cx.credentials().cloned();
+        let (op, bucket) = (cx.s3_op().name().to_owned(), cx.s3_path().get_bucket_name().map(str::to_owned));
+        self.authorize_with(creds.as_ref(), || auth_params(cx), &op, bucket.as_deref())
+    }
+
+    /// [`Self::authorize`] from its parts: `creds` as `s3s` verified them, `params` the
+    /// request's authentication parameters (read only for a signed request).
+    fn authorize_with(
+        &self,
+        creds: Option<&Credentials>,
+        params: impl FnOnce() -> Option<AuthParams>,
+        op: &str,
+        bucket: Option<&str>,
+    ) -> S3Result<()> {
+        let key = match creds {
             None => None,
             Some(creds) => match self.get(&creds.access_key) {
                 Some(k) => Some(k),
@@ -237,7 +251,7 @@ impl KeyRing {
             },
         };
         if key.is_some() {
-            let Some(params) = auth_params(cx) else {
+            let Some(params) = params() else {
                 return Err(s3_error!(AccessDenied, "Access Denied"));
             };
             if let Some(want) = &self.strict_region
@@ -257,7 +271,28 @@ impl KeyRing {
                 ));
             }
         }
-        decide(key.as_deref(), cx.s3_op().name(), cx.s3_path().get_bucket_name(), &self.public)
+        decide(key.as_deref(), op, bucket, &self.public)
+    }
+
+    /// The decision [`S3Access::check`] makes, for a request `s3s` hands to a custom route
+    /// (which bypasses `S3Access`): operation `op` on `key` in `bucket`, with the request's
+    /// log line identified and marked allowed as `check` does.
+    ///
+    /// Errors: as [`decide`], plus `InvalidAccessKeyId`, `AuthorizationHeaderMalformed` and
+    /// `AuthorizationQueryParametersError` as `check` answers them.
+    pub fn check_route<T>(&self, req: &S3Request<T>, op: &str, bucket: &str, key: &str) -> S3Result<()> {
+        let creds = req.credentials.as_ref();
+        let key_name = creds.and_then(|c| self.get(&c.access_key)).map(|k| k.name.clone());
+        crate::request::identify(&req.extensions, op, key_name.as_deref(), Some(bucket), Some(key));
+        let params = || {
+            req.extensions.get::<AuthParams>().cloned().or_else(|| {
+                let rules = crate::guard::AuthRules { sigv2: true, max_skew_secs: i64::MAX / 4 };
+                crate::guard::auth_params::inspect(&req.method, &req.uri, &req.headers, rules, 0).ok()
+            })
+        };
+        self.authorize_with(creds, params, op, Some(bucket))?;
+        crate::request::allowed(&req.extensions);
+        Ok(())
     }
 }
 

@@ -1,17 +1,21 @@
 //! The part checksums a CompleteMultipartUpload lists for the algorithms `s3s` 0.14.1 does
 //! not know (`ChecksumSHA512`, `ChecksumMD5`, `ChecksumXXHASH64`, `ChecksumXXHASH3`,
 //! `ChecksumXXHASH128` inside `<Part>`). `s3s` refuses an XML body holding them
-//! (`MalformedXML`, unexpected tag), so the server holds the body ([`StripBody`], at most
-//! [`crate::server::XML_MAX_BODY`], the limit `s3s` holds it to), records their values in
-//! the request's [`CompleteBody`] and blanks them (spaces, same length) before `s3s` reads
-//! it; `do_complete_multipart_upload` adds them ([`CompleteBody::listed`]) to the listed
-//! parts, compared with the staged parts' as the other five are (S3: `InvalidPart`).
+//! (`MalformedXML`, unexpected tag), so the server takes them out before it parses:
 //!
-//! Only an unsigned payload (`UNSIGNED-PAYLOAD`: every SDK over HTTPS) can be changed: a
-//! body whose SHA-256 is signed is passed as sent, and when it holds such elements the
-//! server answers `s3s`'s `MalformedXML` with a message saying why
-//! ([`CompleteBody::unreadable`]). A body over the cap, or aws-chunked (decoded inside
-//! `s3s`), is passed as sent.
+//! - an unsigned payload (`UNSIGNED-PAYLOAD`: every SDK over HTTPS) is held whole
+//!   ([`StripBody`], at most [`crate::server::XML_MAX_BODY`], the limit `s3s` holds it to),
+//!   their values recorded in the request's [`CompleteBody`] and the elements blanked
+//!   (spaces, same length) before `s3s` reads it;
+//! - a body whose SHA-256 is signed (botocore over HTTP) cannot be changed: the server
+//!   reads it up front ([`hold`]) and, when it holds such elements, marks the request
+//!   ([`super::complete_route::Routed`]) for the custom route that verifies the hash,
+//!   then blanks and parses the body itself ([`super::complete_route`]).
+//!
+//! Either way `do_complete_multipart_upload` adds the values ([`CompleteBody::listed`]) to
+//! the listed parts, compared with the staged parts' as the other five are (S3:
+//! `InvalidPart`). A body over the cap, or aws-chunked (decoded inside `s3s`), is passed
+//! as sent.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -42,8 +46,6 @@ pub struct CompleteBody(Arc<Mutex<Captured>>);
 struct Captured {
     /// The values read from the body, `(part number, algorithm, base64)`.
     values: Vec<(u32, Algorithm, String)>,
-    /// The body held such elements and was passed on unchanged (a signed payload).
-    unreadable: bool,
 }
 
 impl CompleteBody {
@@ -57,48 +59,38 @@ impl CompleteBody {
         self.lock().values.clone()
     }
 
-    /// True when the body held elements of the [`UNPARSED`] algorithms that could not be
-    /// blanked (its SHA-256 is signed): `s3s` refused it as `MalformedXML`.
-    pub fn unreadable(&self) -> bool {
-        self.lock().unreadable
+    /// A slot holding `values` (the custom route's, which reads the body itself).
+    pub fn with(values: Vec<(u32, Algorithm, String)>) -> Self {
+        Self(Arc::new(Mutex::new(Captured { values })))
     }
 }
 
 /// A CompleteMultipartUpload body held whole (up to [`CAPTURE_LIMIT`]) and passed on with
 /// the [`UNPARSED`] algorithms' elements blanked, their values recorded in a
 /// [`CompleteBody`]. Over the limit, or when the XML does not parse, it is passed on as
-/// sent (`s3s` refuses it).
+/// sent (`s3s` refuses it). Only for a body whose SHA-256 is not signed.
 pub struct StripBody<B> {
     inner: B,
     slot: CompleteBody,
-    /// May the bytes be changed (the payload's SHA-256 is not signed)?
-    may_change: bool,
     held: Vec<u8>,
     /// Holding is over: what comes is passed through.
     passing: bool,
 }
 
 impl<B> StripBody<B> {
-    /// Holds `inner`; `may_change`: its SHA-256 is not signed (`UNSIGNED-PAYLOAD`).
-    pub fn new(inner: B, slot: CompleteBody, may_change: bool) -> Self {
-        Self { inner, slot, may_change, held: Vec::new(), passing: false }
+    /// Holds `inner`, a body whose SHA-256 is not signed (`UNSIGNED-PAYLOAD`).
+    pub fn new(inner: B, slot: CompleteBody) -> Self {
+        Self { inner, slot, held: Vec::new(), passing: false }
     }
 
-    /// The held body, blanked when it may be and its values recorded.
+    /// The held body, blanked and its values recorded.
     fn release(&mut self) -> Bytes {
         let mut xml = std::mem::take(&mut self.held);
         if let Ok((values, spans)) = listed_checksums(&xml)
             && !spans.is_empty()
         {
-            let mut c = self.slot.lock();
-            if self.may_change {
-                for (from, to) in spans {
-                    xml[from..to].fill(b' ');
-                }
-                c.values = values;
-            } else {
-                c.unreadable = true;
-            }
+            blank(&mut xml, &spans);
+            self.slot.lock().values = values;
         }
         Bytes::from(xml)
     }
@@ -153,6 +145,91 @@ where
             h.set_upper(upper + held);
         }
         h
+    }
+}
+
+/// A Complete body read up front by [`hold`].
+pub enum Held<B: Body> {
+    /// The whole body (it ended within [`CAPTURE_LIMIT`]).
+    Whole(Bytes),
+    /// It did not: what was read, then the rest (or the error that stopped the read).
+    Partial(Replay<B>),
+}
+
+/// Reads `body` whole if it ends within [`CAPTURE_LIMIT`] bytes (the caller's XML budget
+/// share covers them); otherwise gives back what was read followed by the rest, so that
+/// `s3s` sees the body exactly as sent. Trailers are dropped (a Complete has none worth
+/// keeping). The read is bounded in time by the body's own limits ([`crate::request`]).
+pub async fn hold<B>(mut body: B) -> Held<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    let mut held = Vec::new();
+    // Bounded: each turn takes a frame; the body ends, fails or passes the cap.
+    loop {
+        match std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+            None => return Held::Whole(Bytes::from(held)),
+            Some(Err(e)) => return Held::Partial(Replay { held: Some(held.into()), error: Some(e), inner: body }),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    held.extend_from_slice(&data);
+                    if held.len() > CAPTURE_LIMIT {
+                        return Held::Partial(Replay { held: Some(held.into()), error: None, inner: body });
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A body [`hold`] stopped reading: the bytes it read, then its error or the rest.
+pub struct Replay<B: Body> {
+    held: Option<Bytes>,
+    error: Option<B::Error>,
+    inner: B,
+}
+
+impl<B> Body for Replay<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = &mut *self;
+        if let Some(held) = this.held.take()
+            && !held.is_empty()
+        {
+            return Poll::Ready(Some(Ok(Frame::data(held))));
+        }
+        if let Some(e) = this.error.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
+        Pin::new(&mut this.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.held.as_ref().is_none_or(Bytes::is_empty) && self.error.is_none() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let inner = self.inner.size_hint();
+        let held = self.held.as_ref().map_or(0, |h| h.len() as u64);
+        let mut h = SizeHint::new();
+        h.set_lower(inner.lower() + held);
+        if let Some(upper) = inner.upper() {
+            h.set_upper(upper + held);
+        }
+        h
+    }
+}
+
+/// Blanks (spaces, same length) the byte ranges [`listed_checksums`] found.
+pub fn blank(xml: &mut [u8], spans: &[(usize, usize)]) {
+    for &(from, to) in spans {
+        xml[from..to].fill(b' ');
     }
 }
 
@@ -334,9 +411,7 @@ mod tests {
         let (values, spans) = listed_checksums(xml.as_bytes()).unwrap();
         assert_eq!(values.len(), 2);
         let mut out = xml.as_bytes().to_vec();
-        for (from, to) in spans {
-            out[from..to].fill(b' ');
-        }
+        blank(&mut out, &spans);
         let out = String::from_utf8(out).unwrap();
         assert_eq!(out.len(), xml.len());
         assert_eq!(

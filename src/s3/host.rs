@@ -68,6 +68,39 @@ impl BucketResolver {
     }
 }
 
+impl BucketResolver {
+    /// The bucket and object key the request names, as `s3s` parses them (percent-decoded
+    /// path; `/bucket/key` path style, `/key` virtual-hosted; `s3s`'s
+    /// `normalize_forward_slash_path` is off), or `None` when it names no object.
+    pub fn object(
+        &self,
+        version: http::Version,
+        uri: &http::Uri,
+        headers: &http::HeaderMap,
+    ) -> Option<(String, String)> {
+        let (bucket, names_key) = self.target(version, uri, headers);
+        let bucket = bucket.filter(|_| names_key)?;
+        let path = urlencoding::decode(uri.path()).ok()?;
+        let rest = path.strip_prefix('/')?;
+        // Path style: the first segment is the bucket.
+        let key = if self.virtual_hosted(version, uri, headers) { rest } else { rest.split_once('/')?.1 };
+        (!key.is_empty()).then(|| (bucket, key.to_owned()))
+    }
+
+    /// True when the request's host names its bucket (virtual-hosted style).
+    fn virtual_hosted(&self, version: http::Version, uri: &http::Uri, headers: &http::HeaderMap) -> bool {
+        let Some(hosts) = &self.hosts else { return false };
+        let host = match headers.get(http::header::HOST) {
+            Some(v) => v.to_str().ok(),
+            None if matches!(version, http::Version::HTTP_2 | http::Version::HTTP_3) => {
+                uri.authority().map(http::uri::Authority::as_str)
+            }
+            None => None,
+        };
+        host.filter(|h| !is_ip_host(h)).and_then(|h| hosts.bucket_of(h)).is_some()
+    }
+}
+
 /// True for `1.2.3.4`, `1.2.3.4:80`, `[::1]:80` or `::1`: `s3s` routes these path style
 /// without asking the [`S3Host`].
 fn is_ip_host(host: &str) -> bool {
@@ -125,6 +158,23 @@ fn strip_port(host: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn object_is_the_bucket_and_decoded_key_in_either_style() {
+        let r = BucketResolver::new(&["s3.example.com".into()]);
+        let at = |host: &str, path: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(http::header::HOST, host.parse().unwrap());
+            r.object(http::Version::HTTP_11, &path.parse().unwrap(), &h)
+        };
+        let pair = |b: &str, k: &str| Some((b.to_owned(), k.to_owned()));
+        assert_eq!(at("127.0.0.1:9000", "/vol-a/d/%C3%BC%20x?uploadId=1"), pair("vol-a", "d/ü x"));
+        assert_eq!(at("vol-a.s3.example.com", "/vol-a/k"), pair("vol-a", "vol-a/k"));
+        assert_eq!(at("VOL-A.s3.example.com", "/k/"), pair("vol-a", "k/"));
+        assert_eq!(at("127.0.0.1", "/vol-a/"), None);
+        assert_eq!(at("127.0.0.1", "/vol-a"), None);
+        assert_eq!(at("vol-a.s3.example.com", "/"), None);
+    }
 
     #[test]
     fn virtual_hosted_names_route_to_their_bucket() {

@@ -9,6 +9,7 @@ mod body;
 mod bucket;
 pub mod bucket_cors;
 pub mod checksum;
+pub mod complete_route;
 pub mod complete_xml;
 mod convert;
 mod copy;
