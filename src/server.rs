@@ -313,56 +313,73 @@ async fn handle(
                 // is answered as S3 does (s3::post_object).
                 let form = is_form.then(|| (PostForm::default(), RequestOrigin::of(&parts, https)));
                 let boundary = parts.headers.get(http::header::CONTENT_TYPE).and_then(|v| form_boundary(v.as_bytes()));
-                let body = if admitted.aws_chunked {
-                    s3s::Body::http_body(ChunkGuard::new(body, guard.max_chunk))
+                let body: Result<s3s::Body, Refusal> = if admitted.aws_chunked {
+                    Ok(s3s::Body::http_body(ChunkGuard::new(body, guard.max_chunk)))
                 } else if completes && !is_form {
                     // s3s refuses the part checksums of five algorithms (s3::complete_xml).
                     let unsigned = parts.headers.get("x-amz-content-sha256").is_none_or(|v| v == "UNSIGNED-PAYLOAD");
                     if unsigned {
                         parts.extensions.insert(complete.clone());
-                        s3s::Body::http_body(StripBody::new(body, complete.clone()))
-                    } else {
+                        Ok(s3s::Body::http_body(StripBody::new(body, complete.clone())))
+                    } else if let Some(_preread) = PreRead::take() {
                         // Signed: held whole and passed unchanged; one listing them goes to
                         // the custom route (s3::complete_route), which verifies the hash.
+                        // This read comes before s3s checks the signature, so only
+                        // PRE_READS of them run at once: a client stalling them can only send
+                        // later signed Completes the usual way (see PreRead), never hold
+                        // the XML budget other requests need.
                         match hold(body).await {
+                            // Cut by the body limits (too slow, past its deadline): S3's
+                            // answer to a slow body, as elsewhere, not s3s's 500.
+                            Held::Partial(replay) if replay.failed() => Err(request_timeout()),
                             Held::Whole(bytes) => {
                                 let lists = listed_checksums(&bytes).is_ok_and(|(_, spans)| !spans.is_empty());
                                 let target = shared.opts.buckets.object(parts.version, &parts.uri, &parts.headers);
                                 if let (true, Some((bucket, key))) = (lists, target) {
                                     parts.extensions.insert(Routed { bucket, key });
                                 }
-                                s3s::Body::from(bytes)
+                                Ok(s3s::Body::from(bytes))
                             }
-                            Held::Partial(replay) => s3s::Body::http_body(replay),
+                            Held::Partial(replay) => Ok(s3s::Body::http_body(replay)),
                         }
+                    } else {
+                        Ok(s3s::Body::http_body(body))
                     }
                 } else if let (Some((slot, _)), Some(boundary)) = (&form, boundary) {
                     parts.extensions.insert(slot.clone());
-                    s3s::Body::http_body(FormSniffer::new(body, &boundary, slot.clone()))
+                    Ok(s3s::Body::http_body(FormSniffer::new(body, &boundary, slot.clone())))
                 } else {
-                    s3s::Body::http_body(body)
+                    Ok(s3s::Body::http_body(body))
                 };
                 // A form upload keeps its slot until s3s has answered it.
                 let _form_slot = admitted.form_slot;
-                match svc.call(http::Request::from_parts(parts, body)).await {
-                    Ok(mut resp) => {
-                        if let Some((slot, origin)) = &form
-                            && let Some(stored) = slot.stored()
-                        {
-                            resp = stored.response(origin);
-                        } else if is_form
-                            && let Some(r) = resp.body().bytes().and_then(|b| form_policy::refusal(resp.status(), &b))
-                        {
-                            resp = refusal_response(&r, &id);
-                        }
+                match body {
+                    Err(r) => {
+                        let mut resp = refusal_response(&r, &id);
                         resp.headers_mut().extend(cors_headers);
                         resp
                     }
-                    Err(e) => {
-                        info.set_status(500);
-                        info.finish();
-                        return Err(e);
-                    }
+                    Ok(body) => match svc.call(http::Request::from_parts(parts, body)).await {
+                        Ok(mut resp) => {
+                            if let Some((slot, origin)) = &form
+                                && let Some(stored) = slot.stored()
+                            {
+                                resp = stored.response(origin);
+                            } else if is_form
+                                && let Some(r) =
+                                    resp.body().bytes().and_then(|b| form_policy::refusal(resp.status(), &b))
+                            {
+                                resp = refusal_response(&r, &id);
+                            }
+                            resp.headers_mut().extend(cors_headers);
+                            resp
+                        }
+                        Err(e) => {
+                            info.set_status(500);
+                            info.finish();
+                            return Err(e);
+                        }
+                    },
                 }
             }
         }
@@ -401,6 +418,43 @@ fn xml_body_too_large(method: &http::Method, h: &http::HeaderMap) -> bool {
     let form = crate::guard::auth_params::is_form_upload(method, h);
     let len = h.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     method == http::Method::POST && !form && len.is_some_and(|n| n > XML_MAX_BODY)
+}
+
+/// Signed CompleteMultipartUpload bodies read whole before `s3s` checks the signature (see
+/// `handle`) at once, at most: the read is opportunistic, and when every slot is taken a
+/// Complete goes to `s3s` unread, as any request does. So clients that stall such reads
+/// hold at most `PRE_READS` x 8 MiB of the buffered-XML budget and delay no one else
+/// (found by the outside attack pass: stalled anonymous reads held the whole budget).
+const PRE_READS: usize = 2;
+
+static PRE_READING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// One of the [`PRE_READS`] slots, given back on drop.
+struct PreRead;
+
+impl PreRead {
+    fn take() -> Option<Self> {
+        use std::sync::atomic::Ordering;
+        PRE_READING
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < PRE_READS).then_some(n + 1))
+            .ok()
+            .map(|_| PreRead)
+    }
+}
+
+impl Drop for PreRead {
+    fn drop(&mut self) {
+        PRE_READING.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// S3's answer to a request body that came too slowly or not in time.
+fn request_timeout() -> Refusal {
+    Refusal::new(
+        http::StatusCode::BAD_REQUEST,
+        "RequestTimeout",
+        "Your socket connection to the server was not read from or written to within the timeout period.",
+    )
 }
 
 /// The S3 error response of a refusal answered before `s3s` (a guard's, a CORS

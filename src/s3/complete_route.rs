@@ -124,8 +124,13 @@ fn serialize(out: &CompleteMultipartUploadOutput) -> S3Result<(Vec<u8>, HeaderMa
 #[async_trait::async_trait]
 impl S3Route for CompleteRoute {
     fn is_match(&self, method: &Method, uri: &Uri, _headers: &HeaderMap, extensions: &mut Extensions) -> bool {
+        // Only a plain Complete: `uploadId` and presigned-URL parameters, nothing s3s would
+        // route elsewhere (`uploads`, `select`, `restore`, ...).
         method == Method::POST
-            && uri.query().is_some_and(|q| q.split('&').any(|p| p.split('=').next() == Some("uploadId")))
+            && uri.query().is_some_and(|q| {
+                let names = || q.split('&').map(|p| p.split('=').next().unwrap_or(""));
+                names().any(|n| n == "uploadId") && names().all(|n| n == "uploadId" || n.starts_with("X-Amz-"))
+            })
             && extensions.get::<Routed>().is_some()
     }
 

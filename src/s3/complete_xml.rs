@@ -189,6 +189,14 @@ pub struct Replay<B: Body> {
     inner: B,
 }
 
+impl<B: Body> Replay<B> {
+    /// True when the body failed while it was held (cut by the body limits, or the client
+    /// went away), rather than passing the cap.
+    pub fn failed(&self) -> bool {
+        self.error.is_some()
+    }
+}
+
 impl<B> Body for Replay<B>
 where
     B: Body<Data = Bytes> + Unpin,
@@ -287,6 +295,9 @@ pub fn listed_checksums(xml: &[u8]) -> S3Result<(Vec<(u32, Algorithm, String)>, 
                 if let Some(Field::Value(a)) = field_of(e.local_name().as_ref())
                     && let Some((_, values)) = part.as_mut()
                 {
+                    if values.iter().any(|(b, _)| *b == a) {
+                        return Err(malformed());
+                    }
                     values.push((a, String::new()));
                     spans.push((at, reader.buffer_position() as usize));
                 }
@@ -319,6 +330,10 @@ pub fn listed_checksums(xml: &[u8]) -> S3Result<(Vec<(u32, Algorithm, String)>, 
                     match f {
                         Field::Number => *number = Some(text.trim().parse().map_err(|_| malformed())?),
                         Field::Value(a) => {
+                            // One value per algorithm and part, as S3's schema has it.
+                            if values.iter().any(|(b, _)| *b == a) {
+                                return Err(malformed());
+                            }
                             values.push((a, text.trim().to_owned()));
                             spans.push((field_start, reader.buffer_position() as usize));
                         }
@@ -369,7 +384,7 @@ mod tests {
               <s3:Part xmlns:s3="http://s3.amazonaws.com/doc/2006-03-01/"><s3:PartNumber>3</s3:PartNumber>
                 <s3:ChecksumXXHASH3>eK9f&#x6C;IkvOVA=</s3:ChecksumXXHASH3><ChecksumCRC32>x</ChecksumCRC32>
                 <ChecksumXXHASH128><![CDATA[BrBa]]>&amp;</ChecksumXXHASH128></s3:Part>
-              <Part><PartNumber>4</PartNumber><ChecksumMD5>a</ChecksumMD5><ChecksumMD5>b</ChecksumMD5></Part>
+              <Part><PartNumber>4</PartNumber><ChecksumMD5>a</ChecksumMD5></Part>
             </CompleteMultipartUpload>"#;
         assert_eq!(
             listed(xml),
@@ -378,9 +393,15 @@ mod tests {
                 (3, Algorithm::Xxhash3, "eK9flIkvOVA=".to_owned()),
                 (3, Algorithm::Xxhash128, "BrBa&".to_owned()),
                 (4, Algorithm::Md5, "a".to_owned()),
-                (4, Algorithm::Md5, "b".to_owned()),
             ]
         );
+        // One value per algorithm and part: a second is refused, not fanned out.
+        let twice = "<CompleteMultipartUpload><Part><PartNumber>4</PartNumber>\
+                     <ChecksumMD5>a</ChecksumMD5><ChecksumMD5>b</ChecksumMD5></Part></CompleteMultipartUpload>";
+        assert!(listed_checksums(twice.as_bytes()).is_err());
+        let empty_twice = "<CompleteMultipartUpload><Part><PartNumber>4</PartNumber>\
+                           <ChecksumMD5/><ChecksumMD5/></Part></CompleteMultipartUpload>";
+        assert!(listed_checksums(empty_twice.as_bytes()).is_err());
     }
 
     #[test]

@@ -167,12 +167,24 @@ impl S3Vol {
         let key = vol.key(&input.key)?;
         let cond = super::object::write_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
         let parts = input.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
+        // The values s3s could not parse, by part number: each part takes its own, so the
+        // work is linear in the body (a part listed many times once fanned out P x U).
+        let mut by_part: std::collections::HashMap<u32, Vec<(Algorithm, String)>> = std::collections::HashMap::new();
+        for (n, a, v) in unparsed {
+            by_part.entry(n).or_default().push((a, v));
+        }
         let mut listed = Vec::with_capacity(parts.len());
+        let mut previous = 0u32;
         for p in parts {
             let (Some(n), Some(e)) = (p.part_number, p.e_tag) else {
                 return Err(s3_error!(MalformedXML, "Each part needs a PartNumber and an ETag"));
             };
             let n = u32::try_from(n).map_err(|_| s3_error!(InvalidPart, "invalid part number"))?;
+            // S3: ascending and each number once (checked again by the store).
+            if n <= previous && !listed.is_empty() {
+                return Err(crate::store::Error::InvalidPartOrder.into());
+            }
+            previous = n;
             let checksums = [
                 (Algorithm::Crc32, p.checksum_crc32),
                 (Algorithm::Crc32c, p.checksum_crc32c),
@@ -182,7 +194,7 @@ impl S3Vol {
             ]
             .into_iter()
             .filter_map(|(a, v)| v.map(|v| (a.name().to_owned(), v)))
-            .chain(unparsed.iter().filter(|(m, _, _)| *m == n).map(|(_, a, v)| (a.name().to_owned(), v.clone())))
+            .chain(by_part.remove(&n).unwrap_or_default().into_iter().map(|(a, v)| (a.name().to_owned(), v)))
             .collect();
             listed.push(ListedPart { number: n, etag: e.into_value(), checksums });
         }

@@ -461,3 +461,107 @@ def test_signed_complete_through_boto3_returns_the_new_algorithm_checksum(http_s
     assert r[field(alg)] == composite(alg, parts) and r["ChecksumType"] == "COMPOSITE", r
     assert r["Key"] == key and r["Bucket"] == "vol-a"
     assert (http_server.vol("vol-a") / key).read_bytes() == b"".join(parts)
+
+
+def test_a_complete_listing_one_part_many_times_is_refused_at_once(http_server, prefix):
+    """A Complete naming part 1 thousands of times, each with thousands of listed values,
+    made the handler pair every listing with every value (P x U strings: a 134 KB body took
+    330 MB, a larger one killed the daemon; outside attack pass). It is refused at once:
+    parts out of order, or one algorithm listed twice in a part."""
+    from pathlib import Path
+
+    server = http_server
+    s3 = server.client()
+    key = f"{prefix}/fan"
+    uid = s3.create_multipart_upload(Bucket="vol-a", Key=key, ChecksumAlgorithm="MD5")["UploadId"]
+    v = digest("MD5", b"x")
+
+    def rss_kib():
+        for line in Path(f"/proc/{server.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise AssertionError("no VmRSS")
+
+    before = rss_kib()
+    many = "".join(f'<Part><PartNumber>1</PartNumber><ETag>"e"</ETag><ChecksumMD5>{v}</ChecksumMD5></Part>'
+                   for _ in range(3000))
+    body = f"<CompleteMultipartUpload>{many}</CompleteMultipartUpload>".encode()
+    r = server.raw("POST", f"/vol-a/{key}", query=[("uploadId", uid)], body=body, payload_hash="UNSIGNED-PAYLOAD")
+    assert (r.status, r.code) == (400, "InvalidPartOrder"), r
+    twice = (f'<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>"e"</ETag>'
+             f"<ChecksumMD5>{v}</ChecksumMD5><ChecksumMD5>{v}</ChecksumMD5></Part></CompleteMultipartUpload>")
+    r = server.raw("POST", f"/vol-a/{key}", query=[("uploadId", uid)], body=twice.encode(),
+                   payload_hash="UNSIGNED-PAYLOAD")
+    assert (r.status, r.code) == (400, "MalformedXML"), r
+    assert (rss_kib() - before) / 1024 < 64, "the refused Completes grew the daemon"
+    assert not (server.vol("vol-a") / key).exists()
+
+
+def test_stalled_signed_completes_without_a_key_cannot_block_other_requests(http_server, prefix):
+    """A signed Complete is read before s3s checks its signature (to find the checksum
+    elements s3s lacks). Nine anonymous ones declaring 8 MiB and then stalling held the
+    whole buffered-XML budget: every XML request got 503 SlowDown (outside attack pass).
+    Only two are read ahead now; the rest are refused as unsigned at once."""
+    import socket
+    import time
+
+    server = http_server
+    s3 = server.client()
+    socks = []
+    try:
+        for _ in range(9):
+            s = socket.create_connection((server.host, server.port), timeout=10)
+            s.sendall((f"POST /vol-a/{prefix}/k?uploadId=abc HTTP/1.1\r\nHost: {server.host}:{server.port}\r\n"
+                       f"x-amz-content-sha256: {'a' * 64}\r\nContent-Length: {8 << 20}\r\n\r\n").encode()
+                      + b"<CompleteMultipartUpload>")
+            socks.append(s)
+        time.sleep(1.0)
+        s3.put_object(Bucket="vol-a", Key=f"{prefix}/a", Body=b"a")
+        gone = s3.delete_objects(Bucket="vol-a", Delete={"Objects": [{"Key": f"{prefix}/a"}]})
+        assert [d["Key"] for d in gone["Deleted"]] == [f"{prefix}/a"]
+        assert not (server.vol("vol-a") / prefix / "a").exists()
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_a_signed_complete_cut_by_the_body_limits_answers_request_timeout(tmp_path):
+    """A signed Complete is read before authentication, so the body limits for
+    unauthenticated requests apply to it; one cut there answered 500 InternalError (outside
+    attack pass). It answers S3's 400 RequestTimeout, and commits nothing."""
+    import socket
+    import time
+
+    from helpers import build_signed, start_daemon, stop_daemon
+
+    d = start_daemon(tmp_path, extra_config='unauthenticated_body_time = "2s"')
+    try:
+        body = b"<CompleteMultipartUpload>" + b" " * 64 + b"</CompleteMultipartUpload>"
+        target, hdrs = build_signed(d, "POST", "/vol-a/slow", query=[("uploadId", "abc")], body=body)
+        head = f"POST {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items())
+        head += f"content-length: {len(body)}\r\n\r\n"
+        with socket.create_connection((d.host, d.port), timeout=20) as s:
+            s.sendall(head.encode())
+            data, deadline = b"", time.monotonic() + 15
+            for b in body:
+                if time.monotonic() > deadline:
+                    break
+                try:
+                    s.sendall(bytes([b]))
+                except OSError:
+                    break
+                s.settimeout(0.25)
+                try:
+                    data = s.recv(65536)
+                except socket.timeout:
+                    continue
+                if data:
+                    break
+            s.settimeout(10)
+            while b"</Error>" not in data and (more := s.recv(65536)):
+                data += more
+        assert data.startswith(b"HTTP/1.1 400"), data[:300]
+        assert b"<Code>RequestTimeout</Code>" in data
+        assert not (d.vol("vol-a") / "slow").exists()
+    finally:
+        stop_daemon(d)
