@@ -247,19 +247,13 @@ fn now_secs() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::scratch::Scratch;
     use std::os::unix::fs::PermissionsExt;
 
     const ONE: &str =
         "[[key]]\nname='a'\naccess_key='AK1'\nsecret_key='SECRET1'\nvolumes=['*']\npermissions=['read']\n";
     const TWO: &str =
         "[[key]]\nname='b'\naccess_key='AK2'\nsecret_key='SECRET2'\nvolumes=['*']\npermissions=['read']\n";
-
-    struct Tmp(PathBuf);
-    impl Drop for Tmp {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 
     fn write(path: &Path, text: &str, mode: u32, age_secs: i64) {
         let tmp = path.with_extension("new");
@@ -275,15 +269,14 @@ mod tests {
         std::fs::rename(&tmp, path).unwrap();
     }
 
-    fn setup() -> (Tmp, PathBuf, KeyWatch, KeyRing, Arc<Metrics>) {
-        let dir = std::env::temp_dir().join(format!("s3vol-keywatch-{}", crate::store::volume::random_hex(8)));
-        std::fs::create_dir_all(&dir).unwrap();
+    fn setup() -> (Scratch, PathBuf, KeyWatch, KeyRing, Arc<Metrics>) {
+        let dir = Scratch::new("keywatch");
         let path = dir.join("credentials.toml");
         write(&path, ONE, 0o600, 10);
         let ring = KeyRing::new(KeySet::parse(ONE).unwrap(), None);
         let metrics = Arc::new(Metrics::new());
         let watch = KeyWatch::start(ring.clone(), path.clone(), 1, metrics.clone(), Duration::ZERO);
-        (Tmp(dir), path, watch, ring, metrics)
+        (dir, path, watch, ring, metrics)
     }
 
     fn failures(m: &Metrics) -> String {
@@ -331,9 +324,9 @@ mod tests {
     #[test]
     fn a_path_replaced_by_a_fifo_or_a_link_to_one_is_refused_without_hanging() {
         let (t, path, watch, ring, m) = setup();
-        let fifo = t.0.join("fifo");
+        let fifo = t.join("fifo");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        let link = t.0.join("link");
+        let link = t.join("link");
         std::os::unix::fs::symlink(&fifo, &link).unwrap();
         std::fs::rename(&link, &path).unwrap();
         assert!(!watch.0.load(false), "a FIFO is not a credentials file (and opening it must not block)");

@@ -326,29 +326,12 @@ pub fn spawn_scanner(vol: Weak<Volume>) {
 mod tests {
     use super::*;
     use crate::store::VolumeSettings;
-
-    /// A temp directory removed when the test ends, whatever its outcome.
-    struct TmpDir(std::path::PathBuf);
-    impl TmpDir {
-        fn new() -> Self {
-            let p = std::env::temp_dir().join(format!("s3vol-scan-{}", crate::store::volume::random_hex(8)));
-            std::fs::create_dir_all(&p).unwrap();
-            Self(p)
-        }
-        fn path(&self) -> &std::path::Path {
-            &self.0
-        }
-    }
-    impl Drop for TmpDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::store::scratch::Scratch;
 
     #[test]
     fn a_pass_counts_what_listing_lists_and_measures_every_file() {
-        let dir = TmpDir::new();
-        let p = dir.path();
+        let dir = Scratch::new("scan");
+        let p: &std::path::Path = &dir;
         std::fs::create_dir_all(p.join("a/b")).unwrap();
         std::fs::create_dir_all(p.join("empty")).unwrap();
         std::fs::write(p.join("x"), vec![0u8; 1000]).unwrap();
@@ -368,11 +351,11 @@ mod tests {
 
     #[test]
     fn a_rate_limited_pass_takes_its_time_and_an_abandoned_one_reports_nothing() {
-        let dir = TmpDir::new();
+        let dir = Scratch::new("scan");
         for i in 0..600 {
-            std::fs::write(dir.path().join(format!("f{i}")), b"x").unwrap();
+            std::fs::write(dir.join(format!("f{i}")), b"x").unwrap();
         }
-        let vol = Volume::open("t", dir.path(), VolumeSettings::default()).unwrap();
+        let vol = Volume::open("t", &dir, VolumeSettings::default()).unwrap();
         let start = Instant::now();
         let t = pass(&vol, 1000, &|| false).unwrap();
         assert_eq!(t.objects, 600);

@@ -182,21 +182,8 @@ pub fn describe(vol: &Volume, items: &[Item]) -> Vec<Listed> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::list::{Page, Query, walk};
-
-    fn q<'a>(prefix: &'a str, delimiter: Option<&'a str>, after: Option<&'a str>, max_keys: usize) -> Query<'a> {
-        Query { prefix, delimiter, after, max_keys }
-    }
-
-    fn names(p: &Page) -> Vec<String> {
-        p.items
-            .iter()
-            .map(|i| match i {
-                Item::Object { key, .. } => key.clone(),
-                Item::Prefix(p) => format!("P:{p}"),
-            })
-            .collect()
-    }
+    use crate::store::list::walk;
+    use crate::store::list::walk::tests::{names, q};
 
     /// Every page of `prefix` in `vol`, 400 items at a time.
     fn all_pages(vol: &Volume, prefix: &str) -> Vec<String> {

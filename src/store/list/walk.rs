@@ -211,7 +211,7 @@ fn sorts_before(e: EntryRef<'_>, filter: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::names::Builder;
     use super::*;
     use std::collections::BTreeMap;
@@ -265,11 +265,18 @@ mod tests {
         }
     }
 
-    fn q<'a>(prefix: &'a str, delimiter: Option<&'a str>, after: Option<&'a str>, max_keys: usize) -> Query<'a> {
+    /// A query (shared with the file-system tree's tests).
+    pub(in crate::store::list) fn q<'a>(
+        prefix: &'a str,
+        delimiter: Option<&'a str>,
+        after: Option<&'a str>,
+        max_keys: usize,
+    ) -> Query<'a> {
         Query { prefix, delimiter, after, max_keys }
     }
 
-    fn names(p: &Page) -> Vec<String> {
+    /// A page's keys, CommonPrefixes as `P:prefix` (shared with the tree's tests).
+    pub(in crate::store::list) fn names(p: &Page) -> Vec<String> {
         p.items
             .iter()
             .map(|i| match i {
