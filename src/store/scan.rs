@@ -8,7 +8,8 @@
 //!
 //! The walk is bounded so that it cannot starve requests on a volume of ten million files:
 //! it runs on a thread of its own (never the async runtime, never the blocking pool that
-//! requests use), reads at most `scan_rate` entries per second (sleeping between batches),
+//! requests use), scans one volume at a time on a node, reads at most `scan_rate` entries
+//! per second (sleeping between batches),
 //! holds one open directory per level of depth (never a name or a file descriptor per
 //! pending entry), never follows a symbolic link into a directory, and stops when the
 //! volume is no longer served (re-opened or removed). A file system mounted inside the
@@ -37,6 +38,9 @@ use super::volume::{DirMark, LOST_FOUND, Volume};
 
 /// Deepest directory level the scan descends to (a 1024-byte key has at most 512).
 const MAX_DEPTH: usize = 512;
+/// Held by the volume scan running now: passes over different volumes take turns.
+static ONE_PASS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Entries read between two looks at the clock (the rate limit's batch).
 const BATCH: u64 = 256;
 /// The scan thread's stack: the walk recurses once per directory level.
@@ -287,6 +291,11 @@ pub fn pass(vol: &Volume, rate: u64, alone: &dyn Fn() -> bool) -> Option<Totals>
 pub fn spawn_scanner(vol: Weak<Volume>) {
     let spawned = std::thread::Builder::new().name("s3vol-scan".into()).stack_size(STACK_BYTES).spawn(move || {
         loop {
+            // One pass at a time on a node, so that `scan_rate` bounds the node's scan I/O
+            // whatever the number of volumes (hundreds in `volumes_root` mode, often on
+            // one network file system); the others wait their turn, their counts unknown
+            // until their first pass.
+            let turn = ONE_PASS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let Some(v) = vol.upgrade() else { return };
             let census = &v.space.census;
             census.running.store(true, Ordering::Relaxed);
@@ -314,6 +323,7 @@ pub fn spawn_scanner(vol: Weak<Volume>) {
             );
             let wait = v.space.limits.rescan_secs.max(1);
             drop(v);
+            drop(turn);
             std::thread::sleep(Duration::from_secs(wait));
         }
     });

@@ -293,6 +293,35 @@ def test_counts_are_null_before_the_first_scan_completes_and_progress_shows(tmp_
         assert stop_daemon(d) is None, d.log_tail()
 
 
+def test_volumes_are_scanned_one_at_a_time_so_scan_io_stays_bounded_per_node(tmp_path):
+    """Each volume had a scan thread of its own, all walking at once: a node serving
+    hundreds of volumes (volumes_root mode, often one network file system) read at
+    hundreds of times `scan_rate`. Passes now take turns."""
+    extra = 'admin_listen = "127.0.0.1:0"\n'
+    for name in ("vol-a", "vol-b", "vol-c"):
+        vol = tmp_path / "turns" / name
+        vol.mkdir(parents=True)
+        for i in range(300):
+            (vol / f"f{i:04}").write_bytes(b"x")
+        extra += f'[[volume]]\nname = "{name}"\npath = {toml_str(vol)}\nscan_rate = 400\n'
+    d = start_daemon(tmp_path / "d", volumes=(), extra_config=extra)
+    try:
+        seen_running, deadline = set(), time.monotonic() + 30
+        while time.monotonic() < deadline:
+            m = metrics_text(d)
+            running = {v for v in ("vol-a", "vol-b", "vol-c")
+                       if sample(m, f's3vol_volume_scan_running{{volume="{v}"}}') == 1}
+            assert len(running) <= 1, f"scans of {running} ran at once"
+            seen_running |= running
+            if all(status(d, v)["objects"] is not None for v in ("vol-a", "vol-b", "vol-c")):
+                break
+            time.sleep(0.05)
+        assert [status(d, v)["objects"] for v in ("vol-a", "vol-b", "vol-c")] == [300, 300, 300]
+        assert seen_running, "no pass was seen running"
+    finally:
+        assert stop_daemon(d) is None, d.log_tail()
+
+
 def test_config_rejects_scan_interval_with_its_older_name(tmp_path):
     import subprocess
     from helpers import s3vol_bin
