@@ -44,19 +44,8 @@ impl BucketResolver {
     /// (`/bucket/key` path style, `/key` virtual-hosted): a PUT without one is a bucket
     /// operation whose body `s3s` reads whole.
     pub fn target(&self, version: http::Version, uri: &http::Uri, headers: &http::HeaderMap) -> (Option<String>, bool) {
-        if let Some(hosts) = &self.hosts {
-            // As s3s reads it: the Host header, else (HTTP/2 and 3 only) `:authority`. An
-            // HTTP/1 absolute-form target's authority is not the host s3s routes by.
-            let host = match headers.get(http::header::HOST) {
-                Some(v) => v.to_str().ok(),
-                None if matches!(version, http::Version::HTTP_2 | http::Version::HTTP_3) => {
-                    uri.authority().map(http::uri::Authority::as_str)
-                }
-                None => None,
-            };
-            if let Some(b) = host.filter(|h| !is_ip_host(h)).and_then(|h| hosts.bucket_of(h)) {
-                return (Some(b.to_ascii_lowercase()), uri.path().len() > 1);
-            }
+        if let Some(b) = self.host_bucket(version, uri, headers) {
+            return (Some(b), uri.path().len() > 1);
         }
         let Ok(path) = urlencoding::decode(uri.path()) else { return (None, false) };
         let Some(rest) = path.strip_prefix('/') else { return (None, false) };
@@ -66,9 +55,7 @@ impl BucketResolver {
         }
         (Some(seg.to_owned()), !key.is_empty())
     }
-}
 
-impl BucketResolver {
     /// The bucket and object key the request names, as `s3s` parses them (percent-decoded
     /// path; `/bucket/key` path style, `/key` virtual-hosted; `s3s`'s
     /// `normalize_forward_slash_path` is off), or `None` when it names no object.
@@ -78,26 +65,34 @@ impl BucketResolver {
         uri: &http::Uri,
         headers: &http::HeaderMap,
     ) -> Option<(String, String)> {
-        let (bucket, names_key) = self.target(version, uri, headers);
-        let bucket = bucket.filter(|_| names_key)?;
         let path = urlencoding::decode(uri.path()).ok()?;
         let rest = path.strip_prefix('/')?;
-        // Path style: the first segment is the bucket.
-        let key = if self.virtual_hosted(version, uri, headers) { rest } else { rest.split_once('/')?.1 };
-        (!key.is_empty()).then(|| (bucket, key.to_owned()))
+        let (bucket, key) = match self.host_bucket(version, uri, headers) {
+            Some(bucket) => (bucket, rest),
+            // Path style: the first segment is the bucket.
+            None => rest.split_once('/').map(|(b, k)| (b.to_owned(), k))?,
+        };
+        (!bucket.is_empty() && !key.is_empty()).then(|| (bucket, key.to_owned()))
     }
 
-    /// True when the request's host names its bucket (virtual-hosted style).
-    fn virtual_hosted(&self, version: http::Version, uri: &http::Uri, headers: &http::HeaderMap) -> bool {
-        let Some(hosts) = &self.hosts else { return false };
-        let host = match headers.get(http::header::HOST) {
-            Some(v) => v.to_str().ok(),
-            None if matches!(version, http::Version::HTTP_2 | http::Version::HTTP_3) => {
-                uri.authority().map(http::uri::Authority::as_str)
-            }
-            None => None,
-        };
-        host.filter(|h| !is_ip_host(h)).and_then(|h| hosts.bucket_of(h)).is_some()
+    /// The bucket the request's host names (virtual-hosted style), lower-cased, if it does.
+    fn host_bucket(&self, version: http::Version, uri: &http::Uri, headers: &http::HeaderMap) -> Option<String> {
+        let hosts = self.hosts.as_ref()?;
+        let host = request_host(version, uri, headers).filter(|h| !is_ip_host(h))?;
+        hosts.bucket_of(host).map(|b| b.to_ascii_lowercase())
+    }
+}
+
+/// The host a request is sent to, as `s3s` reads it: the `Host` header, else (HTTP/2 and
+/// 3 only) the `:authority`. An HTTP/1 absolute-form target's authority is not the host
+/// `s3s` routes by.
+pub fn request_host<'a>(version: http::Version, uri: &'a http::Uri, headers: &'a http::HeaderMap) -> Option<&'a str> {
+    match headers.get(http::header::HOST) {
+        Some(v) => v.to_str().ok(),
+        None if matches!(version, http::Version::HTTP_2 | http::Version::HTTP_3) => {
+            uri.authority().map(http::uri::Authority::as_str)
+        }
+        None => None,
     }
 }
 

@@ -78,13 +78,7 @@ pub struct RequestOrigin {
 impl RequestOrigin {
     /// The origin of a request head; `tls`: the connection is HTTPS.
     pub fn of(head: &http::request::Parts, tls: bool) -> Self {
-        let host = head
-            .headers
-            .get(http::header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .or_else(|| head.uri.authority().map(|a| a.to_string()))
-            .unwrap_or_default();
+        let host = super::host::request_host(head.version, &head.uri, &head.headers).unwrap_or_default();
         let scheme = if tls { "https" } else { "http" };
         Self { base: format!("{scheme}://{host}"), path_style: !head.uri.path().trim_matches('/').is_empty() }
     }
