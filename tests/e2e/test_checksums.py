@@ -248,6 +248,20 @@ def assert_nothing_committed(server, s3, key, uid, before, n_parts):
     assert len(s3.list_parts(Bucket="vol-a", Key=key, UploadId=uid)["Parts"]) == n_parts
 
 
+def refused_with_a_wrong_second_part(server, s3, key, alg, parts):
+    """Stages `parts` over an older object at `key`, then completes listing a wrong
+    checksum for part 2: 400 InvalidPart naming the algorithm and the part, and nothing
+    committed. Returns the upload id, the staged parts and the right listing."""
+    uid, done, before = staged_upload(server, s3, key, alg, parts)
+    listed = [{**d, field(alg): digest(alg, p)} for d, p in zip(done, parts)]
+    bad = [listed[0], {**listed[1], field(alg): wrong(alg, parts[1])}]
+    e = expect_client_error(s3.complete_multipart_upload, 400, "InvalidPart", Bucket="vol-a", Key=key,
+                            UploadId=uid, MultipartUpload={"Parts": bad})
+    assert alg in e.response["Error"]["Message"] and "part 2" in e.response["Error"]["Message"]
+    assert_nothing_committed(server, s3, key, uid, before, len(parts))
+    return uid, done, listed
+
+
 @pytest.fixture(scope="module")
 def s3_unsigned(server):
     """boto3 sending UNSIGNED-PAYLOAD (botocore signs the Complete body's SHA-256 otherwise)."""
@@ -263,16 +277,9 @@ def test_complete_listing_a_wrong_part_checksum_of_a_new_algorithm_is_invalid_pa
     s3 = s3_unsigned
     parts = [data(2000, f"{alg}a"), data(700, f"{alg}b")]
     key = f"{prefix}/{alg}"
-    uid, done, before = staged_upload(server, s3, key, alg, parts)
-    listed = [{**d, field(alg): digest(alg, p)} for d, p in zip(done, parts)]
-    bad = [listed[0], {**listed[1], field(alg): wrong(alg, parts[1])}]
-    e = expect_client_error(s3.complete_multipart_upload, 400, "InvalidPart", Bucket="vol-a", Key=key,
-                            UploadId=uid, MultipartUpload={"Parts": bad})
-    assert alg in e.response["Error"]["Message"] and "part 2" in e.response["Error"]["Message"]
-    assert_nothing_committed(server, s3, key, uid, before, 2)
+    uid, done, listed = refused_with_a_wrong_second_part(server, s3, key, alg, parts)
     r = s3.complete_multipart_upload(Bucket="vol-a", Key=key, UploadId=uid, MultipartUpload={"Parts": listed})
-    want = base64.b64encode(raw_digest(alg, b"".join(raw_digest(alg, p) for p in parts))).decode() + "-2"
-    assert r[field(alg)] == want and r["ChecksumType"] == "COMPOSITE"
+    assert r[field(alg)] == composite(alg, parts) and r["ChecksumType"] == "COMPOSITE"
     assert (server.vol("vol-a") / key).read_bytes() == b"".join(parts)
 
 
@@ -413,13 +420,8 @@ def test_signed_complete_listing_a_wrong_sha512_part_checksum_is_invalid_part_an
     server, s3, alg = http_server, s3_signed, "SHA512"
     parts = [data(2000, "sig-a"), data(700, "sig-b")]
     key = f"{prefix}/obj"
-    uid, done, before = staged_upload(server, s3, key, alg, parts)
-    listed = [{**d, field(alg): digest(alg, p)} for d, p in zip(done, parts)]
-    bad = [listed[0], {**listed[1], field(alg): wrong(alg, parts[1])}]
-    e = expect_client_error(s3.complete_multipart_upload, 400, "InvalidPart", Bucket="vol-a", Key=key,
-                            UploadId=uid, MultipartUpload={"Parts": bad})
-    assert alg in e.response["Error"]["Message"] and "part 2" in e.response["Error"]["Message"]
-    assert_nothing_committed(server, s3, key, uid, before, 2)
+    uid, done, _ = refused_with_a_wrong_second_part(server, s3, key, alg, parts)
+    before = tree_snapshot(server.vol("vol-a"), include_internal=True)
 
     def body(values):
         items = "".join(f"<Part><PartNumber>{d['PartNumber']}</PartNumber><ETag>{d['ETag']}</ETag>"
