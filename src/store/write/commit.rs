@@ -488,7 +488,24 @@ fn rename_over(
                     break; // accepted and not done: the plain rename below
                 }
                 if displaced.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                    // A directory (a pod's) took the key after our look: put it back. What
+                    // comes back under `tmp` must be our own file; if another writer (a
+                    // node's acknowledged PUT) replaced it meanwhile, its file goes back on
+                    // the key, since the later write wins, and the directory stays aside,
+                    // named in the log (found by the outside attack pass: the exchange back
+                    // took that file, and the temp's removal destroyed it).
                     nix::fcntl::renameat2(from, tmp, pdir, leaf, RenameFlags::RENAME_EXCHANGE)?;
+                    let back = fsx::lstat_at(from, tmp.as_ref())?;
+                    if (back.st_dev, back.st_ino) != ours && back.st_mode & libc::S_IFMT != libc::S_IFDIR {
+                        nix::fcntl::renameat2(from, tmp, pdir, leaf, RenameFlags::RENAME_EXCHANGE)?;
+                        tracing::warn!(
+                            key = leaf,
+                            aside = tmp,
+                            "a directory raced a write onto this key and a later write won: the directory is \
+                             kept in the internal temp directory"
+                        );
+                        return Err(io::Error::from_raw_os_error(libc::EISDIR));
+                    }
                     guess = Some(displaced);
                     break;
                 }
